@@ -1,0 +1,8 @@
+//! `retry`: run a command again until it works.
+
+use std::process::ExitCode;
+
+/// Entry point of the binary.
+pub fn main_entry() -> ExitCode {
+    ExitCode::SUCCESS
+}
