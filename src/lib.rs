@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+pub mod predicate;
+
 /// Entry point of the binary.
 pub fn main_entry() -> ExitCode {
     ExitCode::SUCCESS
