@@ -1,10 +1,178 @@
 //! `retry`: run a command again until it works.
+//!
+//! ```text
+//! argv → cli ─ clap error ─▶ 125
+//!         └→ config ─ usage error ─▶ 125
+//!              └→ run: exec (child + pipes + stdin) → predicate → classify
+//!                   ↺ Retry: backoff.next() → sleep (signals, --max-time)
+//!                   └→ Outcome → report; status → exit (re-raise 128+N)
+//! ```
+//!
+//! Pure logic (`parse`, `backoff`, `classify`, `status`) has no I/O, clock
+//! or global RNG. `unsafe` lives in `sys` (thin syscall wrappers), `child`
+//! (the clone/exec path) and `signals` (the handler), each with SAFETY
+//! notes. jaq is used only by `predicate`; clap types stop at `config`.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use clap::Parser as _;
+
+pub mod backoff;
+pub mod capture;
+pub mod child;
+pub mod classify;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod exec;
+pub mod parse;
 pub mod predicate;
+pub mod report;
+pub mod run;
+pub mod signals;
+pub mod status;
+pub mod stdin;
+pub mod sys;
+
+use cli::{Cli, LogFormat};
+use config::Config;
+use error::Error;
+use report::Reporter;
+
+/// Exit status for retry's own failures.
+pub const EXIT_USAGE: u8 = 125;
 
 /// Entry point of the binary.
 pub fn main_entry() -> ExitCode {
-    ExitCode::SUCCESS
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == predicate::HELPER_ARG) {
+        return predicate::helper_main();
+    }
+    sys::ensure_std_fds();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(e),
+    };
+    let cfg = match Config::from_cli(cli) {
+        Ok(cfg) => cfg,
+        Err(e) => return usage_error(&e),
+    };
+    if cfg.dry_run {
+        return dry_run(&cfg);
+    }
+    let report = Reporter::new(cfg.log_format, cfg.verbosity);
+    let mut signals = match signals::Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            report.error(Error::io("cannot install signal handlers", e).to_string());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match run::run(&cfg, &mut signals, &report) {
+        Ok((outcome, resources)) => {
+            let code = outcome.exit_code();
+            // Clean up (state dir) before a re-raised signal ends us.
+            drop(resources);
+            if let Some(sig) = outcome.reraise() {
+                sys::die_by_signal(sig);
+            }
+            ExitCode::from(code)
+        }
+        Err(e) => {
+            report.error(e.to_string());
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// Help and version exit 0; every other clap error is one `retry: ` line
+/// naming the option and value, a hint, and 125 (not clap's 2).
+fn clap_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let rendered = e.render().to_string();
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut first = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    if e.kind() == ErrorKind::MissingRequiredArgument {
+        // clap lists the missing arguments on the next lines.
+        let missing: Vec<&str> = lines
+            .clone()
+            .take_while(|l| l.starts_with('<') || l.starts_with("--"))
+            .collect();
+        first = if missing.iter().any(|m| m.starts_with("<COMMAND>")) {
+            "missing COMMAND: give the command to run, e.g. retry -n 3 -- curl -fsS URL".to_string()
+        } else {
+            format!("missing required arguments: {}", missing.join(" "))
+        };
+    }
+    let tip = lines.find_map(|l| l.strip_prefix("tip: "));
+    let mut out = format!("retry: {first}\n");
+    match tip {
+        Some(tip) => out.push_str(&format!("retry: {tip}\n")),
+        None => out.push_str("retry: try 'retry --help' for more information\n"),
+    }
+    eprint!("{out}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn usage_error(e: &Error) -> ExitCode {
+    eprintln!("retry: {e}");
+    if let Some(hint) = e.hint() {
+        eprintln!("retry: {hint}");
+    }
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// `--dry-run`: the planned sleeps on stdout, nothing run.
+fn dry_run(cfg: &Config) -> ExitCode {
+    use std::io::Write as _;
+    let (backoff_rng, mut splay_rng) = run::rngs(cfg.seed);
+    let mut rows: Vec<(u32, Duration)> = Vec::new();
+    if let Some(max) = cfg.splay {
+        rows.push((1, run::splay_delay(max, &mut splay_rng)));
+    }
+    let retries = cfg.attempts.map_or(20, |t| t.saturating_sub(1));
+    let mut schedule = backoff::Schedule::new(cfg.backoff, backoff_rng);
+    for k in 1..=retries {
+        rows.push((k + 1, schedule.next().unwrap_or(Duration::MAX)));
+    }
+    let mut out = String::new();
+    let mut at = Duration::ZERO;
+    if cfg.log_format != LogFormat::Json {
+        out.push_str("attempt  sleep before  at\n");
+    }
+    for (attempt, delay) in rows {
+        at = at.saturating_add(delay);
+        if cfg.max_time.is_some_and(|m| at >= m) {
+            break;
+        }
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        if cfg.log_format == LogFormat::Json {
+            out.push_str(&format!(
+                "{{\"attempt\":{attempt},\"delay_ms\":{},\"at_ms\":{}}}\n",
+                ms(delay),
+                ms(at)
+            ));
+        } else {
+            out.push_str(&format!(
+                "{attempt:>7}  {:>12}  {}\n",
+                parse::human(delay),
+                parse::human(at)
+            ));
+        }
+    }
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(141),
+        Err(_) => ExitCode::from(EXIT_USAGE),
+    }
 }

@@ -1,0 +1,369 @@
+//! Bounded buffers for an attempt's output and for recorded stdin:
+//! [`Spool`] keeps the first few MiB in memory and spills the rest to an
+//! already-unlinked temporary file; [`Tail`] keeps the last 64 KiB;
+//! [`Scanner`] matches `regex::bytes` rules line by line as bytes stream
+//! by, holding at most one line window.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Seek as _, Write as _};
+use std::os::fd::{AsRawFd, RawFd};
+
+use regex::bytes::Regex;
+
+use crate::sys;
+
+/// Bytes kept in memory before spilling to the file.
+pub const MEM_LIMIT: usize = 4 << 20;
+
+/// Bytes of stdout/stderr kept for `--retry-if`'s context object.
+pub const TAIL: usize = 64 << 10;
+
+/// A line longer than this is matched in pieces of this size.
+pub const LINE_WINDOW: usize = 1 << 20;
+
+/// Append-only bytes: memory first, then a spill file.
+pub struct Spool {
+    mem: Vec<u8>,
+    spill: Option<File>,
+    spilled: u64,
+}
+
+impl Spool {
+    /// `spill` is an unlinked temporary file created before attempt 1, so a
+    /// full disk or unwritable TMPDIR is reported before anything runs.
+    pub fn new(spill: Option<File>) -> Spool {
+        Spool {
+            mem: Vec::new(),
+            spill,
+            spilled: 0,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.mem.len() as u64 + self.spilled
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets the contents (a new attempt), keeping the allocations.
+    pub fn clear(&mut self) -> io::Result<()> {
+        self.mem.clear();
+        if self.spilled > 0 {
+            if let Some(f) = &mut self.spill {
+                f.set_len(0)?;
+                f.rewind()?;
+            }
+            self.spilled = 0;
+        }
+        Ok(())
+    }
+
+    /// Room left in memory before bytes go to the file.
+    fn mem_room(&self) -> usize {
+        if self.spill.is_none() {
+            usize::MAX
+        } else {
+            MEM_LIMIT.saturating_sub(self.mem.len())
+        }
+    }
+
+    /// Appends bytes.
+    pub fn push(&mut self, data: &[u8]) -> io::Result<()> {
+        let room = self.mem_room().min(data.len());
+        let (to_mem, rest) = data.split_at(room);
+        self.mem.extend_from_slice(to_mem);
+        if !rest.is_empty() {
+            let f = self
+                .spill
+                .as_mut()
+                .ok_or_else(|| io::Error::other("no spill file"))?;
+            f.write_all(rest)?;
+            self.spilled += rest.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// When memory is full, the spill file to splice a pipe into directly.
+    pub fn splice_target(&self) -> Option<RawFd> {
+        match &self.spill {
+            Some(f) if self.mem.len() >= MEM_LIMIT => Some(f.as_raw_fd()),
+            _ => None,
+        }
+    }
+
+    /// Moves bytes from `pipe` into the spill file in the kernel; `Ok(0)` at
+    /// EOF. Only valid when `splice_target` is `Some`.
+    pub fn splice_from(&mut self, pipe: RawFd) -> io::Result<usize> {
+        let Some(target) = self.splice_target() else {
+            return Err(io::Error::other("spool is not spilling"));
+        };
+        let n = sys::splice(pipe, target, 1 << 20)?;
+        self.spilled += n as u64;
+        Ok(n)
+    }
+
+    /// Copies bytes `[pos, pos + buf.len())` into `buf`; returns how many.
+    pub fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let mem_len = self.mem.len() as u64;
+        if pos < mem_len {
+            let start = pos as usize;
+            let n = buf.len().min(self.mem.len() - start);
+            buf[..n].copy_from_slice(&self.mem[start..start + n]);
+            return Ok(n);
+        }
+        match &self.spill {
+            Some(f) if pos < self.len() => {
+                let want = buf.len().min((self.len() - pos) as usize);
+                sys::pread(f.as_raw_fd(), &mut buf[..want], pos - mem_len)
+            }
+            _ => Ok(0),
+        }
+    }
+
+    /// Writes everything to `fd` (retry's stdout): memory with write(2),
+    /// the spilled part with sendfile(2), never through user space.
+    pub fn write_to(&self, fd: RawFd) -> io::Result<()> {
+        sys::write_all(fd, &self.mem)?;
+        if let Some(f) = &self.spill {
+            let mut offset = 0u64;
+            while offset < self.spilled {
+                let left = usize::try_from(self.spilled - offset).unwrap_or(usize::MAX);
+                match sys::sendfile(fd, f.as_raw_fd(), &mut offset, left.min(1 << 30)) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        // sendfile refuses some targets: copy the rest.
+                        return self.copy_spill(fd, offset);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn copy_spill(&self, fd: RawFd, mut offset: u64) -> io::Result<()> {
+        let mut buf = vec![0u8; 128 << 10];
+        let mem_len = self.mem.len() as u64;
+        loop {
+            let n = self.read_at(mem_len + offset, &mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            sys::write_all(fd, &buf[..n])?;
+            offset += n as u64;
+        }
+    }
+
+    /// Everything, when it is at most `limit` bytes.
+    pub fn to_vec(&self, limit: u64) -> io::Result<Option<Vec<u8>>> {
+        if self.len() > limit {
+            return Ok(None);
+        }
+        let mut out = vec![0u8; self.len() as usize];
+        let mut pos = 0usize;
+        while pos < out.len() {
+            match self.read_at(pos as u64, &mut out[pos..])? {
+                0 => break,
+                n => pos += n,
+            }
+        }
+        out.truncate(pos);
+        Ok(Some(out))
+    }
+}
+
+/// The last `TAIL` bytes of a stream.
+#[derive(Default)]
+pub struct Tail(VecDeque<u8>);
+
+impl Tail {
+    pub fn push(&mut self, data: &[u8]) {
+        let data = &data[data.len().saturating_sub(TAIL)..];
+        let over = (self.0.len() + data.len()).saturating_sub(TAIL);
+        self.0.drain(..over);
+        self.0.extend(data);
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        self.0.iter().copied().collect()
+    }
+}
+
+/// Matches regexes against each line of a stream, as it streams. A regex
+/// that matched once is not tried again; when all have matched, scanning
+/// stops. Lines longer than `LINE_WINDOW` are matched in pieces of that size.
+pub struct Scanner {
+    regexes: Vec<Regex>,
+    matched: Vec<bool>,
+    left: usize,
+    partial: Vec<u8>,
+}
+
+impl Scanner {
+    pub fn new(regexes: Vec<Regex>) -> Scanner {
+        let n = regexes.len();
+        Scanner {
+            regexes,
+            matched: vec![false; n],
+            left: n,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Starts a new stream (a new attempt).
+    pub fn clear(&mut self) {
+        self.matched.iter_mut().for_each(|m| *m = false);
+        self.left = self.regexes.len();
+        self.partial.clear();
+    }
+
+    /// Which regexes matched some line so far.
+    pub fn matched(&self) -> &[bool] {
+        &self.matched
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        for (re, hit) in self.regexes.iter().zip(self.matched.iter_mut()) {
+            if !*hit && re.is_match(line) {
+                *hit = true;
+                self.left -= 1;
+            }
+        }
+    }
+
+    fn flush_partial(&mut self) {
+        let partial = std::mem::take(&mut self.partial);
+        self.line(&partial);
+        self.partial = partial;
+        self.partial.clear();
+    }
+
+    /// Feeds the next bytes of the stream.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while self.left > 0 && !data.is_empty() {
+            match data.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    if self.partial.is_empty() {
+                        self.line(&data[..i]);
+                    } else {
+                        self.append(&data[..i]);
+                        self.flush_partial();
+                    }
+                    data = &data[i + 1..];
+                }
+                None => {
+                    self.append(data);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Adds to the unfinished line, matching full windows as pieces.
+    fn append(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let room = LINE_WINDOW - self.partial.len();
+            let take = room.min(data.len());
+            self.partial.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.partial.len() == LINE_WINDOW {
+                self.flush_partial();
+            }
+        }
+    }
+
+    /// The stream ended: the last line needs no newline.
+    pub fn finish(&mut self) {
+        if !self.partial.is_empty() && self.left > 0 {
+            self.flush_partial();
+        }
+        self.partial.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(patterns: &[&str], chunks: &[&[u8]]) -> Vec<bool> {
+        let mut s = Scanner::new(patterns.iter().map(|p| Regex::new(p).unwrap()).collect());
+        for c in chunks {
+            s.feed(c);
+        }
+        s.finish();
+        s.matched().to_vec()
+    }
+
+    #[test]
+    fn matches_line_by_line_across_chunks() {
+        assert_eq!(scan(&["^b$"], &[b"a\nb\nc\n"]), [true]);
+        assert_eq!(scan(&["^b$"], &[b"a\nb", b"\nc"]), [true]);
+        assert_eq!(scan(&["^bc$"], &[b"a\nb", b"c"]), [true]);
+        // Anchors and \s do not reach across lines.
+        assert_eq!(scan(&["a\\sb", "^b"], &[b"xa\nbx\n"]), [false, true]);
+        assert_eq!(
+            scan(&["x", "y", "z"], &[b"z\n", b"x\n"]),
+            [true, false, true]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_and_nul_bytes_are_fine() {
+        assert_eq!(
+            scan(&["(?-u)\\xff\\x00ok"], &[b"\xfe\n\xff\x00ok\n"]),
+            [true]
+        );
+        assert_eq!(scan(&["ok"], &[b"\xff\xfe ok"]), [true]);
+    }
+
+    #[test]
+    fn long_lines_are_matched_in_windows() {
+        let mut long = vec![b'a'; LINE_WINDOW * 2 + 10];
+        long.extend_from_slice(b"needle\n");
+        assert_eq!(scan(&["needle"], &[&long]), [true]);
+        assert_eq!(scan(&["^a+$"], &[&vec![b'a'; LINE_WINDOW * 3]]), [true]);
+    }
+
+    #[test]
+    fn spool_spills_and_reads_back() {
+        let mut s = Spool::new(Some(tempfile::tempfile().unwrap()));
+        let data: Vec<u8> = (0..MEM_LIMIT + 1000).map(|i| (i % 251) as u8).collect();
+        s.push(&data[..10]).unwrap();
+        s.push(&data[10..]).unwrap();
+        assert_eq!(s.len(), data.len() as u64);
+        assert_eq!(s.to_vec(u64::MAX).unwrap().unwrap(), data);
+        assert!(s.to_vec(10).unwrap().is_none());
+        let mut buf = [0u8; 16];
+        let n = s.read_at(MEM_LIMIT as u64 - 8, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &data[MEM_LIMIT - 8..MEM_LIMIT]);
+        let n = s.read_at(MEM_LIMIT as u64 + 4, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &data[MEM_LIMIT + 4..MEM_LIMIT + 20]);
+        s.clear().unwrap();
+        assert!(s.is_empty());
+        s.push(b"again").unwrap();
+        assert_eq!(s.to_vec(100).unwrap().unwrap(), b"again");
+    }
+
+    #[test]
+    fn tail_keeps_the_last_bytes() {
+        let mut t = Tail::default();
+        t.push(&vec![b'x'; TAIL]);
+        t.push(b"end");
+        let b = t.bytes();
+        assert_eq!(b.len(), TAIL);
+        assert!(b.ends_with(b"xend"));
+        let mut big = vec![b'y'; TAIL * 2];
+        big.push(b'!');
+        t.push(&big);
+        assert_eq!(t.bytes().len(), TAIL);
+        assert_eq!(t.bytes().last(), Some(&b'!'));
+    }
+}

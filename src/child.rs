@@ -1,0 +1,387 @@
+//! Starting and ending one attempt's process.
+//!
+//! Spawning uses `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)`, the same
+//! lean path glibc's `posix_spawn` takes, instead of std's fork+exec (which
+//! std falls back to as soon as a `pre_exec` hook is needed): retry needs
+//! `PR_SET_PDEATHSIG` and its own process group in the child, and the fork
+//! path costs a copy of retry's page tables per attempt. The child runs on
+//! its own small stack, shares retry's memory until it execs, and only
+//! makes raw system calls on data the parent prepared (no allocation, no
+//! locks), as a vfork child must.
+//!
+//! A [`Child`] owns a pidfd: it can be polled for exit, and waited on with
+//! `WNOWAIT` so the pid and process group stay reserved until retry reaps
+//! the leader — signalling a group id is safe until then.
+
+use std::ffi::{CString, c_int, c_void};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+
+use crate::sys::{self, Exit};
+
+/// Everything needed to start COMMAND, prepared once per run.
+pub struct Program {
+    /// Paths to try in order (PATH search done up front, `execvp`-style).
+    candidates: Vec<CString>,
+    /// argv as given; argv[0] is COMMAND as the user typed it.
+    argv: Vec<CString>,
+    /// The name as typed, for messages.
+    pub name: String,
+}
+
+impl Program {
+    /// Resolves `argv[0]` against `path` (the PATH of retry's environment):
+    /// a name with a `/` is used as is, otherwise each PATH entry is tried
+    /// in order when spawning, as `execvp` does.
+    pub fn new(argv: &[std::ffi::OsString], path: Option<&std::ffi::OsStr>) -> io::Result<Program> {
+        use std::os::unix::ffi::OsStrExt as _;
+        let nul = |e: std::ffi::NulError| io::Error::new(io::ErrorKind::InvalidInput, e);
+        let argv: Vec<CString> = argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()).map_err(nul))
+            .collect::<Result<_, _>>()?;
+        let Some(first) = argv.first() else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no command"));
+        };
+        let name_bytes = first.as_bytes();
+        let name = String::from_utf8_lossy(name_bytes).into_owned();
+        let candidates = if name_bytes.is_empty() {
+            Vec::new()
+        } else if name_bytes.contains(&b'/') {
+            vec![first.clone()]
+        } else {
+            let path = path.map_or(&b"/bin:/usr/bin"[..], |p| p.as_bytes());
+            path.split(|b| *b == b':')
+                .map(|dir| {
+                    let mut full = Vec::with_capacity(dir.len() + 1 + name_bytes.len());
+                    // An empty PATH entry means the current directory.
+                    full.extend_from_slice(if dir.is_empty() { b"." } else { dir });
+                    full.push(b'/');
+                    full.extend_from_slice(name_bytes);
+                    CString::new(full).map_err(nul)
+                })
+                .collect::<Result<_, _>>()?
+        };
+        Ok(Program {
+            candidates,
+            argv,
+            name,
+        })
+    }
+}
+
+/// Where a standard descriptor of the child comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Stdio {
+    /// The same descriptor as retry's.
+    Inherit,
+    /// This descriptor of retry's, duplicated onto it.
+    Fd(RawFd),
+}
+
+/// One spawn: the program, its environment and descriptors.
+pub struct Spawn<'a> {
+    pub program: &'a Program,
+    /// `NAME=value` entries.
+    pub env: &'a [CString],
+    pub stdin: Stdio,
+    pub stdout: Stdio,
+    pub stderr: Stdio,
+    /// Lead a new process group (false for `--foreground`).
+    pub own_group: bool,
+}
+
+/// Why COMMAND could not be started.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// ENOENT: not found (127).
+    NotFound(io::Error),
+    /// Found but not executable (126): EACCES, ENOEXEC, ELOOP, E2BIG, ...
+    CannotExecute(io::Error),
+    /// retry's own failure before exec (clone failed, ...).
+    Internal(io::Error),
+}
+
+/// Signals whose disposition the child resets to the default before it
+/// unblocks signals: the ones retry catches (their handlers would run in
+/// the child between clone and exec) and SIGPIPE (ignored by Rust's
+/// runtime; an ignored signal stays ignored across exec).
+const RESET_SIGNALS: [c_int; 5] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGPIPE,
+];
+
+/// Size of the stack the child runs on until it execs.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// What the child reads (prepared by the parent) and writes (errno on
+/// failure). Shared memory: the parent is suspended until exec or exit.
+#[repr(C)]
+struct ChildArgs {
+    candidates: *const *const libc::c_char,
+    n_candidates: usize,
+    argv: *const *const libc::c_char,
+    /// `["/bin/sh", <candidate>, argv[1..], NULL]` for ENOEXEC.
+    sh_argv: *mut *const libc::c_char,
+    envp: *const *const libc::c_char,
+    fds: [c_int; 3],
+    own_group: bool,
+    parent: libc::pid_t,
+    errno: c_int,
+    /// The failure happened before exec (setpgid, dup2): retry's own.
+    setup_failed: bool,
+    searched: bool,
+}
+
+/// The child side: only async-signal-safe libc calls on prepared data.
+extern "C" fn child_main(arg: *mut c_void) -> c_int {
+    // SAFETY: arg points to the ChildArgs the parent keeps alive (and does
+    // not touch) until this child execs or exits: CLONE_VFORK suspends it.
+    let args = unsafe { &mut *arg.cast::<ChildArgs>() };
+    // SAFETY: each call below is async-signal-safe and takes either plain
+    // integers or pointers into the prepared, NUL-terminated arrays.
+    unsafe {
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for sig in RESET_SIGNALS {
+            libc::sigaction(sig, &dfl, ptr::null_mut());
+        }
+        // Die with retry even if it is SIGKILLed (the parent thread is
+        // retry's main thread, which lives as long as the run).
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if libc::getppid() != args.parent {
+            // retry died before the death signal was armed.
+            libc::_exit(127);
+        }
+        if args.own_group && libc::setpgid(0, 0) != 0 {
+            return fail(args);
+        }
+        for (target, &source) in args.fds.iter().enumerate() {
+            if source >= 0 && libc::dup2(source, target as c_int) < 0 {
+                return fail(args);
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut());
+
+        // execvp's search: skip ENOENT-like errors, remember EACCES, stop
+        // at any other error; run a file without #! with /bin/sh.
+        let mut eacces = false;
+        let mut last = libc::ENOENT;
+        for i in 0..args.n_candidates {
+            let path = *args.candidates.add(i);
+            libc::execve(path, args.argv, args.envp);
+            last = *libc::__errno_location();
+            match last {
+                libc::ENOEXEC => {
+                    *args.sh_argv.add(1) = path;
+                    libc::execve(*args.sh_argv, args.sh_argv, args.envp);
+                    last = *libc::__errno_location();
+                    break;
+                }
+                libc::EACCES => eacces = true,
+                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT
+                    if args.searched => {}
+                _ => break,
+            }
+        }
+        args.errno = if eacces && args.searched {
+            libc::EACCES
+        } else {
+            last
+        };
+        libc::_exit(127)
+    }
+}
+
+/// Records errno for the parent and exits.
+unsafe fn fail(args: &mut ChildArgs) -> c_int {
+    // SAFETY: reading errno and exiting are async-signal-safe.
+    unsafe {
+        args.errno = *libc::__errno_location();
+        args.setup_failed = true;
+        libc::_exit(127)
+    }
+}
+
+/// A running (or exited, not yet reaped) attempt.
+pub struct Child {
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+    own_group: bool,
+    reaped: bool,
+}
+
+/// Starts a process. The returned error says whether COMMAND was not
+/// found (127), not executable (126), or retry itself failed.
+pub fn spawn(req: &Spawn<'_>) -> Result<Child, SpawnError> {
+    let prog = req.program;
+    let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
+        v.iter()
+            .map(|c| c.as_ptr())
+            .chain(std::iter::once(ptr::null()))
+            .collect()
+    };
+    let candidates: Vec<*const libc::c_char> = prog.candidates.iter().map(|c| c.as_ptr()).collect();
+    let argv = ptrs(&prog.argv);
+    let envp = ptrs(req.env);
+    let sh = c"/bin/sh";
+    let mut sh_argv: Vec<*const libc::c_char> = Vec::with_capacity(prog.argv.len() + 2);
+    sh_argv.push(sh.as_ptr());
+    sh_argv.push(ptr::null());
+    sh_argv.extend(prog.argv.iter().skip(1).map(|c| c.as_ptr()));
+    sh_argv.push(ptr::null());
+    let fd = |s: Stdio| match s {
+        Stdio::Inherit => -1,
+        Stdio::Fd(fd) => fd,
+    };
+    let searched = prog.candidates.len() > 1
+        || prog
+            .argv
+            .first()
+            .is_some_and(|a| !a.as_bytes().contains(&b'/'));
+    let mut args = ChildArgs {
+        candidates: candidates.as_ptr(),
+        n_candidates: candidates.len(),
+        argv: argv.as_ptr(),
+        sh_argv: sh_argv.as_mut_ptr(),
+        envp: envp.as_ptr(),
+        fds: [fd(req.stdin), fd(req.stdout), fd(req.stderr)],
+        own_group: req.own_group,
+        // SAFETY: getpid has no preconditions.
+        parent: unsafe { libc::getpid() },
+        errno: 0,
+        setup_failed: false,
+        searched,
+    };
+    if candidates.is_empty() {
+        return Err(SpawnError::NotFound(io::Error::from_raw_os_error(
+            libc::ENOENT,
+        )));
+    }
+    let mut stack = vec![0u8; CHILD_STACK];
+    // The stack grows down: pass its 16-byte aligned top.
+    // SAFETY: the offset stays inside the allocation.
+    let top = unsafe { stack.as_mut_ptr().add(CHILD_STACK) };
+    let top = ((top as usize) & !15) as *mut c_void;
+    let mut pidfd: c_int = -1;
+    // Block every signal across clone so that no handler of retry's runs in
+    // the child before it has reset them (glibc's posix_spawn does the same).
+    // SAFETY: sigset operations on local, initialised sets.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+    // SAFETY: child_main only reads `args` and the arrays it points to (all
+    // alive until this call returns, since CLONE_VFORK suspends us until the
+    // child execs or exits) and runs on `stack`, which outlives the call.
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            top,
+            flags,
+            (&mut args as *mut ChildArgs).cast(),
+            &mut pidfd as *mut c_int,
+        )
+    };
+    let clone_err = io::Error::last_os_error();
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut()) };
+    drop(stack);
+    if pid == -1 {
+        return Err(SpawnError::Internal(clone_err));
+    }
+    // SAFETY: with CLONE_PIDFD the kernel stored a new fd we now own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    if args.errno != 0 {
+        // The child failed before or at exec and has exited: reap it.
+        let _ = sys::waitid(pidfd.as_fd(), true, true);
+        let err = io::Error::from_raw_os_error(args.errno);
+        return Err(if args.setup_failed {
+            SpawnError::Internal(err)
+        } else {
+            match args.errno {
+                libc::ENOENT => SpawnError::NotFound(err),
+                // A PATH search that only met missing entries found nothing.
+                libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT if searched => {
+                    SpawnError::NotFound(err)
+                }
+                _ => SpawnError::CannotExecute(err),
+            }
+        });
+    }
+    Ok(Child {
+        pid,
+        pidfd,
+        own_group: req.own_group,
+        reaped: false,
+    })
+}
+
+impl Child {
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    /// Readable (POLLIN) once the process has exited.
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// Sends `sig` to the attempt: its whole process group, or only the
+    /// child with `--foreground` (never retry's own group). No-op once
+    /// reaped, so a recycled pid is never signalled.
+    pub fn signal(&self, sig: c_int) {
+        if self.reaped {
+            return;
+        }
+        if self.own_group {
+            sys::kill(-self.pid, sig);
+        } else {
+            sys::kill(self.pid, sig);
+        }
+    }
+
+    /// SIGKILLs the rest of the group of an exited, unreaped leader.
+    pub fn kill_group(&self) {
+        if self.own_group && !self.reaped {
+            sys::kill(-self.pid, libc::SIGKILL);
+        }
+    }
+
+    /// How the process exited, if it has, leaving it unreaped.
+    pub fn peek(&self) -> io::Result<Option<Exit>> {
+        sys::waitid(self.pidfd.as_fd(), false, false)
+    }
+
+    /// Reaps the exited process (blocks until it has exited).
+    pub fn reap(&mut self) -> io::Result<Exit> {
+        let exit = sys::waitid(self.pidfd.as_fd(), true, true)?;
+        self.reaped = true;
+        exit.ok_or_else(|| io::Error::other("waitid reported no exit"))
+    }
+}
+
+impl Drop for Child {
+    /// An attempt abandoned on an error path is killed and reaped: no
+    /// orphans, no zombies.
+    fn drop(&mut self) {
+        if !self.reaped {
+            self.signal(libc::SIGKILL);
+            let _ = sys::waitid(self.pidfd.as_fd(), true, true);
+        }
+    }
+}
+
+/// Raw fd of an owned descriptor, for `Stdio::Fd`.
+pub fn raw(fd: &OwnedFd) -> RawFd {
+    fd.as_raw_fd()
+}

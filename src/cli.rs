@@ -1,0 +1,333 @@
+//! The command line, as clap derive types. Each flag is documented once
+//! here: the first line of its doc comment is the short help (`-h`), the
+//! whole comment the long help (`--help`), and the man page and shell
+//! completions are generated from the same definition. Values are checked
+//! by the `parse` functions so clap names the flag and the bad value; clap
+//! types stop at `config.rs`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+use crate::parse;
+
+const ABOUT: &str = "Run a command again until it works.";
+
+const LONG_ABOUT: &str = "\
+Run a command again until it works.
+
+retry runs COMMAND (directly, no shell) and, when it fails, runs it again after a \
+backoff delay, until it succeeds, the attempts run out, a stop rule says the failure \
+is permanent, or --max-time is reached. Its exit status is the last attempt's.
+
+Attempts run in their own process group; a timeout ends the whole group. Signals sent \
+to retry reach the running attempt. Option parsing stops at COMMAND, so its options \
+need no quoting: `retry -n 5 curl -fsS URL`.";
+
+const EXAMPLES: &str = "\
+Examples:
+  Retry a download 5 times with exponential backoff from 1s, capped at 30s:
+    $ retry -n 5 --max-wait 30s -- curl -fsS -o page.html https://example.org
+
+  Retry only on timeouts and connection errors, with full jitter:
+    $ retry --retry-on-exit 7,28 --jitter full -- curl -fsS https://example.org
+
+  A CI step that gives up after 10 minutes whatever happens:
+    $ retry -n 10 --algo fibonacci --max-time 10m -- make integration-test
+
+  A cron job spread over a minute, never running past the next one:
+    $ retry --splay 1m --max-time 4m -n 20 -- ./sync.sh
+
+  Kill an attempt after 30s (the whole process group), SIGKILL 5s later:
+    $ retry -t 30s --kill-after 5s -- ./flaky-test.sh
+
+  See the delays a schedule would use, without running anything:
+    $ retry --dry-run -n 6 --algo fibonacci --wait 2s
+
+Exit status: 0 on success; otherwise the last attempt's status (124 if it timed \
+out, 128+N if it died of signal N); 125 for retry's own errors (bad options); 126/127 \
+when COMMAND cannot be executed / is not found; 128+N when retry was ended by signal \
+N between attempts.";
+
+/// `--algo`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Algo {
+    /// w·m^(k−1): 1, 2, 4, 8 … × w
+    Exponential,
+    /// w·k: 1, 2, 3, 4 … × w
+    Linear,
+    /// w·F(k): 1, 1, 2, 3, 5, 8 … × w
+    Fibonacci,
+    /// w every time
+    Constant,
+    /// uniform(w, 3·previous), AWS "decorrelated jitter"
+    Decorrelated,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `retry: ` lines for people
+    Text,
+    /// one JSON object per line
+    Json,
+    /// GitHub Actions workflow commands (::warning::, ::error::)
+    Github,
+}
+
+/// `--stdout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StdoutMode {
+    /// stream each attempt's stdout as it arrives
+    Live,
+    /// write only the accepted (or last) attempt's stdout, at the end
+    Final,
+}
+
+/// `--stdin`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StdinMode {
+    /// the attempts inherit retry's stdin
+    Pass,
+    /// record stdin and give every attempt the same bytes
+    Replay,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "retry",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_long_help = EXAMPLES,
+    after_help = "Run 'retry --help' for details and examples.",
+    max_term_width = 100,
+    disable_help_subcommand = true,
+)]
+pub struct Cli {
+    // ----- Attempts and time -----
+    /// Retries after the first attempt (total attempts = N+1; 0 = run once)
+    ///
+    /// Default 3, i.e. up to 4 attempts.
+    #[arg(
+        short = 'n',
+        long,
+        value_name = "N",
+        help_heading = "Attempts and time"
+    )]
+    pub retries: Option<u32>,
+
+    /// Retry without limit (until success, a stop rule, --max-time or a signal)
+    #[arg(long, conflicts_with = "retries", help_heading = "Attempts and time")]
+    pub forever: bool,
+
+    /// Time limit of each attempt; an attempt over it is killed and counts as status 124
+    ///
+    /// On expiry the attempt's whole process group gets --kill-signal (and SIGCONT), then
+    /// SIGKILL after --kill-after.
+    #[arg(short = 't', long, value_name = "DURATION", value_parser = parse::duration,
+          help_heading = "Attempts and time")]
+    pub timeout: Option<Duration>,
+
+    /// After the timeout signal, SIGKILL the process group if still alive [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration,
+          help_heading = "Attempts and time")]
+    pub kill_after: Option<Duration>,
+
+    /// Signal sent on timeout: a name (TERM, SIGINT) or a number [default: TERM]
+    #[arg(long, value_name = "SIG", value_parser = parse::signal, help_heading = "Attempts and time")]
+    pub kill_signal: Option<i32>,
+
+    /// Budget for the whole run, from retry's start
+    ///
+    /// No attempt starts after it, a sleep that would end after it is not taken, and an
+    /// attempt still running at it is killed like a timeout. When the budget ends between
+    /// attempts, retry exits with the last attempt's status.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration,
+          help_heading = "Attempts and time")]
+    pub max_time: Option<Duration>,
+
+    // ----- Backoff -----
+    /// Backoff algorithm: the delay before retry k [default: exponential]
+    #[arg(long, value_enum, value_name = "ALGO", help_heading = "Backoff")]
+    pub algo: Option<Algo>,
+
+    /// Base delay w of the backoff; 0 = no delay [default: 1s]
+    #[arg(short = 'w', long, value_name = "DURATION", value_parser = parse::duration,
+          help_heading = "Backoff")]
+    pub wait: Option<Duration>,
+
+    /// Growth factor m of exponential backoff, a decimal >= 1 [default: 2]
+    #[arg(long, value_name = "M", value_parser = parse::multiplier, help_heading = "Backoff")]
+    pub multiplier: Option<f64>,
+
+    /// Cap on each delay, applied before jitter
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration, help_heading = "Backoff")]
+    pub max_wait: Option<Duration>,
+
+    /// Randomize each delay d: sleep uniform in [(1−F)·d, d]; F in [0,1], none, equal, full
+    ///
+    /// 0 (none) = no jitter, 0.5 (equal) = AWS "equal jitter", 1 (full) = AWS "full jitter".
+    /// With --algo decorrelated, which is randomized already, --jitter has no effect.
+    #[arg(short = 'j', long, value_name = "F", value_parser = parse::jitter, help_heading = "Backoff")]
+    pub jitter: Option<f64>,
+
+    /// An attempt that ran at least this long before failing resets the backoff
+    ///
+    /// The next delay is the first one again: for supervising with --forever a daemon that
+    /// crashes now and then, but not in a loop.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration, help_heading = "Backoff")]
+    pub reset_after: Option<Duration>,
+
+    /// Sleep a random time in [0, DURATION] before the first attempt
+    ///
+    /// Spreads cron jobs of a fleet that all start on the same second.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration, help_heading = "Backoff")]
+    pub splay: Option<Duration>,
+
+    /// Seed the random generators: the same seed and options give the same sleeps
+    ///
+    /// In --dry-run and in a real run alike. The splay draws from its own stream.
+    #[arg(long, value_name = "N", help_heading = "Backoff")]
+    pub seed: Option<u64>,
+
+    /// Print the planned delays and exit without running anything
+    ///
+    /// One line per retry: its attempt number, the sleep before it and the total of sleeps
+    /// so far (a JSON object per line with --log-format json). With --splay, a first line
+    /// for the sleep before attempt 1. With --forever, the first 20 retries; with
+    /// --max-time, the retries whose sleep would end within it (attempts taken as instant).
+    #[arg(long, help_heading = "Backoff")]
+    pub dry_run: bool,
+
+    /// Run `sh -c CMD` after each failed attempt that will be retried, before the sleep
+    ///
+    /// It gets the same RETRY_* variables as the attempts, its stdin is /dev/null and its
+    /// output goes to retry's stderr. Its failure is logged, not fatal; it is bounded by
+    /// --timeout when one is given.
+    #[arg(long, value_name = "CMD", help_heading = "Backoff")]
+    pub on_retry: Option<OsString>,
+
+    // ----- Which failures are retried -----
+    /// Retry only these statuses, e.g. 1,7,75-78,124
+    ///
+    /// A comma list of statuses and ranges. Applies to non-zero statuses; a status of
+    /// 124 means a timed-out attempt, 128+N death by signal N.
+    #[arg(long, value_name = "CODES", value_parser = parse::codes, action = ArgAction::Append,
+          help_heading = "Which failures are retried")]
+    pub retry_on_exit: Vec<parse::CodeSet>,
+
+    /// Never retry these statuses (wins over every retry rule)
+    #[arg(long, value_name = "CODES", value_parser = parse::codes, action = ArgAction::Append,
+          help_heading = "Which failures are retried")]
+    pub stop_on_exit: Vec<parse::CodeSet>,
+
+    /// Retry only if a line of the attempt's stderr matched REGEX (repeatable)
+    #[arg(long, value_name = "REGEX", action = ArgAction::Append,
+          help_heading = "Which failures are retried")]
+    pub retry_on_stderr: Vec<String>,
+
+    /// Retry only if a line of the attempt's stdout matched REGEX (repeatable)
+    #[arg(long, value_name = "REGEX", action = ArgAction::Append,
+          help_heading = "Which failures are retried")]
+    pub retry_on_stdout: Vec<String>,
+
+    /// A stderr line matching REGEX makes the failure permanent (repeatable)
+    #[arg(long, value_name = "REGEX", action = ArgAction::Append,
+          help_heading = "Which failures are retried")]
+    pub stop_on_stderr: Vec<String>,
+
+    /// A stdout line matching REGEX makes the failure permanent (repeatable)
+    #[arg(long, value_name = "REGEX", action = ArgAction::Append,
+          help_heading = "Which failures are retried")]
+    pub stop_on_stdout: Vec<String>,
+
+    /// Retry only if the jq EXPR is true on the attempt's context object (repeatable)
+    ///
+    /// The context: {"attempt", "status", "exit_code", "signal", "timed_out", "elapsed",
+    /// "duration", "stdout" (last 64 KiB, null unless stdout is captured), "stderr" (last
+    /// 64 KiB), "validation" (why --until failed)}. Example:
+    /// --retry-if '.status == 7 or (.stderr | test("timed out"))'
+    #[arg(long, value_name = "EXPR", action = ArgAction::Append,
+          help_heading = "Which failures are retried")]
+    pub retry_if: Vec<String>,
+
+    // ----- When an attempt succeeds -----
+    /// Succeed only if the jq EXPR is true on the attempt's stdout as JSON (repeatable)
+    ///
+    /// Like `jq -e`: the expression runs on each JSON value of stdout (one document,
+    /// NDJSON, or a stream) and the last output decides; false, null, no output, stdout
+    /// that is not JSON or larger than 64 MiB, or a run-time error fail the attempt.
+    /// $attempt (1-based) and $elapsed (seconds) are bound. Example: --until '.status == "ok"'
+    #[arg(long, value_name = "EXPR", action = ArgAction::Append,
+          help_heading = "When an attempt succeeds")]
+    pub until: Vec<String>,
+
+    /// Succeed only if a line of the attempt's stdout matches REGEX (repeatable)
+    #[arg(long, value_name = "REGEX", action = ArgAction::Append,
+          help_heading = "When an attempt succeeds")]
+    pub until_match: Vec<String>,
+
+    // ----- Input and output -----
+    /// live: stream each attempt's stdout; final: only the accepted attempt's
+    ///
+    /// By default stdout streams, unless it must be inspected (--until, --until-match,
+    /// --*-on-stdout): then each attempt's stdout is captured and only the accepted
+    /// attempt's (or, when retry gives up, the last one's) is written, at the end.
+    /// `live` streams it anyway, while still capturing and inspecting it.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        help_heading = "Input and output"
+    )]
+    pub stdout: Option<StdoutMode>,
+
+    /// pass: attempts inherit stdin; replay: every attempt gets the same stdin bytes
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        default_value = "pass",
+        help_heading = "Input and output"
+    )]
+    pub stdin: StdinMode,
+
+    /// Run COMMAND in retry's process group, for commands that need the terminal
+    ///
+    /// Then a timeout and forwarded signals reach COMMAND itself only, not its children.
+    #[arg(long, help_heading = "Input and output")]
+    pub foreground: bool,
+
+    /// Keep RETRY_STATE_DIR in DIR (created 0700 if missing) instead of a fresh temp dir
+    #[arg(long, value_name = "DIR", help_heading = "Input and output")]
+    pub state_dir: Option<PathBuf>,
+
+    // ----- Messages -----
+    /// Print nothing but errors about retry itself
+    #[arg(
+        short = 'q',
+        long,
+        conflicts_with = "verbose",
+        help_heading = "Messages"
+    )]
+    pub quiet: bool,
+
+    /// Also print the command, each attempt's start and the rule that decided
+    #[arg(short = 'v', long, help_heading = "Messages")]
+    pub verbose: bool,
+
+    /// Format of retry's messages on stderr [default: text]
+    #[arg(long, value_enum, value_name = "FORMAT", help_heading = "Messages")]
+    pub log_format: Option<LogFormat>,
+
+    /// The command to run, then its arguments (no shell; use `sh -c '...'` for one)
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        required_unless_present = "dry_run"
+    )]
+    pub command: Vec<OsString>,
+}

@@ -1,0 +1,464 @@
+//! Runs one process to its end: spawn it, then a single `ppoll` loop over
+//! its pidfd, its pipes, retry's signal pipe and stdin, with a timeout
+//! computed from the nearest deadline — no threads, no busy polling, and
+//! a timeout fires within the kernel's timer slack of its due time.
+//!
+//! The process ends as SPEC "Processes and signals" and its Edge rules
+//! say: at the deadline the group gets `--kill-signal` and SIGCONT, then
+//! SIGKILL after `--kill-after`; when a timed-out leader exits, the rest
+//! of its group is SIGKILLed before the leader is reaped; after any exit
+//! the pipes are read until EOF or `GRACE`, then closed. Signals sent to
+//! retry are forwarded to the group (a second SIGINT becomes SIGKILL).
+
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use crate::capture::{Scanner, Spool, Tail};
+use crate::child::{self, Child, Program, Spawn, SpawnError, Stdio};
+use crate::signals::Signals;
+use crate::stdin::Replay;
+use crate::sys::{self, Exit};
+
+/// How long pipes are read after the process exited (grandchildren may
+/// hold them open).
+pub const GRACE: Duration = Duration::from_secs(1);
+
+/// Size of the read buffer shared by all pipes of a run.
+pub const BUF: usize = 128 << 10;
+
+/// Where the process's stdin comes from.
+pub enum Input<'a> {
+    Inherit,
+    /// A descriptor of retry's (e.g. /dev/null, a memfd), duplicated.
+    Fd(RawFd),
+    /// `--stdin replay`: recorded bytes, then the rest of retry's stdin.
+    Replay(&'a mut Replay),
+}
+
+/// Where one of the process's output streams goes.
+pub enum Output<'a> {
+    Inherit,
+    /// A descriptor of retry's, duplicated (e.g. stdout of `--on-retry`
+    /// onto retry's stderr).
+    Fd(RawFd),
+    /// A pipe retry reads: each chunk is forwarded, stored, scanned and
+    /// tailed as the sink asks, as soon as it is read.
+    Piped(Sink<'a>),
+}
+
+/// What happens to each chunk read from a piped stream.
+#[derive(Default)]
+pub struct Sink<'a> {
+    /// Write it to this descriptor of retry's as it arrives (stderr
+    /// passthrough, `--stdout live` tee).
+    pub forward: Option<RawFd>,
+    pub spool: Option<&'a mut Spool>,
+    pub scanner: Option<&'a mut Scanner>,
+    pub tail: Option<&'a mut Tail>,
+}
+
+/// The process's descriptors.
+pub struct Io<'a> {
+    pub stdin: Input<'a>,
+    pub stdout: Output<'a>,
+    pub stderr: Output<'a>,
+}
+
+/// When and how the process is ended if it does not end by itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// `--timeout` or `--max-time`, whichever comes first.
+    pub deadline: Option<Instant>,
+    pub kill_signal: libc::c_int,
+    pub kill_after: Duration,
+}
+
+/// How the process ended.
+#[derive(Clone, Copy, Debug)]
+pub struct Finished {
+    pub exit: Exit,
+    /// retry ended it at `Limits::deadline`.
+    pub timed_out: bool,
+    pub started: Instant,
+    pub ended: Instant,
+    /// The first signal forwarded to it, if retry was signalled meanwhile.
+    pub interrupted: Option<libc::c_int>,
+    /// Forwarding to retry's own descriptor failed with EPIPE (reader gone).
+    pub forward_broken: bool,
+}
+
+/// A stream retry reads, with its sink.
+struct Reader<'a> {
+    fd: Option<OwnedFd>,
+    sink: Sink<'a>,
+    broken: bool,
+}
+
+impl<'a> Reader<'a> {
+    fn new(piped: Option<(OwnedFd, Sink<'a>)>) -> Reader<'a> {
+        match piped {
+            Some((fd, sink)) => Reader {
+                fd: Some(fd),
+                sink,
+                broken: false,
+            },
+            None => Reader {
+                fd: None,
+                sink: Sink::default(),
+                broken: false,
+            },
+        }
+    }
+
+    /// Reads what is there; false at EOF or on error.
+    fn pump(&mut self, buf: &mut [u8]) -> bool {
+        let Some(fd) = self.fd.as_ref().map(|f| f.as_raw_fd()) else {
+            return false;
+        };
+        let plain =
+            self.sink.forward.is_none() && self.sink.scanner.is_none() && self.sink.tail.is_none();
+        loop {
+            // Bulk capture with nothing to look at: move pipe → spill file
+            // in the kernel.
+            if plain {
+                if let Some(spool) = self.sink.spool.as_deref_mut() {
+                    if spool.splice_target().is_some() {
+                        match spool.splice_from(fd) {
+                            Ok(0) => return false,
+                            Ok(_) => continue,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                            Err(_) => return false,
+                        }
+                    }
+                }
+            }
+            let n = match sys::read(fd, buf) {
+                Ok(0) => return false,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            };
+            let chunk = &buf[..n];
+            if let Some(out) = self.sink.forward {
+                if let Err(e) = sys::write_all(out, chunk) {
+                    if e.raw_os_error() == Some(libc::EPIPE) {
+                        self.broken = true;
+                    }
+                    self.sink.forward = None;
+                }
+            }
+            if let Some(spool) = self.sink.spool.as_deref_mut() {
+                if spool.push(chunk).is_err() {
+                    // A full disk: keep what fits; validation sees less.
+                    self.sink.spool = None;
+                }
+            }
+            if let Some(scanner) = self.sink.scanner.as_deref_mut() {
+                scanner.feed(chunk);
+            }
+            if let Some(tail) = self.sink.tail.as_deref_mut() {
+                tail.push(chunk);
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        self.fd = None;
+        if let Some(scanner) = self.sink.scanner.as_deref_mut() {
+            scanner.finish();
+        }
+    }
+}
+
+/// Feeds `--stdin replay` into the child's stdin pipe.
+struct Feeder<'a> {
+    fd: Option<OwnedFd>,
+    replay: &'a mut Replay,
+    /// Position in the recording of the next byte to send.
+    pos: u64,
+    pending: Vec<u8>,
+    sent: usize,
+}
+
+impl Feeder<'_> {
+    /// Wants to read retry's stdin (recording exhausted, not at EOF).
+    fn wants_stdin(&self) -> bool {
+        self.fd.is_some()
+            && self.sent == self.pending.len()
+            && self.pos >= self.replay.len()
+            && !self.replay.eof
+    }
+
+    fn wants_write(&self) -> bool {
+        self.fd.is_some() && (self.sent < self.pending.len() || self.pos < self.replay.len())
+    }
+
+    /// Fills `pending` from the recording or (when `stdin_ready`) from
+    /// retry's stdin; closes the pipe when everything was sent.
+    fn refill(&mut self, buf: &mut [u8], stdin_ready: bool) {
+        if self.fd.is_none() || self.sent < self.pending.len() {
+            return;
+        }
+        self.pending.clear();
+        self.sent = 0;
+        if self.pos < self.replay.len() {
+            match self.replay.read_at(self.pos, buf) {
+                Ok(n) if n > 0 => {
+                    self.pending.extend_from_slice(&buf[..n]);
+                    self.pos += n as u64;
+                }
+                _ => self.fd = None,
+            }
+        } else if self.replay.eof {
+            self.fd = None;
+        } else if stdin_ready {
+            match self.replay.read_more(buf) {
+                Ok(n) if n > 0 => {
+                    self.pending.extend_from_slice(&buf[..n]);
+                    self.pos += n as u64;
+                }
+                Ok(_) => self.fd = None,
+                Err(_) => self.fd = None,
+            }
+        }
+    }
+
+    fn write(&mut self) {
+        let Some(fd) = self.fd.as_ref().map(|f| f.as_raw_fd()) else {
+            return;
+        };
+        while self.sent < self.pending.len() {
+            match sys::write(fd, &self.pending[self.sent..]) {
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                // EPIPE: the child closed its stdin; it gets no more.
+                Err(_) => {
+                    self.fd = None;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A pipe for a child stream: (retry's end, nonblocking; child's end).
+fn pipe_for(child_reads: bool) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = sys::pipe()?;
+    let (ours, theirs) = if child_reads { (w, r) } else { (r, w) };
+    sys::set_nonblocking(ours.as_fd())?;
+    Ok((ours, theirs))
+}
+
+/// The child's side of an output stream, and retry's reader if piped.
+type Opened<'a> = (Stdio, Option<OwnedFd>, Option<(OwnedFd, Sink<'a>)>);
+
+fn open(out: Output<'_>) -> std::io::Result<Opened<'_>> {
+    Ok(match out {
+        Output::Inherit => (Stdio::Inherit, None, None),
+        Output::Fd(fd) => (Stdio::Fd(fd), None, None),
+        Output::Piped(sink) => {
+            let (ours, theirs) = pipe_for(false)?;
+            (
+                Stdio::Fd(child::raw(&theirs)),
+                Some(theirs),
+                Some((ours, sink)),
+            )
+        }
+    })
+}
+
+/// Spawns `program` with `env` and runs it to its end.
+pub fn run(
+    program: &Program,
+    env: &[std::ffi::CString],
+    own_group: bool,
+    io: Io<'_>,
+    limits: &Limits,
+    signals: &mut Signals,
+    buf: &mut [u8],
+) -> Result<Finished, SpawnError> {
+    let internal = SpawnError::Internal;
+    let mut stdin_child = None;
+    let mut feeder = None;
+    let stdin = match io.stdin {
+        Input::Inherit => Stdio::Inherit,
+        Input::Fd(fd) => Stdio::Fd(fd),
+        Input::Replay(replay) => {
+            let (ours, theirs) = pipe_for(true).map_err(internal)?;
+            let s = Stdio::Fd(child::raw(&theirs));
+            stdin_child = Some(theirs);
+            feeder = Some(Feeder {
+                fd: Some(ours),
+                replay,
+                pos: 0,
+                pending: Vec::new(),
+                sent: 0,
+            });
+            s
+        }
+    };
+    let (stdout, out_child, out_reader) = open(io.stdout).map_err(internal)?;
+    let (stderr, err_child, err_reader) = open(io.stderr).map_err(internal)?;
+    let started = Instant::now();
+    let spawned = child::spawn(&Spawn {
+        program,
+        env,
+        stdin,
+        stdout,
+        stderr,
+        own_group,
+    });
+    // The child's ends belong to the child now (or to nobody on failure).
+    drop((stdin_child, out_child, err_child));
+    let mut child = spawned?;
+    let mut readers = [Reader::new(out_reader), Reader::new(err_reader)];
+    let mut state = Waiting {
+        exit: None,
+        timed_out: false,
+        kill_at: None,
+        interrupted: None,
+    };
+    loop {
+        let now = Instant::now();
+        if state.exit.is_none() {
+            state.enforce(&child, limits, now);
+        }
+        let ended = state.exit.map(|(_, at)| at);
+        let drained = readers.iter().all(|r| r.fd.is_none());
+        if let Some(at) = ended {
+            if drained || now >= at + GRACE {
+                break;
+            }
+        }
+        // What to wait for, and until when.
+        let mut fds = Vec::with_capacity(6);
+        fds.push(sys::pollfd(signals.fd(), libc::POLLIN));
+        let pid_slot = ended.is_none().then(|| {
+            fds.push(sys::pollfd(child.pidfd().as_raw_fd(), libc::POLLIN));
+            fds.len() - 1
+        });
+        let mut reader_slots = [None, None];
+        for (slot, r) in reader_slots.iter_mut().zip(&readers) {
+            if let Some(fd) = &r.fd {
+                fds.push(sys::pollfd(fd.as_raw_fd(), libc::POLLIN));
+                *slot = Some(fds.len() - 1);
+            }
+        }
+        if let Some(f) = feeder.as_mut() {
+            f.refill(buf, false);
+        }
+        let (mut in_slot, mut stdin_slot) = (None, None);
+        if let Some(f) = &feeder {
+            if let (true, Some(fd)) = (f.wants_write(), &f.fd) {
+                fds.push(sys::pollfd(fd.as_raw_fd(), libc::POLLOUT));
+                in_slot = Some(fds.len() - 1);
+            } else if f.wants_stdin() {
+                fds.push(sys::pollfd(libc::STDIN_FILENO, libc::POLLIN));
+                stdin_slot = Some(fds.len() - 1);
+            }
+        }
+        let wake = [
+            state
+                .exit
+                .is_none()
+                .then_some(limits.deadline)
+                .flatten()
+                .filter(|_| !state.timed_out),
+            state.kill_at,
+            ended.map(|at| at + GRACE),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let timeout = wake.map(|w| w.saturating_duration_since(now));
+        if let Err(e) = sys::poll(&mut fds, timeout) {
+            return Err(SpawnError::Internal(e));
+        }
+        let ready = |slot: Option<usize>| slot.is_some_and(|i| fds[i].revents != 0);
+        if fds[0].revents != 0 {
+            state.forward(&child, signals);
+        }
+        if ready(pid_slot) {
+            if let Ok(Some(exit)) = child.peek() {
+                if state.timed_out {
+                    // A timed-out leader is gone: end the rest of its group
+                    // now, while the group id is still reserved.
+                    child.kill_group();
+                }
+                let exit = child.reap().unwrap_or(exit);
+                state.exit = Some((exit, Instant::now()));
+                if let Some(f) = feeder.as_mut() {
+                    f.fd = None;
+                }
+            }
+        }
+        for (slot, r) in reader_slots.iter().zip(readers.iter_mut()) {
+            if ready(*slot) && !r.pump(buf) {
+                r.close();
+            }
+        }
+        if let Some(f) = feeder.as_mut() {
+            if ready(stdin_slot) {
+                f.refill(buf, true);
+            }
+            if ready(in_slot) || ready(stdin_slot) {
+                f.write();
+            }
+        }
+    }
+    for r in readers.iter_mut() {
+        r.close();
+    }
+    let (exit, ended) = state
+        .exit
+        .unwrap_or((Exit::Signal(libc::SIGKILL), Instant::now()));
+    Ok(Finished {
+        exit,
+        timed_out: state.timed_out,
+        started,
+        ended,
+        interrupted: state.interrupted,
+        forward_broken: readers.iter().any(|r| r.broken),
+    })
+}
+
+/// The state of waiting for one process.
+struct Waiting {
+    exit: Option<(Exit, Instant)>,
+    timed_out: bool,
+    kill_at: Option<Instant>,
+    interrupted: Option<libc::c_int>,
+}
+
+impl Waiting {
+    /// Applies the deadline and the SIGKILL escalation.
+    fn enforce(&mut self, child: &Child, limits: &Limits, now: Instant) {
+        if !self.timed_out && limits.deadline.is_some_and(|d| now >= d) {
+            self.timed_out = true;
+            child.signal(limits.kill_signal);
+            // A stopped process could not act on the signal.
+            child.signal(libc::SIGCONT);
+            self.kill_at = Some(now.checked_add(limits.kill_after).unwrap_or(now));
+        }
+        if self.kill_at.is_some_and(|k| now >= k) {
+            child.signal(libc::SIGKILL);
+            self.kill_at = None;
+        }
+    }
+
+    /// Forwards signals sent to retry; a second SIGINT sends SIGKILL.
+    fn forward(&mut self, child: &Child, signals: &mut Signals) {
+        for sig in signals.take() {
+            self.interrupted.get_or_insert(sig);
+            if self.exit.is_some() {
+                continue;
+            }
+            if sig == libc::SIGINT && signals.sigints() >= 2 {
+                child.signal(libc::SIGKILL);
+            } else {
+                child.signal(sig);
+            }
+        }
+    }
+}

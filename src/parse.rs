@@ -1,0 +1,375 @@
+//! Pure parsers for option values: DURATION, CODES, jitter, multiplier and
+//! SIGNAL. They return a short reason on failure; clap (via `cli.rs`) adds
+//! the option name and the bad value, so users see
+//! `invalid value '5x' for '--wait <DURATION>': expected ...`.
+
+use std::time::Duration;
+
+/// What a DURATION looks like, for error messages.
+const DURATION_HINT: &str =
+    "expected a duration such as 250ms, 1.5s, 1m30s, 2h, 3days or a number of seconds";
+
+/// Parses a DURATION (SPEC "Attempts and time"): a humantime string
+/// (`250ms`, `1m30s`, `3days`), a decimal number with one unit (`1.5s`,
+/// `0.5m`), or a bare non-negative number of seconds (`2`, `0.25`).
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(format!("empty duration; {DURATION_HINT}"));
+    }
+    // A bare number: seconds.
+    if is_decimal(s) {
+        return secs_f64(s, 1.0);
+    }
+    // A decimal with one unit: `1.5s`, `0.5m`, `2.5 days`.
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    if number.contains('.') && is_decimal(number) {
+        let unit = unit.trim();
+        let one = humantime::parse_duration(&format!("1{unit}"))
+            .map_err(|_| format!("unknown unit '{unit}'; {DURATION_HINT}"))?;
+        return secs_f64(number, one.as_secs_f64());
+    }
+    humantime::parse_duration(s).map_err(|_| DURATION_HINT.to_string())
+}
+
+/// `digits[.digits]`, nothing else (no sign, no exponent).
+fn is_decimal(s: &str) -> bool {
+    let mut parts = s.splitn(2, '.');
+    let int = parts.next().unwrap_or("");
+    let frac = parts.next();
+    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    match frac {
+        None => !int.is_empty() && digits(int),
+        Some(f) => (!int.is_empty() || !f.is_empty()) && digits(int) && digits(f),
+    }
+}
+
+fn secs_f64(number: &str, unit_secs: f64) -> Result<Duration, String> {
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("not a number; {DURATION_HINT}"))?;
+    Duration::try_from_secs_f64(n * unit_secs).map_err(|_| format!("out of range; {DURATION_HINT}"))
+}
+
+/// A set of attempt statuses 0..=255 (CODES: `1,7,75-78,124`).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct CodeSet([u64; 4]);
+
+impl CodeSet {
+    pub fn insert(&mut self, code: u8) {
+        self.0[usize::from(code / 64)] |= 1u64 << (code % 64);
+    }
+    pub fn contains(&self, code: u8) -> bool {
+        self.0[usize::from(code / 64)] & (1u64 << (code % 64)) != 0
+    }
+    pub fn union(mut self, other: CodeSet) -> CodeSet {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a |= b;
+        }
+        self
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|w| *w == 0)
+    }
+    /// Canonical text (`1,7,75-78`), used in messages and the summary.
+    pub fn to_text(&self) -> String {
+        let mut out: Vec<String> = Vec::new();
+        let mut code = 0u16;
+        while code <= 255 {
+            if self.contains(code as u8) {
+                let start = code;
+                while code < 255 && self.contains((code + 1) as u8) {
+                    code += 1;
+                }
+                out.push(if start == code {
+                    start.to_string()
+                } else {
+                    format!("{start}-{code}")
+                });
+            }
+            code += 1;
+        }
+        out.join(",")
+    }
+}
+
+impl std::fmt::Debug for CodeSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CodeSet({})", self.to_text())
+    }
+}
+
+/// Parses CODES: a comma list of statuses (0-255) and ranges `a-b`.
+pub fn codes(text: &str) -> Result<CodeSet, String> {
+    const HINT: &str = "expected statuses 0-255 and ranges, e.g. 1,7,75-78,124";
+    let mut set = CodeSet::default();
+    for item in text.split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            return Err(format!("empty item; {HINT}"));
+        }
+        let (lo, hi) = match item.split_once('-') {
+            Some((a, b)) => (code(a.trim(), HINT)?, code(b.trim(), HINT)?),
+            None => {
+                let c = code(item, HINT)?;
+                (c, c)
+            }
+        };
+        if lo > hi {
+            return Err(format!("range '{item}' runs backwards; {HINT}"));
+        }
+        for c in lo..=hi {
+            set.insert(c);
+        }
+    }
+    Ok(set)
+}
+
+fn code(s: &str, hint: &str) -> Result<u8, String> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("'{s}' is not a status; {hint}"));
+    }
+    s.parse::<u8>()
+        .map_err(|_| format!("'{s}' is out of range; {hint}"))
+}
+
+/// Parses `--jitter`: a fraction in [0, 1] or `none`/`equal`/`full`.
+pub fn jitter(text: &str) -> Result<f64, String> {
+    const HINT: &str = "expected a number from 0 to 1, or none, equal, full";
+    match text.trim().to_ascii_lowercase().as_str() {
+        "none" => Ok(0.0),
+        "equal" => Ok(0.5),
+        "full" => Ok(1.0),
+        s if is_decimal(s) => match s.parse::<f64>() {
+            Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+            _ => Err(format!("out of range; {HINT}")),
+        },
+        _ => Err(HINT.to_string()),
+    }
+}
+
+/// Parses `--multiplier`: a finite decimal >= 1.
+pub fn multiplier(text: &str) -> Result<f64, String> {
+    const HINT: &str = "expected a decimal number of at least 1, e.g. 1.5";
+    let s = text.trim();
+    match s.parse::<f64>() {
+        Ok(m) if is_decimal(s) && m >= 1.0 && m.is_finite() => Ok(m),
+        _ => Err(HINT.to_string()),
+    }
+}
+
+/// Signal names in number order (Linux x86-64/arm64 numbering).
+const SIGNALS: &[(&str, i32)] = &[
+    ("HUP", libc::SIGHUP),
+    ("INT", libc::SIGINT),
+    ("QUIT", libc::SIGQUIT),
+    ("ILL", libc::SIGILL),
+    ("TRAP", libc::SIGTRAP),
+    ("ABRT", libc::SIGABRT),
+    ("BUS", libc::SIGBUS),
+    ("FPE", libc::SIGFPE),
+    ("KILL", libc::SIGKILL),
+    ("USR1", libc::SIGUSR1),
+    ("SEGV", libc::SIGSEGV),
+    ("USR2", libc::SIGUSR2),
+    ("PIPE", libc::SIGPIPE),
+    ("ALRM", libc::SIGALRM),
+    ("TERM", libc::SIGTERM),
+    ("STKFLT", libc::SIGSTKFLT),
+    ("CHLD", libc::SIGCHLD),
+    ("CONT", libc::SIGCONT),
+    ("STOP", libc::SIGSTOP),
+    ("TSTP", libc::SIGTSTP),
+    ("TTIN", libc::SIGTTIN),
+    ("TTOU", libc::SIGTTOU),
+    ("URG", libc::SIGURG),
+    ("XCPU", libc::SIGXCPU),
+    ("XFSZ", libc::SIGXFSZ),
+    ("VTALRM", libc::SIGVTALRM),
+    ("PROF", libc::SIGPROF),
+    ("WINCH", libc::SIGWINCH),
+    ("IO", libc::SIGIO),
+    ("PWR", libc::SIGPWR),
+    ("SYS", libc::SIGSYS),
+];
+
+/// The highest signal number Linux accepts.
+const SIGMAX: i32 = 64;
+
+/// Parses a SIGNAL: `TERM`, `SIGTERM`, `term`, `15`.
+pub fn signal(text: &str) -> Result<i32, String> {
+    const HINT: &str = "expected a signal name such as TERM, SIGINT, KILL or a number 1-64";
+    let s = text.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return match s.parse::<i32>() {
+            Ok(n) if (1..=SIGMAX).contains(&n) => Ok(n),
+            _ => Err(format!("signal number out of range; {HINT}")),
+        };
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let aliases = [
+        ("IOT", libc::SIGIOT),
+        ("POLL", libc::SIGPOLL),
+        ("CLD", libc::SIGCHLD),
+    ];
+    SIGNALS
+        .iter()
+        .chain(aliases.iter())
+        .find(|(n, _)| *n == name)
+        .map(|(_, num)| *num)
+        .ok_or_else(|| format!("unknown signal; {HINT}"))
+}
+
+/// `SIGTERM` for 15; `SIG34` for a number without a name.
+pub fn signal_name(num: i32) -> String {
+    match SIGNALS.iter().find(|(_, n)| *n == num) {
+        Some((name, _)) => format!("SIG{name}"),
+        None => format!("SIG{num}"),
+    }
+}
+
+/// Renders a duration for people: `250ms`, `1.9s`, `3m12s`, `2h5m`.
+pub fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let secs = d.as_secs_f64();
+    if secs < 60.0 {
+        let tenths = (secs * 10.0).round() / 10.0;
+        return if tenths.fract() == 0.0 {
+            format!("{tenths:.0}s")
+        } else {
+            format!("{tenths:.1}s")
+        };
+    }
+    let total = d
+        .as_secs()
+        .saturating_add(u64::from(d.subsec_millis() >= 500));
+    let (days, rest) = (total / 86_400, total % 86_400);
+    let (hours, rest) = (rest / 3600, rest % 3600);
+    let (mins, secs) = (rest / 60, rest % 60);
+    let mut out = String::new();
+    for (value, unit) in [(days, "d"), (hours, "h"), (mins, "m"), (secs, "s")] {
+        if value > 0 {
+            out.push_str(&format!("{value}{unit}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_every_accepted_form() {
+        let ms = Duration::from_millis;
+        for (text, want) in [
+            ("250ms", ms(250)),
+            ("1m30s", ms(90_000)),
+            ("2h", ms(7_200_000)),
+            ("3days", ms(3 * 86_400_000)),
+            ("1.5s", ms(1500)),
+            ("0.5m", ms(30_000)),
+            ("2", ms(2000)),
+            ("0.25", ms(250)),
+            ("0", ms(0)),
+            (".5", ms(500)),
+            ("10ms", ms(10)),
+            ("1.5 s", ms(1500)),
+            (" 3s ", ms(3000)),
+        ] {
+            assert_eq!(duration(text), Ok(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn durations_rejected() {
+        for text in [
+            "", "-1", "5x", "1.5.5s", "abc", "1e3", "1.5q", "s", "nan", "inf", "-0.5s",
+        ] {
+            assert!(duration(text).is_err(), "{text} accepted");
+        }
+    }
+
+    #[test]
+    fn huge_durations_do_not_panic() {
+        assert!(duration("99999999999999999999999999").is_err());
+        assert!(duration("99999999999999999999.5h").is_err());
+    }
+
+    #[test]
+    fn code_lists_and_ranges() {
+        let set = codes("1,7,75-78,124").unwrap();
+        for c in [1, 7, 75, 76, 77, 78, 124] {
+            assert!(set.contains(c), "{c}");
+        }
+        for c in [0, 2, 74, 79, 123, 125, 255] {
+            assert!(!set.contains(c), "{c}");
+        }
+        assert_eq!(set.to_text(), "1,7,75-78,124");
+        assert_eq!(codes("0-255").unwrap().to_text(), "0-255");
+        assert_eq!(codes(" 3 , 4-5 ").unwrap().to_text(), "3-5");
+    }
+
+    #[test]
+    fn code_lists_rejected() {
+        for text in [
+            "", "1,", "a", "256", "5-3", "1-", "-1", "1,,2", "1-2-3", "+1",
+        ] {
+            assert!(codes(text).is_err(), "{text} accepted");
+        }
+    }
+
+    #[test]
+    fn jitter_words_and_numbers() {
+        assert_eq!(jitter("none"), Ok(0.0));
+        assert_eq!(jitter("equal"), Ok(0.5));
+        assert_eq!(jitter("FULL"), Ok(1.0));
+        assert_eq!(jitter("0.25"), Ok(0.25));
+        assert_eq!(jitter("1"), Ok(1.0));
+        for bad in ["2", "-0.1", "1.01", "half", "", "nan"] {
+            assert!(jitter(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn multipliers() {
+        assert_eq!(multiplier("1.5"), Ok(1.5));
+        assert_eq!(multiplier("1"), Ok(1.0));
+        for bad in ["0.5", "-2", "inf", "nan", "x", "1e400"] {
+            assert!(multiplier(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn signals_by_name_and_number() {
+        assert_eq!(signal("TERM"), Ok(15));
+        assert_eq!(signal("SIGTERM"), Ok(15));
+        assert_eq!(signal("sigint"), Ok(2));
+        assert_eq!(signal("kill"), Ok(9));
+        assert_eq!(signal("15"), Ok(15));
+        assert_eq!(signal("64"), Ok(64));
+        assert_eq!(signal("HUP"), Ok(1));
+        for bad in ["0", "65", "TERMX", "SIG", "", "-9"] {
+            assert!(signal(bad).is_err(), "{bad} accepted");
+        }
+        assert_eq!(signal_name(15), "SIGTERM");
+        assert_eq!(signal_name(40), "SIG40");
+    }
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human(Duration::from_millis(250)), "250ms");
+        assert_eq!(human(Duration::from_millis(1900)), "1.9s");
+        assert_eq!(human(Duration::from_secs(2)), "2s");
+        assert_eq!(human(Duration::from_secs(192)), "3m12s");
+        assert_eq!(human(Duration::from_secs(7500)), "2h5m");
+        assert!(human(Duration::MAX).ends_with('s'));
+    }
+}

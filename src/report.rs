@@ -1,0 +1,323 @@
+//! What retry says about a run, on stderr: `retry: ` lines for people,
+//! one JSON object per line (`--log-format json`), or GitHub Actions
+//! workflow commands (`--log-format github`). Every message goes through
+//! an [`Event`], so the three formats say the same things.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cli::LogFormat;
+use crate::config::Verbosity;
+use crate::parse::human;
+use crate::status::{End, Outcome};
+
+/// What happens after a failed attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Next {
+    /// Another attempt after this sleep.
+    Retry(Duration),
+    /// No further attempt; why (for the text line), if worth saying.
+    Stop(Option<String>),
+}
+
+/// A finished attempt.
+#[derive(Clone, Debug)]
+pub struct AttemptReport {
+    pub attempt: u32,
+    pub total: Option<u32>,
+    pub status: u8,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub duration: Duration,
+    /// `success`, `retry` or `stop`.
+    pub verdict: &'static str,
+    /// What went wrong (`exit status 7`, why validation failed); empty on success.
+    pub failure: String,
+    /// The rule that decided, if one had to (`stderr matched 'x'`).
+    pub rule: Option<String>,
+    pub next: Next,
+}
+
+/// Everything retry reports.
+#[derive(Serialize, Debug)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event<'a> {
+    /// `-v`: the command about to run.
+    Command { argv: Vec<String> },
+    /// `-v`: an attempt starts.
+    AttemptStart { attempt: u32 },
+    /// An attempt finished.
+    Attempt {
+        attempt: u32,
+        status: u8,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        timed_out: bool,
+        duration_ms: u64,
+        verdict: &'a str,
+        reason: Option<String>,
+        delay_ms: Option<u64>,
+    },
+    /// The run ended.
+    Done {
+        outcome: &'a str,
+        attempts: u32,
+        status: u8,
+        elapsed_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
+    },
+    /// `--on-retry` failed (not fatal).
+    OnRetryFailed {
+        attempt: u32,
+        status: u8,
+        reason: String,
+    },
+    /// Something worth knowing that does not stop the run.
+    Warning { message: String },
+    /// Why retry exits 125, 126 or 127 (printed even with `-q`).
+    Error { message: String },
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Writes events to stderr in the chosen format.
+pub struct Reporter {
+    format: LogFormat,
+    verbosity: Verbosity,
+}
+
+impl Reporter {
+    pub fn new(format: LogFormat, verbosity: Verbosity) -> Reporter {
+        Reporter { format, verbosity }
+    }
+
+    pub fn verbose(&self) -> bool {
+        self.verbosity == Verbosity::Verbose
+    }
+
+    fn emit(&self, event: &Event<'_>, text: Option<String>, github: Option<(&str, String)>) {
+        let quiet = self.verbosity == Verbosity::Quiet && !matches!(event, Event::Error { .. });
+        if quiet {
+            return;
+        }
+        let line = match self.format {
+            LogFormat::Json => serde_json::to_string(event).ok(),
+            LogFormat::Text => text.map(|t| format!("retry: {t}")),
+            LogFormat::Github => match github {
+                Some((kind, msg)) => Some(format!("::{kind}::{}", github_escape(&msg))),
+                None => text.map(|t| format!("retry: {t}")),
+            },
+        };
+        if let Some(mut line) = line {
+            line.push('\n');
+            // Nothing useful can be done when stderr is gone.
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        }
+    }
+
+    pub fn command(&self, argv: &[std::ffi::OsString]) {
+        if !self.verbose() {
+            return;
+        }
+        let argv: Vec<String> = argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let text = format!("running {}", shell_words(&argv));
+        self.emit(&Event::Command { argv }, Some(text), None);
+    }
+
+    pub fn attempt_start(&self, attempt: u32, total: Option<u32>) {
+        if !self.verbose() {
+            return;
+        }
+        let text = format!("attempt {} starting", of(attempt, total));
+        self.emit(&Event::AttemptStart { attempt }, Some(text), None);
+    }
+
+    pub fn attempt(&self, a: &AttemptReport) {
+        let delay = match &a.next {
+            Next::Retry(d) => Some(*d),
+            Next::Stop(_) => None,
+        };
+        let reason = match (&a.rule, a.failure.is_empty()) {
+            (Some(rule), false) => Some(format!("{}; {rule}", a.failure)),
+            (Some(rule), true) => Some(rule.clone()),
+            (None, false) => Some(a.failure.clone()),
+            (None, true) => None,
+        };
+        let event = Event::Attempt {
+            attempt: a.attempt,
+            status: a.status,
+            exit_code: a.exit_code,
+            signal: a.signal,
+            timed_out: a.timed_out,
+            duration_ms: ms(a.duration),
+            verdict: a.verdict,
+            reason,
+            delay_ms: delay.map(ms),
+        };
+        // A spawn failure was said by its error line already.
+        let spawn_failure = a.exit_code.is_none() && a.signal.is_none() && !a.timed_out;
+        if a.verdict == "success" || (spawn_failure && matches!(a.next, Next::Stop(_))) {
+            // Success is said by the final line; JSON still gets the event.
+            if self.format == LogFormat::Json {
+                self.emit(&event, None, None);
+            }
+            return;
+        }
+        let mut text = format!("attempt {} failed: {}", of(a.attempt, a.total), a.failure);
+        match (&a.next, &a.rule) {
+            (Next::Retry(d), Some(rule)) if self.verbose() || a.verdict == "retry" => {
+                text.push_str(&format!(" ({rule}); retrying in {}", human(*d)));
+            }
+            (Next::Retry(d), _) => text.push_str(&format!("; retrying in {}", human(*d))),
+            (Next::Stop(why), rule) => {
+                let why = why
+                    .clone()
+                    .or_else(|| (a.verdict == "stop").then(|| rule.clone()).flatten());
+                if let Some(why) = why {
+                    text.push_str(&format!("; not retrying: {why}"));
+                }
+            }
+        }
+        let github = ("warning", text.clone());
+        self.emit(&event, Some(text), Some(github));
+    }
+
+    pub fn done(&self, outcome: &Outcome, elapsed: Duration, total: Option<u32>) {
+        let status = outcome.exit_code();
+        let signal = match outcome.end {
+            End::Interrupted { signal, .. } => Some(signal),
+            End::Success | End::Exhausted | End::Stopped | End::Deadline | End::ClosedStdout => {
+                None
+            }
+        };
+        let event = Event::Done {
+            outcome: outcome.end.word(),
+            attempts: outcome.attempts,
+            status,
+            elapsed_ms: ms(elapsed),
+            signal,
+        };
+        let n = outcome.attempts;
+        let attempts = if n == 1 {
+            "1 attempt".to_string()
+        } else {
+            format!("{n} attempts")
+        };
+        let took = human(elapsed);
+        let last = outcome.last.map(|s| s.describe()).unwrap_or_default();
+        let last = if outcome.validation_failed {
+            "validation failed".to_string()
+        } else {
+            last
+        };
+        let (text, github) = match outcome.end {
+            End::Success if n > 1 => (
+                Some(format!("attempt {} succeeded after {took}", of(n, total))),
+                None,
+            ),
+            End::Success => (None, None),
+            End::Stopped if n == 1 && outcome.last.is_some_and(|s| s.is_spawn_failure()) => {
+                (None, None)
+            }
+            End::Exhausted | End::Stopped => {
+                let t = format!("giving up after {attempts} in {took}: {last}");
+                (Some(t.clone()), Some(("error", t)))
+            }
+            End::Deadline => {
+                let t = if n == 0 {
+                    format!("--max-time reached after {took} before any attempt could start")
+                } else {
+                    format!(
+                        "giving up after {attempts} in {took}: --max-time reached; last attempt: {last}"
+                    )
+                };
+                (Some(t.clone()), Some(("error", t)))
+            }
+            End::Interrupted { signal, .. } => {
+                let name = crate::parse::signal_name(signal);
+                let t = format!("interrupted by {name} after {attempts} in {took}");
+                (Some(t.clone()), Some(("error", t)))
+            }
+            End::ClosedStdout => {
+                let t = format!("stdout is closed; stopping after {attempts} in {took}");
+                (Some(t.clone()), Some(("error", t)))
+            }
+        };
+        if text.is_some() || self.format == LogFormat::Json {
+            self.emit(&event, text, github);
+        }
+    }
+
+    pub fn on_retry_failed(&self, attempt: u32, status: u8, reason: String) {
+        let text = format!("--on-retry failed: {reason}");
+        self.emit(
+            &Event::OnRetryFailed {
+                attempt,
+                status,
+                reason,
+            },
+            Some(text.clone()),
+            Some(("warning", text)),
+        );
+    }
+
+    pub fn warning(&self, message: String) {
+        let text = format!("warning: {message}");
+        self.emit(
+            &Event::Warning { message },
+            Some(text.clone()),
+            Some(("warning", text)),
+        );
+    }
+
+    /// Why retry exits 125, 126 or 127; shown even with `-q`.
+    pub fn error(&self, message: String) {
+        let text = message.clone();
+        self.emit(
+            &Event::Error { message },
+            Some(text.clone()),
+            Some(("error", text)),
+        );
+    }
+}
+
+/// `2/4`, or `2` with `--forever`.
+pub fn of(attempt: u32, total: Option<u32>) -> String {
+    match total {
+        Some(t) => format!("{attempt}/{t}"),
+        None => attempt.to_string(),
+    }
+}
+
+/// GitHub workflow command data escaping.
+fn github_escape(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// Words quoted for a POSIX shell where needed, for `-v`.
+pub fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(&b));
+            if plain {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,822 @@
+//! The loop: attempt → validate → classify → decide → sleep, until an
+//! [`Outcome`]. The only reader of the clock for decisions; sleeps and
+//! waits are `ppoll`s on the signal pipe, so a signal ends a sleep at once.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::io::Seek as _;
+use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt as _, SeedableRng as _};
+
+use crate::backoff::Schedule;
+use crate::capture::{Scanner, Spool, Tail};
+use crate::child::{Program, SpawnError};
+use crate::classify::{self, Facts, Verdict};
+use crate::config::{Config, Stdout};
+use crate::error::Error;
+use crate::exec::{self, Finished, Input, Io, Limits, Output, Sink};
+use crate::predicate::{self, Mode, Predicate};
+use crate::report::{AttemptReport, Next, Reporter};
+use crate::signals::Signals;
+use crate::status::{End, Outcome, Status};
+use crate::stdin::Replay;
+use crate::sys::{self, Exit};
+
+/// Stdout larger than this is not parsed for `--until`.
+pub const UNTIL_LIMIT: u64 = 64 << 20;
+
+/// How long a predicate may run when no `--timeout` is given.
+pub const PREDICATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The variables retry sets in each attempt's environment.
+const RETRY_VARS: [&str; 4] = [
+    "RETRY_ATTEMPT",
+    "RETRY_MAX_ATTEMPTS",
+    "RETRY_LAST_STATUS",
+    "RETRY_STATE_DIR",
+];
+
+/// The two random streams of a run: backoff and splay. The same seed gives
+/// the same streams in `--dry-run` and in a real run.
+pub fn rngs(seed: Option<u64>) -> (Xoshiro256PlusPlus, Xoshiro256PlusPlus) {
+    let seed = seed.unwrap_or_else(|| rand::make_rng::<Xoshiro256PlusPlus>().random());
+    let backoff = Xoshiro256PlusPlus::seed_from_u64(seed);
+    // A distinct, fixed derivation so the splay draw never shifts backoff.
+    let splay = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5bd1_e995_9e37_79b9);
+    (backoff, splay)
+}
+
+/// The splay before attempt 1.
+pub fn splay_delay(max: Duration, rng: &mut Xoshiro256PlusPlus) -> Duration {
+    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(rng.random_range(0..=nanos))
+}
+
+/// The run's temporary state, removed at the end (before a re-raised
+/// signal ends the process).
+pub struct Resources {
+    _state_dir: Option<tempfile::TempDir>,
+}
+
+/// Creates an already-unlinked file in TMPDIR (it vanishes even after
+/// SIGKILL).
+fn spill_file() -> Result<File, Error> {
+    tempfile::tempfile().map_err(|e| Error::io(tmpdir_what("cannot create a temporary file"), e))
+}
+
+fn tmpdir_what(what: &str) -> String {
+    let dir = std::env::temp_dir();
+    format!("{what} in TMPDIR ({})", dir.display())
+}
+
+/// Everything one run needs across attempts.
+struct Run<'a> {
+    cfg: &'a Config,
+    report: &'a Reporter,
+    signals: &'a mut Signals,
+    program: Program,
+    base_env: Vec<CString>,
+    state_dir: PathBuf,
+    stdout_spool: Option<Spool>,
+    stdout_scanner: Option<Scanner>,
+    stderr_scanner: Option<Scanner>,
+    stdout_tail: Option<Tail>,
+    stderr_tail: Option<Tail>,
+    replay: Option<Replay>,
+    buf: Vec<u8>,
+    start: Instant,
+    deadline: Option<Instant>,
+    stdout_fifo: bool,
+}
+
+/// One attempt's facts beyond its status.
+struct Attempt {
+    status: Status,
+    finished: Option<Finished>,
+    started: Instant,
+    ended: Instant,
+}
+
+pub fn run(
+    cfg: &Config,
+    signals: &mut Signals,
+    report: &Reporter,
+) -> Result<(Outcome, Resources), Error> {
+    let start = Instant::now();
+    let deadline = cfg.max_time.and_then(|m| start.checked_add(m));
+    // Temporary files before attempt 1, so a bad TMPDIR fails with 125.
+    let (state_dir, kept) = match &cfg.state_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let tmp = tempfile::Builder::new()
+                .prefix("retry-")
+                .tempdir()
+                .map_err(|e| Error::io(tmpdir_what("cannot create the state directory"), e))?;
+            (tmp.path().to_path_buf(), Some(tmp))
+        }
+    };
+    if cfg.state_dir.is_some() {
+        make_state_dir(&state_dir)?;
+    }
+    let resources = Resources { _state_dir: kept };
+    let stdout_spool = match cfg.stdout {
+        Stdout::Captured { .. } => Some(Spool::new(Some(spill_file()?))),
+        Stdout::Live => None,
+    };
+    let replay = if cfg.stdin_replay {
+        Some(Replay::new(spill_file()?))
+    } else {
+        None
+    };
+    let program = Program::new(&cfg.command, std::env::var_os("PATH").as_deref())
+        .map_err(|e| Error::usage("COMMAND", lossy(cfg.command.first()), e.to_string()))?;
+    let scanner =
+        |patterns: Vec<regex::bytes::Regex>| (!patterns.is_empty()).then(|| Scanner::new(patterns));
+    let stdout_patterns: Vec<_> = cfg
+        .stdout_rules
+        .retry
+        .iter()
+        .chain(&cfg.stdout_rules.stop)
+        .chain(&cfg.until_match)
+        .map(|p| p.regex.clone())
+        .collect();
+    let stderr_patterns: Vec<_> = cfg
+        .stderr_rules
+        .retry
+        .iter()
+        .chain(&cfg.stderr_rules.stop)
+        .map(|p| p.regex.clone())
+        .collect();
+    let tails = !cfg.retry_if.is_empty();
+    let mut run = Run {
+        cfg,
+        report,
+        signals,
+        program,
+        base_env: base_env(),
+        state_dir,
+        stdout_spool,
+        stdout_scanner: scanner(stdout_patterns),
+        stderr_scanner: scanner(stderr_patterns),
+        stdout_tail: (tails && matches!(cfg.stdout, Stdout::Captured { .. })).then(Tail::default),
+        stderr_tail: tails.then(Tail::default),
+        replay,
+        buf: vec![0u8; exec::BUF],
+        start,
+        deadline,
+        stdout_fifo: sys::is_fifo(libc::STDOUT_FILENO),
+    };
+    sys::become_subreaper();
+    report.command(&cfg.command);
+    let outcome = run.attempts()?;
+    sys::reap_orphans(&[]);
+    // Captured stdout: the accepted attempt's, or the last one's when retry
+    // gave up; nothing when interrupted (SPEC Edge rules, "A closed stdout").
+    if let (Some(spool), Stdout::Captured { tee: false }) = (&run.stdout_spool, cfg.stdout) {
+        let interrupted = matches!(outcome.end, End::Interrupted { .. } | End::ClosedStdout);
+        if !interrupted && outcome.attempts > 0 {
+            // EPIPE here means the reader left; nothing else to do.
+            let _ = spool.write_to(libc::STDOUT_FILENO);
+        }
+    }
+    report.done(&outcome, start.elapsed(), cfg.attempts);
+    Ok((outcome, resources))
+}
+
+impl Run<'_> {
+    fn attempts(&mut self) -> Result<Outcome, Error> {
+        let cfg = self.cfg;
+        let (backoff_rng, mut splay_rng) = rngs(cfg.seed);
+        let mut schedule = Schedule::new(cfg.backoff, backoff_rng);
+        let mut outcome = Outcome {
+            end: End::Deadline,
+            last: None,
+            validation_failed: false,
+            attempts: 0,
+        };
+        if cfg.jitter_ignored() {
+            self.report
+                .warning("--jitter has no effect with --algo decorrelated".to_string());
+        }
+        if let Some(max) = cfg.splay {
+            let delay = splay_delay(max, &mut splay_rng);
+            let wake = self.start.checked_add(delay);
+            if self.past_deadline(wake) {
+                return Ok(outcome);
+            }
+            if let Some(sig) = self.sleep_until(wake) {
+                outcome.end = End::Interrupted {
+                    signal: sig,
+                    during_sleep: true,
+                };
+                return Ok(outcome);
+            }
+        }
+        loop {
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                outcome.end = End::Deadline;
+                return Ok(outcome);
+            }
+            let n = outcome.attempts + 1;
+            let attempt = self.attempt(n, outcome.last)?;
+            outcome.attempts = n;
+            outcome.last = Some(attempt.status);
+            sys::reap_orphans(&[]);
+            let mut facts = self.facts(&attempt);
+            if attempt.status == Status::Exited(0) {
+                facts.validation = self.validate(n)?;
+            }
+            if classify::retry_if_needed(&facts, &cfg.rules) {
+                facts.retry_if = Some(self.retry_if(n, &attempt, &facts)?);
+            }
+            outcome.validation_failed = !facts.validation.is_empty();
+            let verdict = classify::classify(&facts, &cfg.rules);
+            let interrupted = attempt
+                .finished
+                .and_then(|f| f.interrupted)
+                .or_else(|| self.signal_seen());
+            let duration = attempt.ended.saturating_duration_since(attempt.started);
+            // What comes next, decided before the attempt is reported.
+            let (end, next) = match &verdict {
+                Verdict::Success => (Some(End::Success), Next::Stop(None)),
+                _ if interrupted.is_some() => {
+                    let signal = interrupted.unwrap_or(libc::SIGTERM);
+                    let name = crate::parse::signal_name(signal);
+                    (
+                        Some(End::Interrupted {
+                            signal,
+                            during_sleep: false,
+                        }),
+                        Next::Stop(Some(format!("retry got {name}"))),
+                    )
+                }
+                Verdict::Stop(_) => (Some(End::Stopped), Next::Stop(None)),
+                Verdict::Retry(_) if cfg.attempts.is_some_and(|t| n >= t) => {
+                    (Some(End::Exhausted), Next::Stop(None))
+                }
+                Verdict::Retry(_) if self.stdout_closed(&attempt) => (
+                    Some(End::ClosedStdout),
+                    Next::Stop(Some("stdout is closed".to_string())),
+                ),
+                Verdict::Retry(_) => {
+                    if cfg.reset_after.is_some_and(|r| duration >= r) {
+                        schedule.reset();
+                    }
+                    let delay = schedule.next().unwrap_or(Duration::MAX);
+                    let wake = attempt.ended.checked_add(delay);
+                    if self.past_deadline(wake) {
+                        (
+                            Some(End::Deadline),
+                            Next::Stop(Some(
+                                "the next attempt would start after --max-time".into(),
+                            )),
+                        )
+                    } else {
+                        (None, Next::Retry(delay))
+                    }
+                }
+            };
+            self.report_attempt(n, &attempt, &verdict, &facts, next.clone(), duration);
+            if let Some(end) = end {
+                outcome.end = end;
+                return Ok(outcome);
+            }
+            let wake = match next {
+                Next::Retry(delay) => attempt.ended.checked_add(delay),
+                Next::Stop(_) => None,
+            };
+            if let Some(sig) = self.on_retry(n, attempt.status) {
+                outcome.end = End::Interrupted {
+                    signal: sig,
+                    during_sleep: true,
+                };
+                return Ok(outcome);
+            }
+            if let Some(sig) = self.sleep_until(wake) {
+                outcome.end = End::Interrupted {
+                    signal: sig,
+                    during_sleep: true,
+                };
+                return Ok(outcome);
+            }
+        }
+    }
+
+    /// Would a sleep until `wake` end at or after `--max-time`?
+    fn past_deadline(&self, wake: Option<Instant>) -> bool {
+        match (self.deadline, wake) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(d), Some(w)) => w >= d,
+        }
+    }
+
+    /// A signal that arrived outside an attempt's own wait.
+    fn signal_seen(&mut self) -> Option<libc::c_int> {
+        let got = self.signals.take();
+        got.first().copied()
+    }
+
+    /// Is retry's stdout a pipe without readers now?
+    fn stdout_closed(&self, attempt: &Attempt) -> bool {
+        attempt.finished.is_some_and(|f| f.forward_broken)
+            || (self.stdout_fifo && sys::pipe_is_broken(libc::STDOUT_FILENO))
+    }
+
+    fn env(&self, n: u32, last: Option<Status>) -> Vec<CString> {
+        let mut env = self.base_env.clone();
+        let total = self.cfg.attempts.map(|t| t.to_string()).unwrap_or_default();
+        let last = last.map(|s| s.code().to_string()).unwrap_or_default();
+        let dir = self.state_dir.as_os_str().as_bytes();
+        for (name, value) in [
+            ("RETRY_ATTEMPT", n.to_string().as_bytes()),
+            ("RETRY_MAX_ATTEMPTS", total.as_bytes()),
+            ("RETRY_LAST_STATUS", last.as_bytes()),
+            ("RETRY_STATE_DIR", dir),
+        ] {
+            let mut entry = Vec::with_capacity(name.len() + 1 + value.len());
+            entry.extend_from_slice(name.as_bytes());
+            entry.push(b'=');
+            entry.extend_from_slice(value);
+            // Values come from numbers and a path without NUL bytes.
+            if let Ok(c) = CString::new(entry) {
+                env.push(c);
+            }
+        }
+        env
+    }
+
+    fn attempt(&mut self, n: u32, last: Option<Status>) -> Result<Attempt, Error> {
+        let cfg = self.cfg;
+        self.report.attempt_start(n, cfg.attempts);
+        let env = self.env(n, last);
+        let io_err = |e| Error::io("cannot reset the capture file", e);
+        if let Some(s) = &mut self.stdout_spool {
+            s.clear().map_err(io_err)?;
+        }
+        for s in [&mut self.stdout_scanner, &mut self.stderr_scanner]
+            .into_iter()
+            .flatten()
+        {
+            s.clear();
+        }
+        for t in [&mut self.stdout_tail, &mut self.stderr_tail]
+            .into_iter()
+            .flatten()
+        {
+            t.clear();
+        }
+        let now = Instant::now();
+        let timeout = cfg.timeout.and_then(|t| now.checked_add(t));
+        let limits = Limits {
+            deadline: [timeout, self.deadline].into_iter().flatten().min(),
+            kill_signal: cfg.kill_signal,
+            kill_after: cfg.kill_after,
+        };
+        let stdin = match &mut self.replay {
+            Some(r) => Input::Replay(r),
+            None => Input::Inherit,
+        };
+        let stdout = match cfg.stdout {
+            Stdout::Live => Output::Inherit,
+            Stdout::Captured { tee } => Output::Piped(Sink {
+                forward: tee.then_some(libc::STDOUT_FILENO),
+                spool: self.stdout_spool.as_mut(),
+                scanner: self.stdout_scanner.as_mut(),
+                tail: self.stdout_tail.as_mut(),
+            }),
+        };
+        let stderr = if cfg.pipes_stderr() {
+            Output::Piped(Sink {
+                forward: Some(libc::STDERR_FILENO),
+                spool: None,
+                scanner: self.stderr_scanner.as_mut(),
+                tail: self.stderr_tail.as_mut(),
+            })
+        } else {
+            Output::Inherit
+        };
+        let io = Io {
+            stdin,
+            stdout,
+            stderr,
+        };
+        let result = exec::run(
+            &self.program,
+            &env,
+            !cfg.foreground,
+            io,
+            &limits,
+            self.signals,
+            &mut self.buf,
+        );
+        let ended = Instant::now();
+        match result {
+            Ok(fin) => Ok(Attempt {
+                status: status_of(&fin),
+                finished: Some(fin),
+                started: fin.started,
+                ended: fin.ended,
+            }),
+            Err(SpawnError::NotFound(e)) => {
+                self.report.error(format!(
+                    "cannot run '{}': command not found",
+                    self.program.name
+                ));
+                drop(e);
+                Ok(Attempt {
+                    status: Status::NotFound,
+                    finished: None,
+                    started: now,
+                    ended,
+                })
+            }
+            Err(SpawnError::CannotExecute(e)) => {
+                self.report.error(format!(
+                    "cannot execute '{}': {}",
+                    self.program.name,
+                    errno_text(&e)
+                ));
+                Ok(Attempt {
+                    status: Status::CannotExecute,
+                    finished: None,
+                    started: now,
+                    ended,
+                })
+            }
+            Err(SpawnError::Internal(e)) => Err(Error::io("cannot start the command", e)),
+        }
+    }
+
+    fn facts(&self, attempt: &Attempt) -> Facts {
+        let first = |rules: &[crate::config::Pattern], scanner: &Option<Scanner>, offset: usize| {
+            let matched = scanner.as_ref().map(|s| s.matched()).unwrap_or(&[]);
+            rules
+                .iter()
+                .enumerate()
+                .find(|(i, _)| matched.get(offset + i).copied().unwrap_or(false))
+                .map(|(_, p)| p.source.clone())
+        };
+        let (out, err) = (&self.cfg.stdout_rules, &self.cfg.stderr_rules);
+        Facts {
+            status: Some(attempt.status),
+            validation: Vec::new(),
+            stdout_retry: first(&out.retry, &self.stdout_scanner, 0),
+            stdout_stop: first(&out.stop, &self.stdout_scanner, out.retry.len()),
+            stderr_retry: first(&err.retry, &self.stderr_scanner, 0),
+            stderr_stop: first(&err.stop, &self.stderr_scanner, err.retry.len()),
+            retry_if: None,
+        }
+    }
+
+    /// `--until-match` and `--until` on an attempt that exited 0.
+    fn validate(&mut self, n: u32) -> Result<Vec<String>, Error> {
+        let cfg = self.cfg;
+        let mut why = Vec::new();
+        let offset = cfg.stdout_rules.retry.len() + cfg.stdout_rules.stop.len();
+        let matched = self
+            .stdout_scanner
+            .as_ref()
+            .map(|s| s.matched().to_vec())
+            .unwrap_or_default();
+        for (i, p) in cfg.until_match.iter().enumerate() {
+            if !matched.get(offset + i).copied().unwrap_or(false) {
+                why.push(format!("--until-match '{}' matched no line", p.source));
+            }
+        }
+        if cfg.until.is_empty() {
+            return Ok(why);
+        }
+        let judged = match &self.stdout_spool {
+            Some(spool) if spool.len() > UNTIL_LIMIT => {
+                vec![
+                    Some(format!(
+                        "stdout is larger than {} MiB, not parsed",
+                        UNTIL_LIMIT >> 20
+                    ));
+                    cfg.until.len()
+                ]
+            }
+            Some(spool) => {
+                let input = memfd_with(Mode::Until, &cfg.until, n, self.start.elapsed(), |fd| {
+                    spool.write_to(fd)
+                })?;
+                self.evaluate(&cfg.until, input)?
+            }
+            None => vec![Some("stdout was not captured".to_string()); cfg.until.len()],
+        };
+        for (p, j) in cfg.until.iter().zip(judged) {
+            if let Some(reason) = j {
+                why.push(format!("--until '{}': {reason}", p.source()));
+            }
+        }
+        Ok(why)
+    }
+
+    /// `--retry-if` on the attempt's context object; `Ok` if one held.
+    fn retry_if(
+        &mut self,
+        n: u32,
+        attempt: &Attempt,
+        facts: &Facts,
+    ) -> Result<Result<(), String>, Error> {
+        let cfg = self.cfg;
+        let (exit_code, signal) = exit_parts(attempt);
+        let text = |t: &Option<Tail>| {
+            t.as_ref()
+                .map(|t| String::from_utf8_lossy(&t.bytes()).into_owned())
+        };
+        let context = serde_json::json!({
+            "attempt": n,
+            "status": attempt.status.code(),
+            "exit_code": exit_code,
+            "signal": signal,
+            "timed_out": attempt.status == Status::TimedOut,
+            "elapsed": self.start.elapsed().as_secs_f64(),
+            "duration": attempt.ended.saturating_duration_since(attempt.started).as_secs_f64(),
+            "stdout": text(&self.stdout_tail),
+            "stderr": text(&self.stderr_tail),
+            "validation": facts.validation,
+        });
+        let bytes = serde_json::to_vec(&context).unwrap_or_default();
+        let input = memfd_with(
+            Mode::RetryIf,
+            &cfg.retry_if,
+            n,
+            self.start.elapsed(),
+            |fd| sys::write_all(fd, &bytes),
+        )?;
+        let judged = self.evaluate(&cfg.retry_if, input)?;
+        let mut reasons = Vec::new();
+        for (p, j) in cfg.retry_if.iter().zip(judged) {
+            match j {
+                None => return Ok(Ok(())),
+                Some(reason) => reasons.push(format!("'{}': {reason}", p.source())),
+            }
+        }
+        Ok(Err(reasons.join("; ")))
+    }
+
+    /// Runs the predicate helper (retry re-executed) on `input`, bounded by
+    /// `--timeout` (else 10 s), so a runaway expression can neither hang
+    /// nor crash retry.
+    fn evaluate(
+        &mut self,
+        preds: &[Predicate],
+        input: OwnedFd,
+    ) -> Result<Vec<Option<String>>, Error> {
+        let helper = Program::new(
+            &[
+                OsString::from("/proc/self/exe"),
+                OsString::from(predicate::HELPER_ARG),
+            ],
+            None,
+        )
+        .map_err(|e| Error::io("cannot prepare the predicate helper", e))?;
+        let mut reply = Spool::new(None);
+        let limit = self.cfg.timeout.unwrap_or(PREDICATE_TIMEOUT);
+        let limits = Limits {
+            deadline: Instant::now().checked_add(limit),
+            kill_signal: libc::SIGKILL,
+            kill_after: Duration::ZERO,
+        };
+        let io = Io {
+            stdin: Input::Fd(input.as_raw_fd()),
+            stdout: Output::Piped(Sink {
+                spool: Some(&mut reply),
+                ..Sink::default()
+            }),
+            stderr: Output::Inherit,
+        };
+        let fail = |why: String| Ok(vec![Some(why); preds.len()]);
+        let fin = match exec::run(
+            &helper,
+            &self.base_env,
+            true,
+            io,
+            &limits,
+            self.signals,
+            &mut self.buf,
+        ) {
+            Ok(fin) => fin,
+            Err(
+                SpawnError::NotFound(e) | SpawnError::CannotExecute(e) | SpawnError::Internal(e),
+            ) => {
+                return fail(format!("cannot start the predicate helper: {e}"));
+            }
+        };
+        if fin.timed_out {
+            return fail(format!(
+                "evaluation did not finish within {}",
+                crate::parse::human(limit)
+            ));
+        }
+        if let Exit::Signal(sig) = fin.exit {
+            return fail(format!(
+                "evaluation crashed ({})",
+                crate::parse::signal_name(sig)
+            ));
+        }
+        let bytes = reply.to_vec(u64::MAX).ok().flatten().unwrap_or_default();
+        match predicate::parse_response(&bytes, preds.len()) {
+            Ok(j) => Ok(j),
+            Err(e) => fail(format!("predicate helper failed: {e}")),
+        }
+    }
+
+    fn report_attempt(
+        &self,
+        n: u32,
+        attempt: &Attempt,
+        verdict: &Verdict,
+        facts: &Facts,
+        next: Next,
+        duration: Duration,
+    ) {
+        let (exit_code, signal) = exit_parts(attempt);
+        let failure = match attempt.status {
+            Status::Exited(0) => facts.validation.join("; "),
+            Status::TimedOut => match (self.cfg.timeout, self.deadline) {
+                (_, Some(d)) if attempt.ended >= d => "killed at --max-time".to_string(),
+                (Some(t), _) => format!("timed out after {}", crate::parse::human(t)),
+                (None, _) => "timed out".to_string(),
+            },
+            other => other.describe(),
+        };
+        let rule = match verdict {
+            Verdict::Success => None,
+            Verdict::Retry(rule) => rule.clone(),
+            Verdict::Stop(why) => Some(why.clone()),
+        };
+        self.report.attempt(&AttemptReport {
+            attempt: n,
+            total: self.cfg.attempts,
+            status: attempt.status.code(),
+            exit_code,
+            signal,
+            timed_out: attempt.status == Status::TimedOut,
+            duration,
+            verdict: verdict.word(),
+            failure,
+            rule,
+            next,
+        });
+    }
+
+    /// `--on-retry`: `sh -c CMD`, stdin /dev/null, output to retry's stderr,
+    /// bounded by `--timeout`. Returns a signal that interrupted it.
+    fn on_retry(&mut self, n: u32, status: Status) -> Option<libc::c_int> {
+        let cmd = self.cfg.on_retry.as_ref()?;
+        let argv = [OsString::from("/bin/sh"), OsString::from("-c"), cmd.clone()];
+        let program = match Program::new(&argv, None) {
+            Ok(p) => p,
+            Err(e) => {
+                self.report.on_retry_failed(n, 125, e.to_string());
+                return None;
+            }
+        };
+        let null = match File::open("/dev/null") {
+            Ok(f) => f,
+            Err(e) => {
+                self.report
+                    .on_retry_failed(n, 125, format!("cannot open /dev/null: {e}"));
+                return None;
+            }
+        };
+        let env = self.env(n + 1, Some(status));
+        let limits = Limits {
+            deadline: self.cfg.timeout.and_then(|t| Instant::now().checked_add(t)),
+            kill_signal: self.cfg.kill_signal,
+            kill_after: self.cfg.kill_after,
+        };
+        let io = Io {
+            stdin: Input::Fd(null.as_raw_fd()),
+            stdout: Output::Fd(libc::STDERR_FILENO),
+            stderr: Output::Inherit,
+        };
+        let result = exec::run(
+            &program,
+            &env,
+            true,
+            io,
+            &limits,
+            self.signals,
+            &mut self.buf,
+        );
+        sys::reap_orphans(&[]);
+        match result {
+            Ok(fin) => {
+                let st = status_of(&fin);
+                if st != Status::Exited(0) {
+                    self.report.on_retry_failed(n, st.code(), st.describe());
+                }
+                fin.interrupted
+            }
+            Err(
+                SpawnError::NotFound(e) | SpawnError::CannotExecute(e) | SpawnError::Internal(e),
+            ) => {
+                self.report
+                    .on_retry_failed(n, 127, format!("cannot run /bin/sh: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Sleeps until `wake` (`None`: forever); returns a signal that ended it.
+    fn sleep_until(&mut self, wake: Option<Instant>) -> Option<libc::c_int> {
+        loop {
+            let now = Instant::now();
+            if wake.is_some_and(|w| now >= w) {
+                return None;
+            }
+            let mut fds = [sys::pollfd(self.signals.fd(), libc::POLLIN)];
+            let _ = sys::poll(&mut fds, wake.map(|w| w.saturating_duration_since(now)));
+            if let Some(sig) = self.signals.take().first() {
+                return Some(*sig);
+            }
+        }
+    }
+}
+
+fn status_of(fin: &Finished) -> Status {
+    if fin.timed_out {
+        return Status::TimedOut;
+    }
+    match fin.exit {
+        Exit::Code(c) => Status::Exited(u8::try_from(c & 0xff).unwrap_or(u8::MAX)),
+        Exit::Signal(s) => Status::Signaled(s),
+    }
+}
+
+fn exit_parts(attempt: &Attempt) -> (Option<i32>, Option<i32>) {
+    match attempt.finished.map(|f| f.exit) {
+        Some(Exit::Code(c)) => (Some(c), None),
+        Some(Exit::Signal(s)) => (None, Some(s)),
+        // A spawn failure: no process exited.
+        None => (None, None),
+    }
+}
+
+/// A memfd holding the helper request: header line, then the input.
+fn memfd_with(
+    mode: Mode,
+    preds: &[Predicate],
+    attempt: u32,
+    elapsed: Duration,
+    fill: impl FnOnce(libc::c_int) -> std::io::Result<()>,
+) -> Result<OwnedFd, Error> {
+    let err = |e| Error::io("cannot prepare the predicate input", e);
+    let fd = sys::memfd(c"retry-predicate").map_err(err)?;
+    let header = predicate::request_header(preds, mode, attempt, elapsed.as_secs_f64());
+    sys::write_all(fd.as_raw_fd(), &header).map_err(err)?;
+    fill(fd.as_raw_fd()).map_err(err)?;
+    let mut file = File::from(fd);
+    file.rewind().map_err(err)?;
+    Ok(OwnedFd::from(file))
+}
+
+/// retry's environment without the RETRY_* variables it sets itself (a
+/// nested retry's values win over its parent's).
+fn base_env() -> Vec<CString> {
+    std::env::vars_os()
+        .filter(|(k, _)| !RETRY_VARS.iter().any(|v| OsStr::new(v) == k))
+        .filter_map(|(k, v)| {
+            let mut entry = k.into_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(v.as_bytes());
+            CString::new(entry).ok()
+        })
+        .collect()
+}
+
+/// `--state-dir DIR`: created with mode 0700 if missing, kept afterwards.
+fn make_state_dir(dir: &std::path::Path) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io(format!("cannot create --state-dir '{}'", dir.display()), e))
+}
+
+/// An OS error without Rust's " (os error N)" suffix.
+fn errno_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+fn lossy(s: Option<&OsString>) -> String {
+    s.map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,88 @@
+//! SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to retry: counted by a
+//! signal-hook handler that also writes a byte to a self-pipe, so the run
+//! loop's single `ppoll` wakes up for a signal as for a child's exit or
+//! output. Installed before the first spawn (as GNU timeout does).
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+
+use crate::sys;
+
+/// The signals retry forwards to the running attempt.
+pub const FORWARDED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+/// Deliveries per signal of `FORWARDED`, written by the handlers.
+static COUNTS: [AtomicU32; 4] = [const { AtomicU32::new(0) }; 4];
+/// The first signal received (0 until then).
+static FIRST: AtomicI32 = AtomicI32::new(0);
+/// Write end of the self-pipe (-1 until installed).
+static WAKE: AtomicI32 = AtomicI32::new(-1);
+
+/// The receiving side, owned by the run loop.
+pub struct Signals {
+    read: OwnedFd,
+    seen: [u32; 4],
+}
+
+impl Signals {
+    /// Creates the self-pipe and installs the handlers.
+    pub fn install() -> io::Result<Signals> {
+        let (read, write) = sys::pipe()?;
+        sys::set_nonblocking(std::os::fd::AsFd::as_fd(&read))?;
+        sys::set_nonblocking(std::os::fd::AsFd::as_fd(&write))?;
+        // The write end lives for the whole process: handlers may run at
+        // any time until exit.
+        WAKE.store(write.as_raw_fd(), Ordering::SeqCst);
+        std::mem::forget(write);
+        for (i, &sig) in FORWARDED.iter().enumerate() {
+            let action = move || {
+                COUNTS[i].fetch_add(1, Ordering::SeqCst);
+                let _ = FIRST.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+                let fd = WAKE.load(Ordering::SeqCst);
+                // SAFETY: write(2) is async-signal-safe; the fd is a
+                // non-blocking pipe that is never closed. A full pipe
+                // already guarantees a wake-up, so errors are ignored.
+                unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
+            };
+            // SAFETY: the action only touches atomics and calls write(2),
+            // both async-signal-safe.
+            unsafe { signal_hook::low_level::register(sig, action) }?;
+        }
+        Ok(Signals { read, seen: [0; 4] })
+    }
+
+    /// Poll this for POLLIN: a signal arrived.
+    pub fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+
+    /// The signals delivered since the last call, one entry per delivery,
+    /// in `FORWARDED` order within one call.
+    pub fn take(&mut self) -> Vec<libc::c_int> {
+        let mut buf = [0u8; 64];
+        while matches!(sys::read(self.read.as_raw_fd(), &mut buf), Ok(n) if n > 0) {}
+        let mut out = Vec::new();
+        for (i, &sig) in FORWARDED.iter().enumerate() {
+            let now = COUNTS[i].load(Ordering::SeqCst);
+            for _ in self.seen[i]..now {
+                out.push(sig);
+            }
+            self.seen[i] = now;
+        }
+        out
+    }
+
+    /// The first signal retry received, if any.
+    pub fn first(&self) -> Option<libc::c_int> {
+        match FIRST.load(Ordering::SeqCst) {
+            0 => None,
+            sig => Some(sig),
+        }
+    }
+
+    /// How many SIGINTs arrived so far (a second one means SIGKILL).
+    pub fn sigints(&self) -> u32 {
+        COUNTS[0].load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,247 @@
+//! An attempt's [`Status`], how a run ended ([`Outcome`]), and the one
+//! table that maps them to retry's exit status (SPEC "Exit status").
+
+use crate::parse::signal_name;
+
+/// How one attempt ended, as SPEC "When is an attempt a success" counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// The command exited with this code.
+    Exited(u8),
+    /// The command died of this signal (not one retry sent for a timeout).
+    Signaled(i32),
+    /// retry killed it for `--timeout` or `--max-time`.
+    TimedOut,
+    /// retry could not find COMMAND (ENOENT).
+    NotFound,
+    /// retry could not execute COMMAND (EACCES, ENOEXEC, ...).
+    CannotExecute,
+}
+
+impl Status {
+    /// The attempt's status number: exit code, 124, 128+N, 126, 127.
+    pub fn code(self) -> u8 {
+        match self {
+            Status::Exited(code) => code,
+            Status::Signaled(sig) => 128u8.saturating_add(u8::try_from(sig).unwrap_or(u8::MAX)),
+            Status::TimedOut => 124,
+            Status::NotFound => 127,
+            Status::CannotExecute => 126,
+        }
+    }
+
+    /// `exit status 7`, `killed by SIGKILL`, `timed out`, ...
+    pub fn describe(self) -> String {
+        match self {
+            Status::Exited(code) => format!("exit status {code}"),
+            Status::Signaled(sig) => format!("killed by {}", signal_name(sig)),
+            Status::TimedOut => "timed out".to_string(),
+            Status::NotFound => "command not found".to_string(),
+            Status::CannotExecute => "command cannot be executed".to_string(),
+        }
+    }
+
+    /// retry's own failure to start COMMAND: final, never retried.
+    pub fn is_spawn_failure(self) -> bool {
+        matches!(self, Status::NotFound | Status::CannotExecute)
+    }
+}
+
+/// Why a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// An attempt succeeded.
+    Success,
+    /// The attempts ran out.
+    Exhausted,
+    /// A failure was not retryable (stop rule, spawn failure, no retry rule matched).
+    Stopped,
+    /// `--max-time` was reached.
+    Deadline,
+    /// A signal ended the run; `during_sleep` when no attempt was running.
+    Interrupted { signal: i32, during_sleep: bool },
+    /// retry's stdout is a pipe with no reader left.
+    ClosedStdout,
+}
+
+impl End {
+    /// The `outcome` word of the JSON `done` event.
+    pub fn word(self) -> &'static str {
+        match self {
+            End::Success => "success",
+            End::Exhausted => "exhausted",
+            End::Stopped | End::ClosedStdout => "stopped",
+            End::Deadline => "deadline",
+            End::Interrupted { .. } => "interrupted",
+        }
+    }
+}
+
+/// The result of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub end: End,
+    /// The last attempt's status; `None` when no attempt ran.
+    pub last: Option<Status>,
+    /// The last attempt exited 0 but failed `--until`/`--until-match`.
+    pub validation_failed: bool,
+    /// Attempts that ran (spawn failures count).
+    pub attempts: u32,
+}
+
+impl Outcome {
+    /// Every exit status retry returns for a run is chosen here.
+    pub fn exit_code(&self) -> u8 {
+        match (self.end, self.last) {
+            (End::Success, _) => 0,
+            (End::ClosedStdout, _) => 141,
+            (
+                End::Interrupted {
+                    signal,
+                    during_sleep: true,
+                },
+                _,
+            )
+            | (
+                End::Interrupted {
+                    signal,
+                    during_sleep: false,
+                },
+                None,
+            ) => Status::Signaled(signal).code(),
+            (End::Deadline, None) => 124,
+            (End::Exhausted | End::Stopped, None) => 125,
+            (
+                End::Exhausted | End::Stopped | End::Deadline | End::Interrupted { .. },
+                Some(last),
+            ) => {
+                if self.validation_failed && last == Status::Exited(0) {
+                    1
+                } else {
+                    last.code()
+                }
+            }
+        }
+    }
+
+    /// The signal retry re-raises on itself after cleaning up, so that a
+    /// calling shell sees a death by signal (as GNU timeout does): only when
+    /// the status is 128+N because a process died of signal N.
+    pub fn reraise(&self) -> Option<i32> {
+        match (self.end, self.last) {
+            (
+                End::Interrupted {
+                    signal,
+                    during_sleep: true,
+                },
+                _,
+            ) => Some(signal),
+            (End::Success | End::ClosedStdout, _) => None,
+            (
+                End::Interrupted {
+                    during_sleep: false,
+                    ..
+                },
+                Some(Status::Signaled(sig)),
+            )
+            | (End::Exhausted | End::Stopped | End::Deadline, Some(Status::Signaled(sig))) => {
+                Some(sig)
+            }
+            (
+                End::Interrupted {
+                    signal,
+                    during_sleep: false,
+                },
+                None,
+            ) => Some(signal),
+            (
+                End::Interrupted {
+                    during_sleep: false,
+                    ..
+                }
+                | End::Exhausted
+                | End::Stopped
+                | End::Deadline,
+                _,
+            ) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gave_up(end: End, last: Status) -> Outcome {
+        Outcome {
+            end,
+            last: Some(last),
+            validation_failed: false,
+            attempts: 3,
+        }
+    }
+
+    #[test]
+    fn statuses_map_to_codes() {
+        assert_eq!(Status::Exited(7).code(), 7);
+        assert_eq!(Status::Signaled(9).code(), 137);
+        assert_eq!(Status::Signaled(200).code(), 255);
+        assert_eq!(Status::TimedOut.code(), 124);
+        assert_eq!(Status::NotFound.code(), 127);
+        assert_eq!(Status::CannotExecute.code(), 126);
+    }
+
+    #[test]
+    fn exit_table() {
+        assert_eq!(gave_up(End::Success, Status::Exited(0)).exit_code(), 0);
+        assert_eq!(gave_up(End::Exhausted, Status::Exited(7)).exit_code(), 7);
+        assert_eq!(gave_up(End::Stopped, Status::NotFound).exit_code(), 127);
+        assert_eq!(gave_up(End::Deadline, Status::TimedOut).exit_code(), 124);
+        let none = Outcome {
+            end: End::Deadline,
+            last: None,
+            validation_failed: false,
+            attempts: 0,
+        };
+        assert_eq!(none.exit_code(), 124);
+        let sleep = End::Interrupted {
+            signal: 15,
+            during_sleep: true,
+        };
+        assert_eq!(gave_up(sleep, Status::Exited(1)).exit_code(), 143);
+        let during = End::Interrupted {
+            signal: 2,
+            during_sleep: false,
+        };
+        assert_eq!(gave_up(during, Status::Exited(0)).exit_code(), 0);
+        assert_eq!(gave_up(during, Status::Signaled(2)).exit_code(), 130);
+        let mut invalid = gave_up(End::Exhausted, Status::Exited(0));
+        invalid.validation_failed = true;
+        assert_eq!(invalid.exit_code(), 1);
+        assert_eq!(
+            gave_up(End::ClosedStdout, Status::Exited(3)).exit_code(),
+            141
+        );
+    }
+
+    #[test]
+    fn reraises_only_for_deaths_by_signal() {
+        let during = End::Interrupted {
+            signal: 2,
+            during_sleep: false,
+        };
+        assert_eq!(gave_up(during, Status::Signaled(2)).reraise(), Some(2));
+        assert_eq!(gave_up(during, Status::Exited(130)).reraise(), None);
+        let sleep = End::Interrupted {
+            signal: 15,
+            during_sleep: true,
+        };
+        assert_eq!(gave_up(sleep, Status::Exited(1)).reraise(), Some(15));
+        assert_eq!(
+            gave_up(End::Exhausted, Status::Signaled(9)).reraise(),
+            Some(9)
+        );
+        assert_eq!(gave_up(End::Exhausted, Status::TimedOut).reraise(), None);
+        assert_eq!(gave_up(End::Success, Status::Exited(0)).reraise(), None);
+    }
+}

@@ -1,0 +1,321 @@
+//! Thin, policy-free wrappers over the Linux system calls retry needs
+//! beyond std: pipes, `ppoll`, `splice`/`sendfile`, `memfd`, process-group
+//! signals, `waitid` on a pidfd, subreaping. Every `unsafe` block here is a
+//! plain FFI call on values this module owns or borrows; the SAFETY notes
+//! say what the kernel reads or writes.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// A close-on-exec pipe: (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two fds into the array we pass.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sets O_NONBLOCK on a descriptor retry owns (never on inherited stdio).
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: fcntl on a valid fd; F_GETFL/F_SETFL take and return ints.
+    let flags = cvt(unsafe { libc::fcntl(raw, libc::F_GETFL) })?;
+    cvt(unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    Ok(())
+}
+
+/// `ppoll` with a timeout (`None` = wait forever). EINTR counts as a wake-up
+/// with nothing ready: the caller re-checks its signal pipe and clocks.
+pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: fds is a valid slice of pollfd; ts_ptr is null or points to a
+    // timespec that lives until the call returns; no signal mask change.
+    let ret = unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            ts_ptr,
+            std::ptr::null(),
+        )
+    };
+    match cvt(ret) {
+        Ok(n) => Ok(n as usize),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// `read(2)`, retrying on EINTR.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: buf is valid for writes of buf.len() bytes.
+        let ret = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        match cvt_size(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// `write(2)`, retrying on EINTR.
+pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: buf is valid for reads of buf.len() bytes.
+        let ret = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        match cvt_size(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Writes all of `buf` to a blocking descriptor.
+pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match write(fd, buf)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => buf = &buf[n..],
+        }
+    }
+    Ok(())
+}
+
+/// `pread(2)`, retrying on EINTR.
+pub fn pread(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: buf is valid for writes of buf.len() bytes.
+        let ret = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), off) };
+        match cvt_size(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Moves up to `len` bytes from a pipe to a file or pipe inside the kernel.
+/// `Ok(0)` means EOF on `from`.
+pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    loop {
+        // SAFETY: null offsets: both fds use (and advance) their own offsets.
+        let ret = unsafe {
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                std::ptr::null_mut(),
+                len,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        match cvt_size(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Copies `count` bytes of file `from` starting at `offset` to `to` (any
+/// descriptor) inside the kernel; returns the bytes moved.
+pub fn sendfile(to: RawFd, from: RawFd, offset: &mut u64, count: usize) -> io::Result<usize> {
+    let mut off =
+        libc::off_t::try_from(*offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: off is a valid off_t the kernel reads and advances.
+        let ret = unsafe { libc::sendfile(to, from, &mut off, count) };
+        match cvt_size(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(n) => {
+                *offset = off as u64;
+                return Ok(n);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// An anonymous in-memory file (close-on-exec).
+pub fn memfd(name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: name is a valid C string; flags are constants.
+    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: the fd was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `kill(2)`. Negative `pid` signals a process group. ESRCH is not an error.
+pub fn kill(pid: libc::pid_t, sig: libc::c_int) {
+    // SAFETY: kill takes plain integers. Callers only name pids/groups they
+    // have not reaped yet, so the id cannot have been reused.
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// What `waitid` reports about an exited child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Waits for the child behind `pidfd`. With `reap == false` the child stays
+/// a zombie (WNOWAIT), so its pid and process group stay reserved. With
+/// `block == false`, `Ok(None)` means still running.
+pub fn waitid(pidfd: BorrowedFd<'_>, reap: bool, block: bool) -> io::Result<Option<Exit>> {
+    let mut flags = libc::WEXITED;
+    if !reap {
+        flags |= libc::WNOWAIT;
+    }
+    if !block {
+        flags |= libc::WNOHANG;
+    }
+    loop {
+        // SAFETY: zeroed siginfo_t is a valid output buffer for waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: P_PIDFD with a pidfd we own; info is a valid out-pointer.
+        let ret = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                flags,
+            )
+        };
+        match cvt(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+            Ok(_) => {
+                // SAFETY: waitid filled the SIGCHLD fields of info (or left
+                // si_pid 0 under WNOHANG when nothing changed).
+                let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+                if pid == 0 {
+                    return Ok(None);
+                }
+                return Ok(Some(match info.si_code {
+                    libc::CLD_EXITED => Exit::Code(status),
+                    _ => Exit::Signal(status),
+                }));
+            }
+        }
+    }
+}
+
+/// Reaps exited children that are not `keep` (orphans re-parented to us as
+/// a subreaper), without blocking; stops at the first child it must keep.
+pub fn reap_orphans(keep: &[libc::pid_t]) {
+    loop {
+        // SAFETY: zeroed siginfo_t is a valid output buffer for waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: P_ALL with WNOWAIT only peeks; info is a valid out-pointer.
+        let ret = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if ret != 0 {
+            return;
+        }
+        // SAFETY: waitid filled the SIGCHLD fields (si_pid 0: none exited).
+        let pid = unsafe { info.si_pid() };
+        if pid == 0 || keep.contains(&pid) {
+            return;
+        }
+        let mut status = 0;
+        // SAFETY: pid is an exited child of ours; status is a valid out-pointer.
+        unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    }
+}
+
+/// Makes retry a child subreaper: orphaned descendants of an attempt are
+/// re-parented to retry (not to a PID 1 that may never reap them), so
+/// retry can reap them and nothing of an attempt is left as a zombie.
+pub fn become_subreaper() {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+}
+
+/// Opens /dev/null on any of fds 0, 1, 2 that is closed, so pipes retry
+/// creates never land on them.
+pub fn ensure_std_fds() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD on any integer is harmless.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            // SAFETY: open with a static C string; the lowest free fd is fd.
+            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        }
+    }
+}
+
+/// Is `fd` a FIFO (pipe)?
+pub fn is_fifo(fd: RawFd) -> bool {
+    // SAFETY: zeroed stat is a valid output buffer for fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on an integer fd; st is a valid out-pointer.
+    unsafe { libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFIFO }
+}
+
+/// Is `fd` the write end of a pipe whose readers are all gone?
+pub fn pipe_is_broken(fd: RawFd) -> bool {
+    let mut fds = [pollfd(fd, libc::POLLOUT)];
+    matches!(poll(&mut fds, Some(Duration::ZERO)), Ok(1) if fds[0].revents & libc::POLLERR != 0)
+}
+
+pub fn isatty(fd: RawFd) -> bool {
+    // SAFETY: isatty takes an integer.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+/// Ends retry by signal `sig` after cleanup, as GNU timeout does: default
+/// disposition, unblocked, core dumps off; then `raise`. Returns only if
+/// the signal did not end the process (e.g. SIGCHLD-like defaults).
+pub fn die_by_signal(sig: libc::c_int) {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls with valid pointers to local structs.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_CORE, &zero);
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+    }
+}
