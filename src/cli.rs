@@ -112,6 +112,7 @@ pub struct Cli {
     ///
     /// Default 3, i.e. up to 4 attempts.
     #[arg(
+        allow_hyphen_values = true,
         short = 'n',
         long,
         value_name = "N",
@@ -127,17 +128,17 @@ pub struct Cli {
     ///
     /// On expiry the attempt's whole process group gets --kill-signal (and SIGCONT), then
     /// SIGKILL after --kill-after.
-    #[arg(short = 't', long, value_name = "DURATION", value_parser = parse::duration,
+    #[arg(allow_hyphen_values = true, short = 't', long, value_name = "DURATION", value_parser = parse::duration,
           help_heading = "Attempts and time")]
     pub timeout: Option<Duration>,
 
     /// After the timeout signal, SIGKILL the process group if still alive [default: 10s]
-    #[arg(long, value_name = "DURATION", value_parser = parse::duration,
+    #[arg(allow_hyphen_values = true, long, value_name = "DURATION", value_parser = parse::duration,
           help_heading = "Attempts and time")]
     pub kill_after: Option<Duration>,
 
     /// Signal sent on timeout: a name (TERM, SIGINT) or a number [default: TERM]
-    #[arg(long, value_name = "SIG", value_parser = parse::signal, help_heading = "Attempts and time")]
+    #[arg(allow_hyphen_values = true, long, value_name = "SIG", value_parser = parse::signal, help_heading = "Attempts and time")]
     pub kill_signal: Option<i32>,
 
     /// Budget for the whole run, from retry's start
@@ -145,52 +146,63 @@ pub struct Cli {
     /// No attempt starts after it, a sleep that would end after it is not taken, and an
     /// attempt still running at it is killed like a timeout. When the budget ends between
     /// attempts, retry exits with the last attempt's status.
-    #[arg(long, value_name = "DURATION", value_parser = parse::duration,
+    #[arg(allow_hyphen_values = true, long, value_name = "DURATION", value_parser = parse::duration,
           help_heading = "Attempts and time")]
     pub max_time: Option<Duration>,
 
     // ----- Backoff -----
     /// Backoff algorithm: the delay before retry k [default: exponential]
-    #[arg(long, value_enum, value_name = "ALGO", help_heading = "Backoff")]
+    #[arg(
+        allow_hyphen_values = true,
+        long,
+        value_enum,
+        value_name = "ALGO",
+        help_heading = "Backoff"
+    )]
     pub algo: Option<Algo>,
 
     /// Base delay w of the backoff; 0 = no delay [default: 1s]
-    #[arg(short = 'w', long, value_name = "DURATION", value_parser = parse::duration,
+    #[arg(allow_hyphen_values = true, short = 'w', long, value_name = "DURATION", value_parser = parse::duration,
           help_heading = "Backoff")]
     pub wait: Option<Duration>,
 
     /// Growth factor m of exponential backoff, a decimal >= 1 [default: 2]
-    #[arg(long, value_name = "M", value_parser = parse::multiplier, help_heading = "Backoff")]
+    #[arg(allow_hyphen_values = true, long, value_name = "M", value_parser = parse::multiplier, help_heading = "Backoff")]
     pub multiplier: Option<f64>,
 
     /// Cap on each delay, applied before jitter
-    #[arg(long, value_name = "DURATION", value_parser = parse::duration, help_heading = "Backoff")]
+    #[arg(allow_hyphen_values = true, long, value_name = "DURATION", value_parser = parse::duration, help_heading = "Backoff")]
     pub max_wait: Option<Duration>,
 
     /// Randomize each delay d: sleep uniform in [(1−F)·d, d]; F in [0,1], none, equal, full
     ///
     /// 0 (none) = no jitter, 0.5 (equal) = AWS "equal jitter", 1 (full) = AWS "full jitter".
     /// With --algo decorrelated, which is randomized already, --jitter has no effect.
-    #[arg(short = 'j', long, value_name = "F", value_parser = parse::jitter, help_heading = "Backoff")]
+    #[arg(allow_hyphen_values = true, short = 'j', long, value_name = "F", value_parser = parse::jitter, help_heading = "Backoff")]
     pub jitter: Option<f64>,
 
     /// An attempt that ran at least this long before failing resets the backoff
     ///
     /// The next delay is the first one again: for supervising with --forever a daemon that
     /// crashes now and then, but not in a loop.
-    #[arg(long, value_name = "DURATION", value_parser = parse::duration, help_heading = "Backoff")]
+    #[arg(allow_hyphen_values = true, long, value_name = "DURATION", value_parser = parse::duration, help_heading = "Backoff")]
     pub reset_after: Option<Duration>,
 
     /// Sleep a random time in [0, DURATION] before the first attempt
     ///
     /// Spreads cron jobs of a fleet that all start on the same second.
-    #[arg(long, value_name = "DURATION", value_parser = parse::duration, help_heading = "Backoff")]
+    #[arg(allow_hyphen_values = true, long, value_name = "DURATION", value_parser = parse::duration, help_heading = "Backoff")]
     pub splay: Option<Duration>,
 
     /// Seed the random generators: the same seed and options give the same sleeps
     ///
     /// In --dry-run and in a real run alike. The splay draws from its own stream.
-    #[arg(long, value_name = "N", help_heading = "Backoff")]
+    #[arg(
+        allow_hyphen_values = true,
+        long,
+        value_name = "N",
+        help_heading = "Backoff"
+    )]
     pub seed: Option<u64>,
 
     /// Print the planned delays and exit without running anything
@@ -207,7 +219,12 @@ pub struct Cli {
     /// It gets the same RETRY_* variables as the attempts, its stdin is /dev/null and its
     /// output goes to retry's stderr. Its failure is logged, not fatal; it is bounded by
     /// --timeout when one is given.
-    #[arg(long, value_name = "CMD", help_heading = "Backoff")]
+    #[arg(
+        allow_hyphen_values = true,
+        long,
+        value_name = "CMD",
+        help_heading = "Backoff"
+    )]
     pub on_retry: Option<OsString>,
 
     // ----- Which failures are retried -----
@@ -215,32 +232,32 @@ pub struct Cli {
     ///
     /// A comma list of statuses and ranges. Applies to non-zero statuses; a status of
     /// 124 means a timed-out attempt, 128+N death by signal N.
-    #[arg(long, value_name = "CODES", value_parser = parse::codes, action = ArgAction::Append,
+    #[arg(allow_hyphen_values = true, long, value_name = "CODES", value_parser = parse::codes, action = ArgAction::Append,
           help_heading = "Which failures are retried")]
     pub retry_on_exit: Vec<parse::CodeSet>,
 
     /// Never retry these statuses (wins over every retry rule)
-    #[arg(long, value_name = "CODES", value_parser = parse::codes, action = ArgAction::Append,
+    #[arg(allow_hyphen_values = true, long, value_name = "CODES", value_parser = parse::codes, action = ArgAction::Append,
           help_heading = "Which failures are retried")]
     pub stop_on_exit: Vec<parse::CodeSet>,
 
     /// Retry only if a line of the attempt's stderr matched REGEX (repeatable)
-    #[arg(long, value_name = "REGEX", action = ArgAction::Append,
+    #[arg(allow_hyphen_values = true, long, value_name = "REGEX", action = ArgAction::Append,
           help_heading = "Which failures are retried")]
     pub retry_on_stderr: Vec<String>,
 
     /// Retry only if a line of the attempt's stdout matched REGEX (repeatable)
-    #[arg(long, value_name = "REGEX", action = ArgAction::Append,
+    #[arg(allow_hyphen_values = true, long, value_name = "REGEX", action = ArgAction::Append,
           help_heading = "Which failures are retried")]
     pub retry_on_stdout: Vec<String>,
 
     /// A stderr line matching REGEX makes the failure permanent (repeatable)
-    #[arg(long, value_name = "REGEX", action = ArgAction::Append,
+    #[arg(allow_hyphen_values = true, long, value_name = "REGEX", action = ArgAction::Append,
           help_heading = "Which failures are retried")]
     pub stop_on_stderr: Vec<String>,
 
     /// A stdout line matching REGEX makes the failure permanent (repeatable)
-    #[arg(long, value_name = "REGEX", action = ArgAction::Append,
+    #[arg(allow_hyphen_values = true, long, value_name = "REGEX", action = ArgAction::Append,
           help_heading = "Which failures are retried")]
     pub stop_on_stdout: Vec<String>,
 
@@ -250,7 +267,7 @@ pub struct Cli {
     /// "duration", "stdout" (last 64 KiB, null unless stdout is captured), "stderr" (last
     /// 64 KiB), "validation" (why --until failed)}. Example:
     /// --retry-if '.status == 7 or (.stderr | test("timed out"))'
-    #[arg(long, value_name = "EXPR", action = ArgAction::Append,
+    #[arg(allow_hyphen_values = true, long, value_name = "EXPR", action = ArgAction::Append,
           help_heading = "Which failures are retried")]
     pub retry_if: Vec<String>,
 
@@ -261,12 +278,12 @@ pub struct Cli {
     /// NDJSON, or a stream) and the last output decides; false, null, no output, stdout
     /// that is not JSON or larger than 64 MiB, or a run-time error fail the attempt.
     /// $attempt (1-based) and $elapsed (seconds) are bound. Example: --until '.status == "ok"'
-    #[arg(long, value_name = "EXPR", action = ArgAction::Append,
+    #[arg(allow_hyphen_values = true, long, value_name = "EXPR", action = ArgAction::Append,
           help_heading = "When an attempt succeeds")]
     pub until: Vec<String>,
 
     /// Succeed only if a line of the attempt's stdout matches REGEX (repeatable)
-    #[arg(long, value_name = "REGEX", action = ArgAction::Append,
+    #[arg(allow_hyphen_values = true, long, value_name = "REGEX", action = ArgAction::Append,
           help_heading = "When an attempt succeeds")]
     pub until_match: Vec<String>,
 
@@ -278,6 +295,7 @@ pub struct Cli {
     /// attempt's (or, when retry gives up, the last one's) is written, at the end.
     /// `live` streams it anyway, while still capturing and inspecting it.
     #[arg(
+        allow_hyphen_values = true,
         long,
         value_enum,
         value_name = "MODE",
@@ -287,6 +305,7 @@ pub struct Cli {
 
     /// pass: attempts inherit stdin; replay: every attempt gets the same stdin bytes
     #[arg(
+        allow_hyphen_values = true,
         long,
         value_enum,
         value_name = "MODE",
@@ -302,7 +321,12 @@ pub struct Cli {
     pub foreground: bool,
 
     /// Keep RETRY_STATE_DIR in DIR (created 0700 if missing) instead of a fresh temp dir
-    #[arg(long, value_name = "DIR", help_heading = "Input and output")]
+    #[arg(
+        allow_hyphen_values = true,
+        long,
+        value_name = "DIR",
+        help_heading = "Input and output"
+    )]
     pub state_dir: Option<PathBuf>,
 
     // ----- Messages -----
@@ -320,7 +344,13 @@ pub struct Cli {
     pub verbose: bool,
 
     /// Format of retry's messages on stderr [default: text]
-    #[arg(long, value_enum, value_name = "FORMAT", help_heading = "Messages")]
+    #[arg(
+        allow_hyphen_values = true,
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        help_heading = "Messages"
+    )]
     pub log_format: Option<LogFormat>,
 
     /// The command to run, then its arguments (no shell; use `sh -c '...'` for one)

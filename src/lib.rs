@@ -41,6 +41,9 @@ use config::Config;
 use error::Error;
 use report::Reporter;
 
+/// Memory cap of the predicate helper process (or half of RAM if less).
+pub const PREDICATE_MEMORY: u64 = 4 << 30;
+
 /// Exit status for retry's own failures.
 pub const EXIT_USAGE: u8 = 125;
 
@@ -48,6 +51,10 @@ pub const EXIT_USAGE: u8 = 125;
 pub fn main_entry() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == predicate::HELPER_ARG) {
+        // Parsing 64 MiB of JSON can take ~1.1 GiB; an expression that
+        // builds an endless array must fail, not swap the machine.
+        let half = sys::physical_memory() / 2;
+        sys::limit_data(PREDICATE_MEMORY.min(if half == 0 { PREDICATE_MEMORY } else { half }));
         return predicate::helper_main();
     }
     sys::ensure_std_fds();

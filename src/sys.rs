@@ -319,3 +319,28 @@ pub fn die_by_signal(sig: libc::c_int) {
         libc::raise(sig);
     }
 }
+
+/// Caps this process's data segment (heap and private mappings), so a
+/// runaway predicate fails an allocation instead of eating the machine.
+pub fn limit_data(bytes: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: bytes,
+    };
+    // SAFETY: setrlimit reads a local struct.
+    unsafe { libc::setrlimit(libc::RLIMIT_DATA, &lim) };
+}
+
+/// Physical memory in bytes (0 if unknown).
+pub fn physical_memory() -> u64 {
+    // SAFETY: sysconf takes an integer.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    u64::try_from(pages)
+        .unwrap_or(0)
+        .saturating_mul(u64::try_from(size).unwrap_or(0))
+}

@@ -1,1 +1,6 @@
-// integration tests
+//! One integration test binary (ripgrep's layout): each module runs the
+//! built `retry` against small child scripts in `tests/fixtures/`.
+
+mod core;
+mod signals;
+mod util;

@@ -1,0 +1,180 @@
+//! Shared helpers: a temp dir per test, the retry binary with a clean
+//! environment, fixture paths, and /proc inspection.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_retry"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// One test's sandbox.
+pub struct T {
+    pub dir: tempfile::TempDir,
+    /// A marker in the environment of everything the test starts.
+    pub marker: String,
+}
+
+impl T {
+    pub fn new() -> T {
+        let dir = tempfile::Builder::new()
+            .prefix("retry-test-")
+            .tempdir()
+            .unwrap();
+        std::fs::create_dir(dir.path().join("tmp")).unwrap();
+        let marker = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        T { dir, marker }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn env(&self, cmd: &mut StdCommand) {
+        cmd.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", self.dir.path())
+            .env("TMPDIR", self.path("tmp"))
+            .env("LANG", "C.UTF-8")
+            .env("RETRY_TEST_MARKER", &self.marker)
+            .current_dir(self.dir.path());
+    }
+
+    /// `retry` with a clean environment, in the sandbox, stdin empty.
+    pub fn retry(&self) -> Command {
+        let mut std = StdCommand::new(bin());
+        self.env(&mut std);
+        let mut cmd = Command::from_std(std);
+        cmd.write_stdin("");
+        cmd.timeout(Duration::from_secs(60));
+        cmd
+    }
+
+    /// `retry` as a std command, for tests that signal it while it runs.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        let mut cmd = StdCommand::new(bin());
+        self.env(&mut cmd);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn().unwrap()
+    }
+
+    pub fn lines(&self, name: &str) -> Vec<String> {
+        std::fs::read_to_string(self.path(name))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn runs(&self, name: &str) -> usize {
+        self.lines(name).len()
+    }
+
+    /// Waits (up to 20 s) until the file exists.
+    pub fn wait_for(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.path(name).exists() {
+            assert!(Instant::now() < deadline, "{name} never appeared");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Live processes (not zombies) that carry this test's marker.
+    pub fn live_processes(&self) -> Vec<u32> {
+        let needle = format!("RETRY_TEST_MARKER={}", self.marker);
+        procs()
+            .into_iter()
+            .filter(|p| p.state != 'Z')
+            .filter(|p| {
+                std::fs::read(format!("/proc/{}/environ", p.pid))
+                    .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+                    .unwrap_or(false)
+            })
+            .map(|p| p.pid)
+            .collect()
+    }
+}
+
+pub fn s(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// One process from /proc/<pid>/stat.
+#[derive(Debug)]
+pub struct Proc {
+    pub pid: u32,
+    pub comm: String,
+    pub state: char,
+}
+
+pub fn proc_stat(pid: u32) -> Option<Proc> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat[open + 1..close].to_string();
+    let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
+    Some(Proc {
+        pid,
+        comm,
+        state: rest.first()?.chars().next()?,
+    })
+}
+
+pub fn procs() -> Vec<Proc> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(proc_stat)
+        .collect()
+}
+
+/// Zombies whose command name is `comm`.
+pub fn zombies_named(comm: &str) -> Vec<Proc> {
+    procs()
+        .into_iter()
+        .filter(|p| p.state == 'Z' && p.comm == comm)
+        .collect()
+}
+
+/// Waits (up to 20 s) for the child to exit.
+pub fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "retry did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn kill(pid: u32, sig: i32) {
+    // SAFETY: kill with integers.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+pub fn stderr_of(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
