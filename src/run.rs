@@ -585,13 +585,15 @@ impl Run<'_> {
             kill_signal: libc::SIGKILL,
             kill_after: Duration::ZERO,
         };
+        // The helper's stderr is read and dropped: the crash report of a
+        // runaway expression is summed up in the validation reason instead.
         let io = Io {
             stdin: Input::Fd(input.as_raw_fd()),
             stdout: Output::Piped(Sink {
                 spool: Some(&mut reply),
                 ..Sink::default()
             }),
-            stderr: Output::Inherit,
+            stderr: Output::Piped(Sink::default()),
         };
         let fail = |why: String| Ok(vec![Some(why); preds.len()]);
         let fin = match exec::run(

@@ -2,5 +2,6 @@
 //! built `retry` against small child scripts in `tests/fixtures/`.
 
 mod core;
+mod output;
 mod signals;
 mod util;
