@@ -45,11 +45,7 @@ impl Backoff {
                 if self.multiplier == 2.0 {
                     // Exact integer arithmetic for the default.
                     let factor = 1u128.checked_shl(k - 1).unwrap_or(0);
-                    if factor == 0 {
-                        saturate(w)
-                    } else {
-                        scale_int(w, factor)
-                    }
+                    if factor == 0 { saturate(w) } else { scale_int(w, factor) }
                 } else {
                     let factor = self.multiplier.powf(f64::from(k - 1));
                     scale_f64(w, factor)
@@ -80,12 +76,7 @@ pub struct Schedule<R> {
 
 impl<R: Rng> Schedule<R> {
     pub fn new(spec: Backoff, rng: R) -> Self {
-        Schedule {
-            spec,
-            k: 0,
-            prev: Duration::ZERO,
-            rng,
-        }
+        Schedule { spec, k: 0, prev: Duration::ZERO, rng }
     }
 
     /// The next delay is again d_1.
@@ -184,13 +175,7 @@ mod tests {
     use rand::rngs::Xoshiro256PlusPlus;
 
     fn spec(algo: Algo) -> Backoff {
-        Backoff {
-            algo,
-            wait: Duration::from_secs(1),
-            multiplier: 2.0,
-            cap: Duration::MAX,
-            jitter: 0.0,
-        }
+        Backoff { algo, wait: Duration::from_secs(1), multiplier: 2.0, cap: Duration::MAX, jitter: 0.0 }
     }
 
     fn first(spec: Backoff, n: usize) -> Vec<u64> {
@@ -202,15 +187,9 @@ mod tests {
 
     #[test]
     fn every_formula_from_the_spec() {
-        assert_eq!(
-            first(spec(Algo::Exponential), 6),
-            [1000, 2000, 4000, 8000, 16000, 32000]
-        );
+        assert_eq!(first(spec(Algo::Exponential), 6), [1000, 2000, 4000, 8000, 16000, 32000]);
         assert_eq!(first(spec(Algo::Linear), 5), [1000, 2000, 3000, 4000, 5000]);
-        assert_eq!(
-            first(spec(Algo::Fibonacci), 7),
-            [1000, 1000, 2000, 3000, 5000, 8000, 13000]
-        );
+        assert_eq!(first(spec(Algo::Fibonacci), 7), [1000, 1000, 2000, 3000, 5000, 8000, 13000]);
         assert_eq!(first(spec(Algo::Constant), 3), [1000, 1000, 1000]);
         let mut m = spec(Algo::Exponential);
         m.multiplier = 1.5;
@@ -244,12 +223,7 @@ mod tests {
 
     #[test]
     fn forever_saturates_without_panic() {
-        for algo in [
-            Algo::Exponential,
-            Algo::Linear,
-            Algo::Fibonacci,
-            Algo::Decorrelated,
-        ] {
+        for algo in [Algo::Exponential, Algo::Linear, Algo::Fibonacci, Algo::Decorrelated] {
             let mut s = spec(algo);
             s.wait = Duration::from_secs(u64::MAX / 4);
             s.jitter = 0.3;
@@ -281,10 +255,7 @@ mod tests {
 
     #[test]
     fn reset_starts_over() {
-        let mut sched = Schedule::new(
-            spec(Algo::Exponential),
-            Xoshiro256PlusPlus::seed_from_u64(1),
-        );
+        let mut sched = Schedule::new(spec(Algo::Exponential), Xoshiro256PlusPlus::seed_from_u64(1));
         sched.next();
         sched.next();
         sched.reset();

@@ -33,11 +33,7 @@ impl Spool {
     /// `spill` is an unlinked temporary file created before attempt 1, so a
     /// full disk or unwritable TMPDIR is reported before anything runs.
     pub fn new(spill: Option<File>) -> Spool {
-        Spool {
-            mem: Vec::new(),
-            spill,
-            spilled: 0,
-        }
+        Spool { mem: Vec::new(), spill, spilled: 0 }
     }
 
     pub fn len(&self) -> u64 {
@@ -63,11 +59,7 @@ impl Spool {
 
     /// Room left in memory before bytes go to the file.
     fn mem_room(&self) -> usize {
-        if self.spill.is_none() {
-            usize::MAX
-        } else {
-            MEM_LIMIT.saturating_sub(self.mem.len())
-        }
+        if self.spill.is_none() { usize::MAX } else { MEM_LIMIT.saturating_sub(self.mem.len()) }
     }
 
     /// Appends bytes.
@@ -76,10 +68,7 @@ impl Spool {
         let (to_mem, rest) = data.split_at(room);
         self.mem.extend_from_slice(to_mem);
         if !rest.is_empty() {
-            let f = self
-                .spill
-                .as_mut()
-                .ok_or_else(|| io::Error::other("no spill file"))?;
+            let f = self.spill.as_mut().ok_or_else(|| io::Error::other("no spill file"))?;
             f.write_all(rest)?;
             self.spilled += rest.len() as u64;
         }
@@ -210,12 +199,7 @@ pub struct Scanner {
 impl Scanner {
     pub fn new(regexes: Vec<Regex>) -> Scanner {
         let n = regexes.len();
-        Scanner {
-            regexes,
-            matched: vec![false; n],
-            left: n,
-            partial: Vec::new(),
-        }
+        Scanner { regexes, matched: vec![false; n], left: n, partial: Vec::new() }
     }
 
     /// Starts a new stream (a new attempt).
@@ -309,18 +293,12 @@ mod tests {
         assert_eq!(scan(&["^bc$"], &[b"a\nb", b"c"]), [true]);
         // Anchors and \s do not reach across lines.
         assert_eq!(scan(&["a\\sb", "^b"], &[b"xa\nbx\n"]), [false, true]);
-        assert_eq!(
-            scan(&["x", "y", "z"], &[b"z\n", b"x\n"]),
-            [true, false, true]
-        );
+        assert_eq!(scan(&["x", "y", "z"], &[b"z\n", b"x\n"]), [true, false, true]);
     }
 
     #[test]
     fn invalid_utf8_and_nul_bytes_are_fine() {
-        assert_eq!(
-            scan(&["(?-u)\\xff\\x00ok"], &[b"\xfe\n\xff\x00ok\n"]),
-            [true]
-        );
+        assert_eq!(scan(&["(?-u)\\xff\\x00ok"], &[b"\xfe\n\xff\x00ok\n"]), [true]);
         assert_eq!(scan(&["ok"], &[b"\xff\xfe ok"]), [true]);
     }
 

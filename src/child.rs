@@ -37,10 +37,8 @@ impl Program {
     pub fn new(argv: &[std::ffi::OsString], path: Option<&std::ffi::OsStr>) -> io::Result<Program> {
         use std::os::unix::ffi::OsStrExt as _;
         let nul = |e: std::ffi::NulError| io::Error::new(io::ErrorKind::InvalidInput, e);
-        let argv: Vec<CString> = argv
-            .iter()
-            .map(|a| CString::new(a.as_bytes()).map_err(nul))
-            .collect::<Result<_, _>>()?;
+        let argv: Vec<CString> =
+            argv.iter().map(|a| CString::new(a.as_bytes()).map_err(nul)).collect::<Result<_, _>>()?;
         let Some(first) = argv.first() else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no command"));
         };
@@ -63,11 +61,7 @@ impl Program {
                 })
                 .collect::<Result<_, _>>()?
         };
-        Ok(Program {
-            candidates,
-            argv,
-            name,
-        })
+        Ok(Program { candidates, argv, name })
     }
 }
 
@@ -107,13 +101,7 @@ pub enum SpawnError {
 /// unblocks signals: the ones retry catches (their handlers would run in
 /// the child between clone and exec) and SIGPIPE (ignored by Rust's
 /// runtime; an ignored signal stays ignored across exec).
-const RESET_SIGNALS: [c_int; 5] = [
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGPIPE,
-];
+const RESET_SIGNALS: [c_int; 5] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGPIPE];
 
 /// Size of the stack the child runs on until it execs.
 const CHILD_STACK: usize = 64 * 1024;
@@ -190,11 +178,7 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
                 _ => break,
             }
         }
-        args.errno = if eacces && args.searched {
-            libc::EACCES
-        } else {
-            last
-        };
+        args.errno = if eacces && args.searched { libc::EACCES } else { last };
         libc::_exit(127)
     }
 }
@@ -222,10 +206,7 @@ pub struct Child {
 pub fn spawn(req: &Spawn<'_>) -> Result<Child, SpawnError> {
     let prog = req.program;
     let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
-        v.iter()
-            .map(|c| c.as_ptr())
-            .chain(std::iter::once(ptr::null()))
-            .collect()
+        v.iter().map(|c| c.as_ptr()).chain(std::iter::once(ptr::null())).collect()
     };
     let candidates: Vec<*const libc::c_char> = prog.candidates.iter().map(|c| c.as_ptr()).collect();
     let argv = ptrs(&prog.argv);
@@ -240,11 +221,8 @@ pub fn spawn(req: &Spawn<'_>) -> Result<Child, SpawnError> {
         Stdio::Inherit => -1,
         Stdio::Fd(fd) => fd,
     };
-    let searched = prog.candidates.len() > 1
-        || prog
-            .argv
-            .first()
-            .is_some_and(|a| !a.as_bytes().contains(&b'/'));
+    let searched =
+        prog.candidates.len() > 1 || prog.argv.first().is_some_and(|a| !a.as_bytes().contains(&b'/'));
     let mut args = ChildArgs {
         candidates: candidates.as_ptr(),
         n_candidates: candidates.len(),
@@ -260,9 +238,7 @@ pub fn spawn(req: &Spawn<'_>) -> Result<Child, SpawnError> {
         searched,
     };
     if candidates.is_empty() {
-        return Err(SpawnError::NotFound(io::Error::from_raw_os_error(
-            libc::ENOENT,
-        )));
+        return Err(SpawnError::NotFound(io::Error::from_raw_os_error(libc::ENOENT)));
     }
     let mut stack = vec![0u8; CHILD_STACK];
     // The stack grows down: pass its 16-byte aligned top.
@@ -284,13 +260,7 @@ pub fn spawn(req: &Spawn<'_>) -> Result<Child, SpawnError> {
     // alive until this call returns, since CLONE_VFORK suspends us until the
     // child execs or exits) and runs on `stack`, which outlives the call.
     let pid = unsafe {
-        libc::clone(
-            child_main,
-            top,
-            flags,
-            (&mut args as *mut ChildArgs).cast(),
-            &mut pidfd as *mut c_int,
-        )
+        libc::clone(child_main, top, flags, (&mut args as *mut ChildArgs).cast(), &mut pidfd as *mut c_int)
     };
     let clone_err = io::Error::last_os_error();
     // SAFETY: restores the mask saved above.
@@ -318,12 +288,7 @@ pub fn spawn(req: &Spawn<'_>) -> Result<Child, SpawnError> {
             }
         });
     }
-    Ok(Child {
-        pid,
-        pidfd,
-        own_group: req.own_group,
-        reaped: false,
-    })
+    Ok(Child { pid, pidfd, own_group: req.own_group, reaped: false })
 }
 
 impl Child {

@@ -63,9 +63,7 @@ pub fn classify(facts: &Facts, rules: &Rules) -> Verdict {
         return Verdict::Success;
     }
     if status.is_spawn_failure() {
-        return Verdict::Stop(
-            "retry could not start the command; that is never retried".to_string(),
-        );
+        return Verdict::Stop("retry could not start the command; that is never retried".to_string());
     }
     // Stop rules. Output rules judge every failure; exit-code lists judge
     // non-zero statuses only (SPEC Edge rules, "Validation failures").
@@ -96,10 +94,8 @@ pub fn classify(facts: &Facts, rules: &Rules) -> Verdict {
             None => Verdict::Retry(None),
         };
     }
-    let any_rule = rules.retry_on_exit.is_some()
-        || rules.retry_on_stdout
-        || rules.retry_on_stderr
-        || rules.retry_if;
+    let any_rule =
+        rules.retry_on_exit.is_some() || rules.retry_on_stdout || rules.retry_on_stderr || rules.retry_if;
     if !any_rule {
         return Verdict::Retry(None);
     }
@@ -133,9 +129,7 @@ pub fn retry_if_needed(facts: &Facts, rules: &Rules) -> bool {
     }
     let exited_zero = status == Status::Exited(0);
     if exited_zero {
-        return !facts.validation.is_empty()
-            && facts.stdout_stop.is_none()
-            && facts.stderr_stop.is_none();
+        return !facts.validation.is_empty() && facts.stdout_stop.is_none() && facts.stderr_stop.is_none();
     }
     let code = status.code();
     let stopped = facts.stdout_stop.is_some()
@@ -153,10 +147,7 @@ mod tests {
     use crate::parse::codes;
 
     fn facts(status: Status) -> Facts {
-        Facts {
-            status: Some(status),
-            ..Facts::default()
-        }
+        Facts { status: Some(status), ..Facts::default() }
     }
 
     fn rules_exit(retry: Option<&str>, stop: Option<&str>) -> Rules {
@@ -202,18 +193,11 @@ mod tests {
 
     #[test]
     fn output_rules_or_together_and_stop_rules_win() {
-        let rules = Rules {
-            retry_on_stderr: true,
-            retry_on_stdout: true,
-            ..rules_exit(Some("3"), None)
-        };
+        let rules = Rules { retry_on_stderr: true, retry_on_stdout: true, ..rules_exit(Some("3"), None) };
         let mut f = facts(Status::Exited(7));
         assert_eq!(word(&f, &rules), "stop");
         f.stderr_retry = Some("timeout".into());
-        assert_eq!(
-            classify(&f, &rules),
-            Verdict::Retry(Some("stderr matched 'timeout'".into()))
-        );
+        assert_eq!(classify(&f, &rules), Verdict::Retry(Some("stderr matched 'timeout'".into())));
         f.stdout_stop = Some("fatal".into());
         assert_eq!(word(&f, &rules), "stop");
         let mut g = facts(Status::Exited(3));
@@ -231,10 +215,7 @@ mod tests {
         let mut stop = f.clone();
         stop.stdout_stop = Some("gone".into());
         assert_eq!(word(&stop, &Rules::default()), "stop");
-        let rules = Rules {
-            retry_if: true,
-            ..Rules::default()
-        };
+        let rules = Rules { retry_if: true, ..Rules::default() };
         let mut yes = f.clone();
         yes.retry_if = Some(Ok(()));
         assert_eq!(word(&yes, &rules), "retry");
@@ -245,10 +226,7 @@ mod tests {
 
     #[test]
     fn retry_if_ors_with_other_retry_rules_and_loses_to_stop_rules() {
-        let rules = Rules {
-            retry_if: true,
-            ..rules_exit(Some("7"), Some("9"))
-        };
+        let rules = Rules { retry_if: true, ..rules_exit(Some("7"), Some("9")) };
         let mut f = facts(Status::Exited(7));
         f.retry_if = Some(Err("error: boom".into()));
         assert_eq!(word(&f, &rules), "retry");
@@ -264,10 +242,7 @@ mod tests {
 
     #[test]
     fn retry_if_is_evaluated_only_when_it_can_change_the_verdict() {
-        let rules = Rules {
-            retry_if: true,
-            ..rules_exit(Some("7"), Some("9"))
-        };
+        let rules = Rules { retry_if: true, ..rules_exit(Some("7"), Some("9")) };
         assert!(!retry_if_needed(&facts(Status::Exited(0)), &rules));
         assert!(!retry_if_needed(&facts(Status::Exited(7)), &rules));
         assert!(!retry_if_needed(&facts(Status::Exited(9)), &rules));
@@ -276,9 +251,6 @@ mod tests {
         let mut v = facts(Status::Exited(0));
         v.validation = vec!["x".into()];
         assert!(retry_if_needed(&v, &rules));
-        assert!(!retry_if_needed(
-            &facts(Status::Exited(8)),
-            &Rules::default()
-        ));
+        assert!(!retry_if_needed(&facts(Status::Exited(8)), &Rules::default()));
     }
 }

@@ -152,13 +152,7 @@ pub struct Cli {
 
     // ----- Backoff -----
     /// Backoff algorithm: the delay before retry k [default: exponential]
-    #[arg(
-        allow_hyphen_values = true,
-        long,
-        value_enum,
-        value_name = "ALGO",
-        help_heading = "Backoff"
-    )]
+    #[arg(allow_hyphen_values = true, long, value_enum, value_name = "ALGO", help_heading = "Backoff")]
     pub algo: Option<Algo>,
 
     /// Base delay w of the backoff; 0 = no delay [default: 1s]
@@ -197,12 +191,7 @@ pub struct Cli {
     /// Seed the random generators: the same seed and options give the same sleeps
     ///
     /// In --dry-run and in a real run alike. The splay draws from its own stream.
-    #[arg(
-        allow_hyphen_values = true,
-        long,
-        value_name = "N",
-        help_heading = "Backoff"
-    )]
+    #[arg(allow_hyphen_values = true, long, value_name = "N", help_heading = "Backoff")]
     pub seed: Option<u64>,
 
     /// Print the planned delays and exit without running anything
@@ -219,12 +208,7 @@ pub struct Cli {
     /// It gets the same RETRY_* variables as the attempts, its stdin is /dev/null and its
     /// output goes to retry's stderr. Its failure is logged, not fatal; it is bounded by
     /// --timeout when one is given.
-    #[arg(
-        allow_hyphen_values = true,
-        long,
-        value_name = "CMD",
-        help_heading = "Backoff"
-    )]
+    #[arg(allow_hyphen_values = true, long, value_name = "CMD", help_heading = "Backoff")]
     pub on_retry: Option<OsString>,
 
     // ----- Which failures are retried -----
@@ -321,22 +305,12 @@ pub struct Cli {
     pub foreground: bool,
 
     /// Keep RETRY_STATE_DIR in DIR (created 0700 if missing) instead of a fresh temp dir
-    #[arg(
-        allow_hyphen_values = true,
-        long,
-        value_name = "DIR",
-        help_heading = "Input and output"
-    )]
+    #[arg(allow_hyphen_values = true, long, value_name = "DIR", help_heading = "Input and output")]
     pub state_dir: Option<PathBuf>,
 
     // ----- Messages -----
     /// Print nothing but errors about retry itself
-    #[arg(
-        short = 'q',
-        long,
-        conflicts_with = "verbose",
-        help_heading = "Messages"
-    )]
+    #[arg(short = 'q', long, conflicts_with = "verbose", help_heading = "Messages")]
     pub quiet: bool,
 
     /// Also print the command, each attempt's start and the rule that decided
@@ -344,20 +318,10 @@ pub struct Cli {
     pub verbose: bool,
 
     /// Format of retry's messages on stderr [default: text]
-    #[arg(
-        allow_hyphen_values = true,
-        long,
-        value_enum,
-        value_name = "FORMAT",
-        help_heading = "Messages"
-    )]
+    #[arg(allow_hyphen_values = true, long, value_enum, value_name = "FORMAT", help_heading = "Messages")]
     pub log_format: Option<LogFormat>,
 
     /// The command to run, then its arguments (no shell; use `sh -c '...'` for one)
-    #[arg(
-        value_name = "COMMAND",
-        trailing_var_arg = true,
-        required_unless_present = "dry_run"
-    )]
+    #[arg(value_name = "COMMAND", trailing_var_arg = true, required_unless_present = "dry_run")]
     pub command: Vec<OsString>,
 }

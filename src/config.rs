@@ -99,8 +99,7 @@ impl Config {
             sources
                 .into_iter()
                 .map(|source| {
-                    Predicate::compile(&source)
-                        .map_err(|e| Error::usage(option, &source, e.to_string()))
+                    Predicate::compile(&source).map_err(|e| Error::usage(option, &source, e.to_string()))
                 })
                 .collect()
         };
@@ -123,8 +122,7 @@ impl Config {
             retry_on_stderr: !stderr_rules.retry.is_empty(),
             retry_if: !retry_if.is_empty(),
         };
-        let inspect_stdout =
-            !until.is_empty() || !until_match.is_empty() || !stdout_rules.is_empty();
+        let inspect_stdout = !until.is_empty() || !until_match.is_empty() || !stdout_rules.is_empty();
         let stdout = match (cli.stdout, inspect_stdout) {
             (Some(StdoutMode::Final), _) => Stdout::Captured { tee: false },
             (Some(StdoutMode::Live), true) => Stdout::Captured { tee: true },
@@ -148,11 +146,7 @@ impl Config {
         };
         Ok(Config {
             command: cli.command,
-            attempts: if cli.forever {
-                None
-            } else {
-                Some(cli.retries.unwrap_or(3).saturating_add(1))
-            },
+            attempts: if cli.forever { None } else { Some(cli.retries.unwrap_or(3).saturating_add(1)) },
             timeout: cli.timeout,
             kill_after: cli.kill_after.unwrap_or(Duration::from_secs(10)),
             kill_signal: cli.kill_signal.unwrap_or(libc::SIGTERM),

@@ -7,11 +7,7 @@ use std::io;
 #[derive(Debug)]
 pub enum Error {
     /// A bad option value: `invalid value 'x' for '--until': reason`.
-    Usage {
-        option: String,
-        value: String,
-        reason: String,
-    },
+    Usage { option: String, value: String, reason: String },
     /// Options that do not fit together, or clap's own message.
     Conflict(String),
     /// retry could not set up the run (temp files, state dir, ...).
@@ -20,26 +16,17 @@ pub enum Error {
 
 impl Error {
     pub fn usage(option: &str, value: impl Into<String>, reason: impl Into<String>) -> Error {
-        Error::Usage {
-            option: option.to_string(),
-            value: value.into(),
-            reason: reason.into(),
-        }
+        Error::Usage { option: option.to_string(), value: value.into(), reason: reason.into() }
     }
 
     pub fn io(what: impl Into<String>, source: io::Error) -> Error {
-        Error::Io {
-            what: what.into(),
-            source,
-        }
+        Error::Io { what: what.into(), source }
     }
 
     /// The hint printed after a usage error.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
-            Error::Usage { .. } | Error::Conflict(_) => {
-                Some("try 'retry --help' for more information")
-            }
+            Error::Usage { .. } | Error::Conflict(_) => Some("try 'retry --help' for more information"),
             Error::Io { .. } => None,
         }
     }
@@ -48,11 +35,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage {
-                option,
-                value,
-                reason,
-            } => {
+            Error::Usage { option, value, reason } => {
                 write!(f, "invalid value '{value}' for '{option}': {reason}")
             }
             Error::Conflict(msg) => f.write_str(msg),

@@ -97,16 +97,8 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn new(piped: Option<(OwnedFd, Sink<'a>)>) -> Reader<'a> {
         match piped {
-            Some((fd, sink)) => Reader {
-                fd: Some(fd),
-                sink,
-                broken: false,
-            },
-            None => Reader {
-                fd: None,
-                sink: Sink::default(),
-                broken: false,
-            },
+            Some((fd, sink)) => Reader { fd: Some(fd), sink, broken: false },
+            None => Reader { fd: None, sink: Sink::default(), broken: false },
         }
     }
 
@@ -115,8 +107,7 @@ impl<'a> Reader<'a> {
         let Some(fd) = self.fd.as_ref().map(|f| f.as_raw_fd()) else {
             return false;
         };
-        let plain =
-            self.sink.forward.is_none() && self.sink.scanner.is_none() && self.sink.tail.is_none();
+        let plain = self.sink.forward.is_none() && self.sink.scanner.is_none() && self.sink.tail.is_none();
         loop {
             // Bulk capture with nothing to look at: move pipe → spill file
             // in the kernel.
@@ -259,11 +250,7 @@ fn open(out: Output<'_>) -> std::io::Result<Opened<'_>> {
         Output::Fd(fd) => (Stdio::Fd(fd), None, None),
         Output::Piped(sink) => {
             let (ours, theirs) = pipe_for(false)?;
-            (
-                Stdio::Fd(child::raw(&theirs)),
-                Some(theirs),
-                Some((ours, sink)),
-            )
+            (Stdio::Fd(child::raw(&theirs)), Some(theirs), Some((ours, sink)))
         }
     })
 }
@@ -288,37 +275,19 @@ pub fn run(
             let (ours, theirs) = pipe_for(true).map_err(internal)?;
             let s = Stdio::Fd(child::raw(&theirs));
             stdin_child = Some(theirs);
-            feeder = Some(Feeder {
-                fd: Some(ours),
-                replay,
-                pos: 0,
-                pending: Vec::new(),
-                sent: 0,
-            });
+            feeder = Some(Feeder { fd: Some(ours), replay, pos: 0, pending: Vec::new(), sent: 0 });
             s
         }
     };
     let (stdout, out_child, out_reader) = open(io.stdout).map_err(internal)?;
     let (stderr, err_child, err_reader) = open(io.stderr).map_err(internal)?;
     let started = Instant::now();
-    let spawned = child::spawn(&Spawn {
-        program,
-        env,
-        stdin,
-        stdout,
-        stderr,
-        own_group,
-    });
+    let spawned = child::spawn(&Spawn { program, env, stdin, stdout, stderr, own_group });
     // The child's ends belong to the child now (or to nobody on failure).
     drop((stdin_child, out_child, err_child));
     let mut child = spawned?;
     let mut readers = [Reader::new(out_reader), Reader::new(err_reader)];
-    let mut state = Waiting {
-        exit: None,
-        timed_out: false,
-        kill_at: None,
-        interrupted: None,
-    };
+    let mut state = Waiting { exit: None, timed_out: false, kill_at: None, interrupted: None };
     loop {
         let now = Instant::now();
         if state.exit.is_none() {
@@ -359,12 +328,7 @@ pub fn run(
             }
         }
         let wake = [
-            state
-                .exit
-                .is_none()
-                .then_some(limits.deadline)
-                .flatten()
-                .filter(|_| !state.timed_out),
+            state.exit.is_none().then_some(limits.deadline).flatten().filter(|_| !state.timed_out),
             state.kill_at,
             ended.map(|at| at + GRACE),
         ]
@@ -410,9 +374,7 @@ pub fn run(
     for r in readers.iter_mut() {
         r.close();
     }
-    let (exit, ended) = state
-        .exit
-        .unwrap_or((Exit::Signal(libc::SIGKILL), Instant::now()));
+    let (exit, ended) = state.exit.unwrap_or((Exit::Signal(libc::SIGKILL), Instant::now()));
     Ok(Finished {
         exit,
         timed_out: state.timed_out,

@@ -111,10 +111,8 @@ fn clap_error(e: clap::Error) -> ExitCode {
     let mut first = first.strip_prefix("error: ").unwrap_or(first).to_string();
     if e.kind() == ErrorKind::MissingRequiredArgument {
         // clap lists the missing arguments on the next lines.
-        let missing: Vec<&str> = lines
-            .clone()
-            .take_while(|l| l.starts_with('<') || l.starts_with("--"))
-            .collect();
+        let missing: Vec<&str> =
+            lines.clone().take_while(|l| l.starts_with('<') || l.starts_with("--")).collect();
         first = if missing.iter().any(|m| m.starts_with("<COMMAND>")) {
             "missing COMMAND: give the command to run, e.g. retry -n 3 -- curl -fsS URL".to_string()
         } else {
@@ -170,11 +168,7 @@ fn dry_run(cfg: &Config) -> ExitCode {
                 ms(at)
             ));
         } else {
-            out.push_str(&format!(
-                "{attempt:>7}  {:>12}  {}\n",
-                parse::human(delay),
-                parse::human(at)
-            ));
+            out.push_str(&format!("{attempt:>7}  {:>12}  {}\n", parse::human(delay), parse::human(at)));
         }
     }
     match std::io::stdout().lock().write_all(out.as_bytes()) {

@@ -22,9 +22,7 @@ pub fn duration(text: &str) -> Result<Duration, String> {
         return secs_f64(s, 1.0);
     }
     // A decimal with one unit: `1.5s`, `0.5m`, `2.5 days`.
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     if number.contains('.') && is_decimal(number) {
         let unit = unit.trim();
@@ -48,9 +46,7 @@ fn is_decimal(s: &str) -> bool {
 }
 
 fn secs_f64(number: &str, unit_secs: f64) -> Result<Duration, String> {
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("not a number; {DURATION_HINT}"))?;
+    let n: f64 = number.parse().map_err(|_| format!("not a number; {DURATION_HINT}"))?;
     Duration::try_from_secs_f64(n * unit_secs).map_err(|_| format!("out of range; {DURATION_HINT}"))
 }
 
@@ -84,11 +80,7 @@ impl CodeSet {
                 while code < 255 && self.contains((code + 1) as u8) {
                     code += 1;
                 }
-                out.push(if start == code {
-                    start.to_string()
-                } else {
-                    format!("{start}-{code}")
-                });
+                out.push(if start == code { start.to_string() } else { format!("{start}-{code}") });
             }
             code += 1;
         }
@@ -132,8 +124,7 @@ fn code(s: &str, hint: &str) -> Result<u8, String> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("'{s}' is not a status; {hint}"));
     }
-    s.parse::<u8>()
-        .map_err(|_| format!("'{s}' is out of range; {hint}"))
+    s.parse::<u8>().map_err(|_| format!("'{s}' is out of range; {hint}"))
 }
 
 /// Parses `--jitter`: a fraction in [0, 1] or `none`/`equal`/`full`.
@@ -211,11 +202,7 @@ pub fn signal(text: &str) -> Result<i32, String> {
     }
     let upper = s.to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    let aliases = [
-        ("IOT", libc::SIGIOT),
-        ("POLL", libc::SIGPOLL),
-        ("CLD", libc::SIGCHLD),
-    ];
+    let aliases = [("IOT", libc::SIGIOT), ("POLL", libc::SIGPOLL), ("CLD", libc::SIGCHLD)];
     SIGNALS
         .iter()
         .chain(aliases.iter())
@@ -241,15 +228,9 @@ pub fn human(d: Duration) -> String {
     let secs = d.as_secs_f64();
     if secs < 60.0 {
         let tenths = (secs * 10.0).round() / 10.0;
-        return if tenths.fract() == 0.0 {
-            format!("{tenths:.0}s")
-        } else {
-            format!("{tenths:.1}s")
-        };
+        return if tenths.fract() == 0.0 { format!("{tenths:.0}s") } else { format!("{tenths:.1}s") };
     }
-    let total = d
-        .as_secs()
-        .saturating_add(u64::from(d.subsec_millis() >= 500));
+    let total = d.as_secs().saturating_add(u64::from(d.subsec_millis() >= 500));
     let (days, rest) = (total / 86_400, total % 86_400);
     let (hours, rest) = (rest / 3600, rest % 3600);
     let (mins, secs) = (rest / 60, rest % 60);
@@ -290,9 +271,7 @@ mod tests {
 
     #[test]
     fn durations_rejected() {
-        for text in [
-            "", "-1", "5x", "1.5.5s", "abc", "1e3", "1.5q", "s", "nan", "inf", "-0.5s",
-        ] {
+        for text in ["", "-1", "5x", "1.5.5s", "abc", "1e3", "1.5q", "s", "nan", "inf", "-0.5s"] {
             assert!(duration(text).is_err(), "{text} accepted");
         }
     }
@@ -319,9 +298,7 @@ mod tests {
 
     #[test]
     fn code_lists_rejected() {
-        for text in [
-            "", "1,", "a", "256", "5-3", "1-", "-1", "1,,2", "1-2-3", "+1",
-        ] {
+        for text in ["", "1,", "a", "256", "5-3", "1-", "-1", "1,,2", "1-2-3", "+1"] {
             assert!(codes(text).is_err(), "{text} accepted");
         }
     }

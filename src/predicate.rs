@@ -61,9 +61,7 @@ pub struct Predicate {
 impl fmt::Debug for Predicate {
     // The compiled lookup table is large and meaningless to a reader; the source says it all.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Predicate")
-            .field("source", &self.source)
-            .finish_non_exhaustive()
+        f.debug_struct("Predicate").field("source", &self.source).finish_non_exhaustive()
     }
 }
 
@@ -72,23 +70,13 @@ impl Predicate {
     pub fn compile(source: &str) -> Result<Predicate, CompileError> {
         // The standard library is parsed and compiled for each predicate (about 0.5 ms);
         // caching it would need the arena to outlive the call, which is not worth it.
-        let defs = jaq_core::defs()
-            .chain(jaq_std::defs())
-            .chain(jaq_json::defs());
-        let funs = jaq_core::funs()
-            .chain(jaq_std::funs())
-            .chain(jaq_json::funs());
+        let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
+        let funs = jaq_core::funs().chain(jaq_std::funs()).chain(jaq_json::funs());
 
         let arena = Arena::default();
         // The default reader already refuses `include "m";` and `import "m" as m;`.
         let modules = Loader::new(defs)
-            .load(
-                &arena,
-                File {
-                    code: source,
-                    path: (),
-                },
-            )
+            .load(&arena, File { code: source, path: () })
             .map_err(|errs| load_error(source, &errs))?;
         // `import "data" as $v;` would declare a variable nobody can fill: refuse it too.
         load::import(&modules, |_| Err("data imports are not supported".into()))
@@ -98,10 +86,7 @@ impl Predicate {
             .with_global_vars(GLOBAL_VARS)
             .compile(modules)
             .map_err(|errs| compile_error(source, &errs))?;
-        Ok(Predicate {
-            source: source.to_owned(),
-            filter: Arc::new(filter),
-        })
+        Ok(Predicate { source: source.to_owned(), filter: Arc::new(filter) })
     }
 
     /// The expression as the user wrote it.
@@ -129,11 +114,7 @@ impl fmt::Display for CompileError {
         if self.line == 0 {
             f.write_str(&self.message)
         } else {
-            write!(
-                f,
-                "{} at line {}, column {}",
-                self.message, self.line, self.column
-            )
+            write!(f, "{} at line {}, column {}", self.message, self.line, self.column)
         }
     }
 }
@@ -146,11 +127,7 @@ impl CompileError {
     /// checked here instead of trusting `load::span` (which underflows in that case).
     fn at(code: &str, found: &str, message: String) -> CompileError {
         let (line, column) = position(code, found).unwrap_or((0, 0));
-        CompileError {
-            message,
-            line,
-            column,
-        }
+        CompileError { message, line, column }
     }
 }
 
@@ -198,11 +175,7 @@ fn load_error(code: &str, errs: &load::Errors<&str, ()>) -> CompileError {
                     load::lex::Expect::Delim(_) => "closing quote",
                     other => other.as_str(),
                 };
-                CompileError::at(
-                    code,
-                    rest,
-                    format!("{}, expected {what}", unexpected(first)),
-                )
+                CompileError::at(code, rest, format!("{}, expected {what}", unexpected(first)))
             }
             None => CompileError::at(code, "", "invalid token".to_owned()),
         },
@@ -212,11 +185,7 @@ fn load_error(code: &str, errs: &load::Errors<&str, ()>) -> CompileError {
                     load::parse::Expect::Just(s) => format!("'{s}'"),
                     other => other.as_str().to_owned(),
                 };
-                CompileError::at(
-                    code,
-                    found,
-                    format!("{}, expected {what}", unexpected(found)),
-                )
+                CompileError::at(code, found, format!("{}, expected {what}", unexpected(found)))
             }
             None => CompileError::at(code, "", "syntax error".to_owned()),
         },
@@ -306,9 +275,7 @@ pub fn evaluate(
         let spawned = std::thread::Builder::new()
             .name("predicate".to_owned())
             .stack_size(EVAL_STACK_BYTES)
-            .spawn_scoped(scope, || {
-                evaluate_here(preds, mode, input, attempt, elapsed_secs)
-            });
+            .spawn_scoped(scope, || evaluate_here(preds, mode, input, attempt, elapsed_secs));
         match spawned {
             Ok(handle) => match handle.join() {
                 Ok(judgements) => judgements,
@@ -353,10 +320,7 @@ fn evaluate_here(
 ) -> Vec<Judgement> {
     let all_fail = |reason: String| vec![Some(reason); preds.len()];
     let name = mode.input_name();
-    if input
-        .iter()
-        .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-    {
+    if input.iter().all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
         return all_fail(format!("{name} is empty"));
     }
 
@@ -558,16 +522,12 @@ pub fn parse_response(bytes: &[u8], count: usize) -> Result<Vec<Judgement>, Stri
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err("no reply".to_owned());
     }
-    let response: Response =
-        serde_json::from_slice(bytes).map_err(|e| format!("malformed reply: {e}"))?;
+    let response: Response = serde_json::from_slice(bytes).map_err(|e| format!("malformed reply: {e}"))?;
     if let Some(error) = response.error {
         return Err(error);
     }
     if response.results.len() != count {
-        return Err(format!(
-            "expected {count} results, got {}",
-            response.results.len()
-        ));
+        return Err(format!("expected {count} results, got {}", response.results.len()));
     }
     Ok(response.results)
 }
@@ -623,17 +583,11 @@ fn helper_reply(request: &[u8]) -> Vec<u8> {
     for (slot, judgement) in slots.into_iter().zip(judged) {
         results[slot] = judgement;
     }
-    encode_reply(&Response {
-        results,
-        error: None,
-    })
+    encode_reply(&Response { results, error: None })
 }
 
 fn error_reply(error: &str) -> Vec<u8> {
-    encode_reply(&Response {
-        results: Vec::new(),
-        error: Some(error.to_owned()),
-    })
+    encode_reply(&Response { results: Vec::new(), error: Some(error.to_owned()) })
 }
 
 fn encode_reply(response: &Response) -> Vec<u8> {
@@ -655,51 +609,22 @@ mod tests {
     }
 
     fn until(src: &str, stdout: &str) -> Judgement {
-        evaluate(&[pred(src)], Mode::Until, stdout.as_bytes(), 1, 0.5)
-            .pop()
-            .flatten()
+        evaluate(&[pred(src)], Mode::Until, stdout.as_bytes(), 1, 0.5).pop().flatten()
     }
 
     #[test]
     fn compile_errors_give_message_and_position() {
         let cases: &[(&str, &str)] = &[
-            (
-                "(.a",
-                "unexpected end of input, expected closing parenthesis at line 1, column 4",
-            ),
-            (
-                ".foo | ",
-                "unexpected end of input, expected term at line 1, column 8",
-            ),
-            (
-                "if . then 1",
-                "unexpected end of input, expected else or end at line 1, column 12",
-            ),
+            ("(.a", "unexpected end of input, expected closing parenthesis at line 1, column 4"),
+            (".foo | ", "unexpected end of input, expected term at line 1, column 8"),
+            ("if . then 1", "unexpected end of input, expected else or end at line 1, column 12"),
             ("foo", "undefined filter 'foo/0' at line 1, column 1"),
-            (
-                ".a |\n  bar(1)",
-                "undefined filter 'bar/1' at line 2, column 3",
-            ),
-            (
-                ". == $nope",
-                "undefined variable '$nope' at line 1, column 6",
-            ),
-            (
-                "[1 }",
-                "unexpected '}', expected closing bracket at line 1, column 4",
-            ),
-            (
-                "\"abc",
-                "unexpected end of input, expected closing quote at line 1, column 5",
-            ),
-            (
-                "import \"data\" as $d; $d",
-                "data imports are not supported: \"data\" at line 1, column 9",
-            ),
-            (
-                "include \"m\"; .",
-                "module loading not supported: \"m\" at line 1, column 10",
-            ),
+            (".a |\n  bar(1)", "undefined filter 'bar/1' at line 2, column 3"),
+            (". == $nope", "undefined variable '$nope' at line 1, column 6"),
+            ("[1 }", "unexpected '}', expected closing bracket at line 1, column 4"),
+            ("\"abc", "unexpected end of input, expected closing quote at line 1, column 5"),
+            ("import \"data\" as $d; $d", "data imports are not supported: \"data\" at line 1, column 9"),
+            ("include \"m\"; .", "module loading not supported: \"m\" at line 1, column 10"),
         ];
         for (src, want) in cases {
             match Predicate::compile(src) {
@@ -749,18 +674,10 @@ mod tests {
     #[test]
     fn last_value_of_a_stream_decides() {
         let cases: &[(&str, &str, Judgement)] = &[
-            (
-                ".ok",
-                "{\"ok\":true}\n{\"ok\":false}\n",
-                Some("last output was false".into()),
-            ),
+            (".ok", "{\"ok\":true}\n{\"ok\":false}\n", Some("last output was false".into())),
             (".ok", "{\"ok\":false}\n{\"ok\":true}\n", None),
             (".a == 2", r#"{"a":1} {"a":2}"#, None),
-            (
-                ".a == 1",
-                r#"{"a":1}{"a":2}"#,
-                Some("last output was false".into()),
-            ),
+            (".a == 1", r#"{"a":1}{"a":2}"#, Some("last output was false".into())),
             // A later value with no output leaves the earlier last output in charge.
             ("select(.a == 1) | true", "{\"a\":1}\n{\"a\":2}", None),
         ];
@@ -774,18 +691,9 @@ mod tests {
         let cases: &[(&[u8], &str)] = &[
             (b"", "stdout is empty"),
             (b" \n\t\r\n", "stdout is empty"),
-            (
-                b"hello",
-                "stdout is not JSON: expected value at line 1 column 1",
-            ),
-            (
-                b"{\"a\":1}\nnope",
-                "stdout is not JSON: expected ident at line 2 column 2",
-            ),
-            (
-                b"\"\xff\xfe\"",
-                "stdout is not JSON: invalid unicode code point at line 1 column 2",
-            ),
+            (b"hello", "stdout is not JSON: expected value at line 1 column 1"),
+            (b"{\"a\":1}\nnope", "stdout is not JSON: expected ident at line 2 column 2"),
+            (b"\"\xff\xfe\"", "stdout is not JSON: invalid unicode code point at line 1 column 2"),
         ];
         for (stdout, want) in cases {
             let got = evaluate(&[pred("true")], Mode::Until, stdout, 1, 0.0);
@@ -823,15 +731,8 @@ mod tests {
     #[test]
     fn variables_are_bound() {
         let relaxed = pred(".n >= 5 or $attempt >= 3");
-        let judge = |attempt| {
-            evaluate(
-                std::slice::from_ref(&relaxed),
-                Mode::Until,
-                b"{\"n\":1}",
-                attempt,
-                0.0,
-            )
-        };
+        let judge =
+            |attempt| evaluate(std::slice::from_ref(&relaxed), Mode::Until, b"{\"n\":1}", attempt, 0.0);
         assert_eq!(judge(1), vec![Some("last output was false".to_owned())]);
         assert_eq!(judge(3), vec![None]);
 
@@ -851,13 +752,7 @@ mod tests {
     #[test]
     fn several_predicates_are_judged_in_order() {
         let preds = [pred(".a == 1"), pred(".b"), pred(".c"), pred(".a.x")];
-        let got = evaluate(
-            &preds,
-            Mode::Until,
-            br#"{"a":1,"b":false,"c":"yes"}"#,
-            1,
-            0.0,
-        );
+        let got = evaluate(&preds, Mode::Until, br#"{"a":1,"b":false,"c":"yes"}"#, 1, 0.0);
         assert_eq!(
             got,
             vec![
@@ -881,20 +776,9 @@ mod tests {
             })
             .to_string()
         };
-        let judge = |c: String| {
-            evaluate(
-                std::slice::from_ref(&p),
-                Mode::RetryIf,
-                c.as_bytes(),
-                2,
-                3.2,
-            )
-        };
+        let judge = |c: String| evaluate(std::slice::from_ref(&p), Mode::RetryIf, c.as_bytes(), 2, 3.2);
         assert_eq!(judge(ctx(7, "read timeout\n")), vec![None]);
-        assert_eq!(
-            judge(ctx(7, "refused")),
-            vec![Some("last output was false".to_owned())]
-        );
+        assert_eq!(judge(ctx(7, "refused")), vec![Some("last output was false".to_owned())]);
         assert_eq!(
             evaluate(std::slice::from_ref(&p), Mode::RetryIf, b"", 1, 0.0),
             vec![Some("context is empty".to_owned())]
@@ -914,8 +798,7 @@ mod tests {
         let preds = [pred(".ok"), pred("$attempt >= 2"), pred("$elapsed > 1")];
         let mut request = request_header(&preds, Mode::Until, 2, 1.5);
         assert_eq!(request.iter().filter(|&&b| b == b'\n').count(), 1);
-        let header: serde_json::Value =
-            serde_json::from_slice(&request).expect("the header is JSON");
+        let header: serde_json::Value = serde_json::from_slice(&request).expect("the header is JSON");
         assert_eq!(
             header,
             serde_json::json!({"v": 1, "mode": "until", "exprs": [".ok", "$attempt >= 2",
@@ -941,19 +824,14 @@ mod tests {
 1"#;
         let got = parse_response(&helper_reply(bad_expr), 2).expect("a reply per predicate");
         assert!(
-            got[0]
-                .as_deref()
-                .is_some_and(|r| r.starts_with("internal error: helper cannot compile")),
+            got[0].as_deref().is_some_and(|r| r.starts_with("internal error: helper cannot compile")),
             "{got:?}"
         );
         assert_eq!(got[1], None);
 
         let cases: &[(&[u8], &str)] = &[
             (b"", "malformed request: no header line"),
-            (
-                b"{}\n",
-                "malformed request: missing field `v` at line 1 column 2",
-            ),
+            (b"{}\n", "malformed request: missing field `v` at line 1 column 2"),
             (
                 br#"{"v":2,"mode":"until","exprs":[],"attempt":1,"elapsed":0}"#,
                 "malformed request: no header line",
@@ -962,17 +840,10 @@ mod tests {
                 b"{\"v\":2,\"mode\":\"until\",\"exprs\":[],\"attempt\":1,\"elapsed\":0}\n",
                 "unsupported request version 2",
             ),
-            (
-                b"{\"v\":1,\"mode\":\"x\",\"exprs\":[],\"attempt\":1,\"elapsed\":0}\n",
-                "unknown mode 'x'",
-            ),
+            (b"{\"v\":1,\"mode\":\"x\",\"exprs\":[],\"attempt\":1,\"elapsed\":0}\n", "unknown mode 'x'"),
         ];
         for (request, want) in cases {
-            assert_eq!(
-                parse_response(&helper_reply(request), 0),
-                Err((*want).to_owned()),
-                "{request:?}"
-            );
+            assert_eq!(parse_response(&helper_reply(request), 0), Err((*want).to_owned()), "{request:?}");
         }
     }
 
@@ -980,22 +851,10 @@ mod tests {
     fn parse_response_rejects_malformed_replies() {
         type Decoded = Result<Vec<Judgement>, String>;
         let cases: &[(&[u8], usize, Decoded)] = &[
-            (
-                b"{\"results\":[null,\"no\"]}\n",
-                2,
-                Ok(vec![None, Some("no".into())]),
-            ),
+            (b"{\"results\":[null,\"no\"]}\n", 2, Ok(vec![None, Some("no".into())])),
             (b"", 1, Err("no reply".into())),
-            (
-                b"{\"results\":[null]}\n",
-                2,
-                Err("expected 2 results, got 1".into()),
-            ),
-            (
-                b"garbage",
-                1,
-                Err("malformed reply: expected value at line 1 column 1".into()),
-            ),
+            (b"{\"results\":[null]}\n", 2, Err("expected 2 results, got 1".into())),
+            (b"garbage", 1, Err("malformed reply: expected value at line 1 column 1".into())),
             (b"{\"results\":[],\"error\":\"bad\"}", 0, Err("bad".into())),
         ];
         for (bytes, count, want) in cases {

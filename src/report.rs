@@ -71,11 +71,7 @@ pub enum Event<'a> {
         signal: Option<i32>,
     },
     /// `--on-retry` failed (not fatal).
-    OnRetryFailed {
-        attempt: u32,
-        status: u8,
-        reason: String,
-    },
+    OnRetryFailed { attempt: u32, status: u8, reason: String },
     /// Something worth knowing that does not stop the run.
     Warning { message: String },
     /// Why retry exits 125, 126 or 127 (printed even with `-q`).
@@ -125,10 +121,7 @@ impl Reporter {
         if !self.verbose() {
             return;
         }
-        let argv: Vec<String> = argv
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let argv: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
         let text = format!("running {}", shell_words(&argv));
         self.emit(&Event::Command { argv }, Some(text), None);
     }
@@ -179,9 +172,7 @@ impl Reporter {
             }
             (Next::Retry(d), _) => text.push_str(&format!("; retrying in {}", human(*d))),
             (Next::Stop(why), rule) => {
-                let why = why
-                    .clone()
-                    .or_else(|| (a.verdict == "stop").then(|| rule.clone()).flatten());
+                let why = why.clone().or_else(|| (a.verdict == "stop").then(|| rule.clone()).flatten());
                 if let Some(why) = why {
                     text.push_str(&format!("; not retrying: {why}"));
                 }
@@ -195,9 +186,7 @@ impl Reporter {
         let status = outcome.exit_code();
         let signal = match outcome.end {
             End::Interrupted { signal, .. } => Some(signal),
-            End::Success | End::Exhausted | End::Stopped | End::Deadline | End::ClosedStdout => {
-                None
-            }
+            End::Success | End::Exhausted | End::Stopped | End::Deadline | End::ClosedStdout => None,
         };
         let event = Event::Done {
             outcome: outcome.end.word(),
@@ -207,27 +196,14 @@ impl Reporter {
             signal,
         };
         let n = outcome.attempts;
-        let attempts = if n == 1 {
-            "1 attempt".to_string()
-        } else {
-            format!("{n} attempts")
-        };
+        let attempts = if n == 1 { "1 attempt".to_string() } else { format!("{n} attempts") };
         let took = human(elapsed);
         let last = outcome.last.map(|s| s.describe()).unwrap_or_default();
-        let last = if outcome.validation_failed {
-            "validation failed".to_string()
-        } else {
-            last
-        };
+        let last = if outcome.validation_failed { "validation failed".to_string() } else { last };
         let (text, github) = match outcome.end {
-            End::Success if n > 1 => (
-                Some(format!("attempt {} succeeded after {took}", of(n, total))),
-                None,
-            ),
+            End::Success if n > 1 => (Some(format!("attempt {} succeeded after {took}", of(n, total))), None),
             End::Success => (None, None),
-            End::Stopped if n == 1 && outcome.last.is_some_and(|s| s.is_spawn_failure()) => {
-                (None, None)
-            }
+            End::Stopped if n == 1 && outcome.last.is_some_and(|s| s.is_spawn_failure()) => (None, None),
             End::Exhausted | End::Stopped => {
                 let t = format!("giving up after {attempts} in {took}: {last}");
                 (Some(t.clone()), Some(("error", t)))
@@ -236,9 +212,7 @@ impl Reporter {
                 let t = if n == 0 {
                     format!("--max-time reached after {took} before any attempt could start")
                 } else {
-                    format!(
-                        "giving up after {attempts} in {took}: --max-time reached; last attempt: {last}"
-                    )
+                    format!("giving up after {attempts} in {took}: --max-time reached; last attempt: {last}")
                 };
                 (Some(t.clone()), Some(("error", t)))
             }
@@ -260,11 +234,7 @@ impl Reporter {
     pub fn on_retry_failed(&self, attempt: u32, status: u8, reason: String) {
         let text = format!("--on-retry failed: {reason}");
         self.emit(
-            &Event::OnRetryFailed {
-                attempt,
-                status,
-                reason,
-            },
+            &Event::OnRetryFailed { attempt, status, reason },
             Some(text.clone()),
             Some(("warning", text)),
         );
@@ -272,21 +242,13 @@ impl Reporter {
 
     pub fn warning(&self, message: String) {
         let text = format!("warning: {message}");
-        self.emit(
-            &Event::Warning { message },
-            Some(text.clone()),
-            Some(("warning", text)),
-        );
+        self.emit(&Event::Warning { message }, Some(text.clone()), Some(("warning", text)));
     }
 
     /// Why retry exits 125, 126 or 127; shown even with `-q`.
     pub fn error(&self, message: String) {
         let text = message.clone();
-        self.emit(
-            &Event::Error { message },
-            Some(text.clone()),
-            Some(("error", text)),
-        );
+        self.emit(&Event::Error { message }, Some(text.clone()), Some(("error", text)));
     }
 }
 
@@ -300,23 +262,16 @@ pub fn of(attempt: u32, total: Option<u32>) -> String {
 
 /// GitHub workflow command data escaping.
 fn github_escape(s: &str) -> String {
-    s.replace('%', "%25")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A")
+    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
 }
 
 /// Words quoted for a POSIX shell where needed, for `-v`.
 pub fn shell_words(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
-            let plain = !a.is_empty()
-                && a.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(&b));
-            if plain {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', "'\\''"))
-            }
+            let plain =
+                !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(&b));
+            if plain { a.clone() } else { format!("'{}'", a.replace('\'', "'\\''")) }
         })
         .collect::<Vec<_>>()
         .join(" ")

@@ -34,12 +34,7 @@ pub const UNTIL_LIMIT: u64 = 64 << 20;
 pub const PREDICATE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The variables retry sets in each attempt's environment.
-const RETRY_VARS: [&str; 4] = [
-    "RETRY_ATTEMPT",
-    "RETRY_MAX_ATTEMPTS",
-    "RETRY_LAST_STATUS",
-    "RETRY_STATE_DIR",
-];
+const RETRY_VARS: [&str; 4] = ["RETRY_ATTEMPT", "RETRY_MAX_ATTEMPTS", "RETRY_LAST_STATUS", "RETRY_STATE_DIR"];
 
 /// The two random streams of a run: backoff and splay. The same seed gives
 /// the same streams in `--dry-run` and in a real run.
@@ -102,11 +97,7 @@ struct Attempt {
     ended: Instant,
 }
 
-pub fn run(
-    cfg: &Config,
-    signals: &mut Signals,
-    report: &Reporter,
-) -> Result<(Outcome, Resources), Error> {
+pub fn run(cfg: &Config, signals: &mut Signals, report: &Reporter) -> Result<(Outcome, Resources), Error> {
     let start = Instant::now();
     let deadline = cfg.max_time.and_then(|m| start.checked_add(m));
     // Temporary files before attempt 1, so a bad TMPDIR fails with 125.
@@ -128,15 +119,10 @@ pub fn run(
         Stdout::Captured { .. } => Some(Spool::new(Some(spill_file()?))),
         Stdout::Live => None,
     };
-    let replay = if cfg.stdin_replay {
-        Some(Replay::new(spill_file()?))
-    } else {
-        None
-    };
+    let replay = if cfg.stdin_replay { Some(Replay::new(spill_file()?)) } else { None };
     let program = Program::new(&cfg.command, std::env::var_os("PATH").as_deref())
         .map_err(|e| Error::usage("COMMAND", lossy(cfg.command.first()), e.to_string()))?;
-    let scanner =
-        |patterns: Vec<regex::bytes::Regex>| (!patterns.is_empty()).then(|| Scanner::new(patterns));
+    let scanner = |patterns: Vec<regex::bytes::Regex>| (!patterns.is_empty()).then(|| Scanner::new(patterns));
     let stdout_patterns: Vec<_> = cfg
         .stdout_rules
         .retry
@@ -145,13 +131,8 @@ pub fn run(
         .chain(&cfg.until_match)
         .map(|p| p.regex.clone())
         .collect();
-    let stderr_patterns: Vec<_> = cfg
-        .stderr_rules
-        .retry
-        .iter()
-        .chain(&cfg.stderr_rules.stop)
-        .map(|p| p.regex.clone())
-        .collect();
+    let stderr_patterns: Vec<_> =
+        cfg.stderr_rules.retry.iter().chain(&cfg.stderr_rules.stop).map(|p| p.regex.clone()).collect();
     let tails = !cfg.retry_if.is_empty();
     let mut run = Run {
         cfg,
@@ -193,15 +174,9 @@ impl Run<'_> {
         let cfg = self.cfg;
         let (backoff_rng, mut splay_rng) = rngs(cfg.seed);
         let mut schedule = Schedule::new(cfg.backoff, backoff_rng);
-        let mut outcome = Outcome {
-            end: End::Deadline,
-            last: None,
-            validation_failed: false,
-            attempts: 0,
-        };
+        let mut outcome = Outcome { end: End::Deadline, last: None, validation_failed: false, attempts: 0 };
         if cfg.jitter_ignored() {
-            self.report
-                .warning("--jitter has no effect with --algo decorrelated".to_string());
+            self.report.warning("--jitter has no effect with --algo decorrelated".to_string());
         }
         if let Some(max) = cfg.splay {
             let delay = splay_delay(max, &mut splay_rng);
@@ -210,10 +185,7 @@ impl Run<'_> {
                 return Ok(outcome);
             }
             if let Some(sig) = self.sleep_until(wake) {
-                outcome.end = End::Interrupted {
-                    signal: sig,
-                    during_sleep: true,
-                };
+                outcome.end = End::Interrupted { signal: sig, during_sleep: true };
                 return Ok(outcome);
             }
         }
@@ -236,10 +208,7 @@ impl Run<'_> {
             }
             outcome.validation_failed = !facts.validation.is_empty();
             let verdict = classify::classify(&facts, &cfg.rules);
-            let interrupted = attempt
-                .finished
-                .and_then(|f| f.interrupted)
-                .or_else(|| self.signal_seen());
+            let interrupted = attempt.finished.and_then(|f| f.interrupted).or_else(|| self.signal_seen());
             let duration = attempt.ended.saturating_duration_since(attempt.started);
             // What comes next, decided before the attempt is reported.
             let (end, next) = match &verdict {
@@ -248,10 +217,7 @@ impl Run<'_> {
                     let signal = interrupted.unwrap_or(libc::SIGTERM);
                     let name = crate::parse::signal_name(signal);
                     (
-                        Some(End::Interrupted {
-                            signal,
-                            during_sleep: false,
-                        }),
+                        Some(End::Interrupted { signal, during_sleep: false }),
                         Next::Stop(Some(format!("retry got {name}"))),
                     )
                 }
@@ -259,10 +225,9 @@ impl Run<'_> {
                 Verdict::Retry(_) if cfg.attempts.is_some_and(|t| n >= t) => {
                     (Some(End::Exhausted), Next::Stop(None))
                 }
-                Verdict::Retry(_) if self.stdout_closed(&attempt) => (
-                    Some(End::ClosedStdout),
-                    Next::Stop(Some("stdout is closed".to_string())),
-                ),
+                Verdict::Retry(_) if self.stdout_closed(&attempt) => {
+                    (Some(End::ClosedStdout), Next::Stop(Some("stdout is closed".to_string())))
+                }
                 Verdict::Retry(_) => {
                     if cfg.reset_after.is_some_and(|r| duration >= r) {
                         schedule.reset();
@@ -272,9 +237,7 @@ impl Run<'_> {
                     if self.past_deadline(wake) {
                         (
                             Some(End::Deadline),
-                            Next::Stop(Some(
-                                "the next attempt would start after --max-time".into(),
-                            )),
+                            Next::Stop(Some("the next attempt would start after --max-time".into())),
                         )
                     } else {
                         (None, Next::Retry(delay))
@@ -291,17 +254,11 @@ impl Run<'_> {
                 Next::Stop(_) => None,
             };
             if let Some(sig) = self.on_retry(n, attempt.status) {
-                outcome.end = End::Interrupted {
-                    signal: sig,
-                    during_sleep: true,
-                };
+                outcome.end = End::Interrupted { signal: sig, during_sleep: true };
                 return Ok(outcome);
             }
             if let Some(sig) = self.sleep_until(wake) {
-                outcome.end = End::Interrupted {
-                    signal: sig,
-                    during_sleep: true,
-                };
+                outcome.end = End::Interrupted { signal: sig, during_sleep: true };
                 return Ok(outcome);
             }
         }
@@ -359,16 +316,10 @@ impl Run<'_> {
         if let Some(s) = &mut self.stdout_spool {
             s.clear().map_err(io_err)?;
         }
-        for s in [&mut self.stdout_scanner, &mut self.stderr_scanner]
-            .into_iter()
-            .flatten()
-        {
+        for s in [&mut self.stdout_scanner, &mut self.stderr_scanner].into_iter().flatten() {
             s.clear();
         }
-        for t in [&mut self.stdout_tail, &mut self.stderr_tail]
-            .into_iter()
-            .flatten()
-        {
+        for t in [&mut self.stdout_tail, &mut self.stderr_tail].into_iter().flatten() {
             t.clear();
         }
         let now = Instant::now();
@@ -401,20 +352,9 @@ impl Run<'_> {
         } else {
             Output::Inherit
         };
-        let io = Io {
-            stdin,
-            stdout,
-            stderr,
-        };
-        let result = exec::run(
-            &self.program,
-            &env,
-            !cfg.foreground,
-            io,
-            &limits,
-            self.signals,
-            &mut self.buf,
-        );
+        let io = Io { stdin, stdout, stderr };
+        let result =
+            exec::run(&self.program, &env, !cfg.foreground, io, &limits, self.signals, &mut self.buf);
         let ended = Instant::now();
         match result {
             Ok(fin) => Ok(Attempt {
@@ -424,30 +364,13 @@ impl Run<'_> {
                 ended: fin.ended,
             }),
             Err(SpawnError::NotFound(e)) => {
-                self.report.error(format!(
-                    "cannot run '{}': command not found",
-                    self.program.name
-                ));
+                self.report.error(format!("cannot run '{}': command not found", self.program.name));
                 drop(e);
-                Ok(Attempt {
-                    status: Status::NotFound,
-                    finished: None,
-                    started: now,
-                    ended,
-                })
+                Ok(Attempt { status: Status::NotFound, finished: None, started: now, ended })
             }
             Err(SpawnError::CannotExecute(e)) => {
-                self.report.error(format!(
-                    "cannot execute '{}': {}",
-                    self.program.name,
-                    errno_text(&e)
-                ));
-                Ok(Attempt {
-                    status: Status::CannotExecute,
-                    finished: None,
-                    started: now,
-                    ended,
-                })
+                self.report.error(format!("cannot execute '{}': {}", self.program.name, errno_text(&e)));
+                Ok(Attempt { status: Status::CannotExecute, finished: None, started: now, ended })
             }
             Err(SpawnError::Internal(e)) => Err(Error::io("cannot start the command", e)),
         }
@@ -479,11 +402,7 @@ impl Run<'_> {
         let cfg = self.cfg;
         let mut why = Vec::new();
         let offset = cfg.stdout_rules.retry.len() + cfg.stdout_rules.stop.len();
-        let matched = self
-            .stdout_scanner
-            .as_ref()
-            .map(|s| s.matched().to_vec())
-            .unwrap_or_default();
+        let matched = self.stdout_scanner.as_ref().map(|s| s.matched().to_vec()).unwrap_or_default();
         for (i, p) in cfg.until_match.iter().enumerate() {
             if !matched.get(offset + i).copied().unwrap_or(false) {
                 why.push(format!("--until-match '{}' matched no line", p.source));
@@ -495,17 +414,13 @@ impl Run<'_> {
         let judged = match &self.stdout_spool {
             Some(spool) if spool.len() > UNTIL_LIMIT => {
                 vec![
-                    Some(format!(
-                        "stdout is larger than {} MiB, not parsed",
-                        UNTIL_LIMIT >> 20
-                    ));
+                    Some(format!("stdout is larger than {} MiB, not parsed", UNTIL_LIMIT >> 20));
                     cfg.until.len()
                 ]
             }
             Some(spool) => {
-                let input = memfd_with(Mode::Until, &cfg.until, n, self.start.elapsed(), |fd| {
-                    spool.write_to(fd)
-                })?;
+                let input =
+                    memfd_with(Mode::Until, &cfg.until, n, self.start.elapsed(), |fd| spool.write_to(fd))?;
                 self.evaluate(&cfg.until, input)?
             }
             None => vec![Some("stdout was not captured".to_string()); cfg.until.len()],
@@ -519,18 +434,10 @@ impl Run<'_> {
     }
 
     /// `--retry-if` on the attempt's context object; `Ok` if one held.
-    fn retry_if(
-        &mut self,
-        n: u32,
-        attempt: &Attempt,
-        facts: &Facts,
-    ) -> Result<Result<(), String>, Error> {
+    fn retry_if(&mut self, n: u32, attempt: &Attempt, facts: &Facts) -> Result<Result<(), String>, Error> {
         let cfg = self.cfg;
         let (exit_code, signal) = exit_parts(attempt);
-        let text = |t: &Option<Tail>| {
-            t.as_ref()
-                .map(|t| String::from_utf8_lossy(&t.bytes()).into_owned())
-        };
+        let text = |t: &Option<Tail>| t.as_ref().map(|t| String::from_utf8_lossy(&t.bytes()).into_owned());
         let context = serde_json::json!({
             "attempt": n,
             "status": attempt.status.code(),
@@ -544,13 +451,9 @@ impl Run<'_> {
             "validation": facts.validation,
         });
         let bytes = serde_json::to_vec(&context).unwrap_or_default();
-        let input = memfd_with(
-            Mode::RetryIf,
-            &cfg.retry_if,
-            n,
-            self.start.elapsed(),
-            |fd| sys::write_all(fd, &bytes),
-        )?;
+        let input = memfd_with(Mode::RetryIf, &cfg.retry_if, n, self.start.elapsed(), |fd| {
+            sys::write_all(fd, &bytes)
+        })?;
         let judged = self.evaluate(&cfg.retry_if, input)?;
         let mut reasons = Vec::new();
         for (p, j) in cfg.retry_if.iter().zip(judged) {
@@ -565,19 +468,10 @@ impl Run<'_> {
     /// Runs the predicate helper (retry re-executed) on `input`, bounded by
     /// `--timeout` (else 10 s), so a runaway expression can neither hang
     /// nor crash retry.
-    fn evaluate(
-        &mut self,
-        preds: &[Predicate],
-        input: OwnedFd,
-    ) -> Result<Vec<Option<String>>, Error> {
-        let helper = Program::new(
-            &[
-                OsString::from("/proc/self/exe"),
-                OsString::from(predicate::HELPER_ARG),
-            ],
-            None,
-        )
-        .map_err(|e| Error::io("cannot prepare the predicate helper", e))?;
+    fn evaluate(&mut self, preds: &[Predicate], input: OwnedFd) -> Result<Vec<Option<String>>, Error> {
+        let helper =
+            Program::new(&[OsString::from("/proc/self/exe"), OsString::from(predicate::HELPER_ARG)], None)
+                .map_err(|e| Error::io("cannot prepare the predicate helper", e))?;
         let mut reply = Spool::new(None);
         let limit = self.cfg.timeout.unwrap_or(PREDICATE_TIMEOUT);
         let limits = Limits {
@@ -589,40 +483,21 @@ impl Run<'_> {
         // runaway expression is summed up in the validation reason instead.
         let io = Io {
             stdin: Input::Fd(input.as_raw_fd()),
-            stdout: Output::Piped(Sink {
-                spool: Some(&mut reply),
-                ..Sink::default()
-            }),
+            stdout: Output::Piped(Sink { spool: Some(&mut reply), ..Sink::default() }),
             stderr: Output::Piped(Sink::default()),
         };
         let fail = |why: String| Ok(vec![Some(why); preds.len()]);
-        let fin = match exec::run(
-            &helper,
-            &self.base_env,
-            true,
-            io,
-            &limits,
-            self.signals,
-            &mut self.buf,
-        ) {
+        let fin = match exec::run(&helper, &self.base_env, true, io, &limits, self.signals, &mut self.buf) {
             Ok(fin) => fin,
-            Err(
-                SpawnError::NotFound(e) | SpawnError::CannotExecute(e) | SpawnError::Internal(e),
-            ) => {
+            Err(SpawnError::NotFound(e) | SpawnError::CannotExecute(e) | SpawnError::Internal(e)) => {
                 return fail(format!("cannot start the predicate helper: {e}"));
             }
         };
         if fin.timed_out {
-            return fail(format!(
-                "evaluation did not finish within {}",
-                crate::parse::human(limit)
-            ));
+            return fail(format!("evaluation did not finish within {}", crate::parse::human(limit)));
         }
         if let Exit::Signal(sig) = fin.exit {
-            return fail(format!(
-                "evaluation crashed ({})",
-                crate::parse::signal_name(sig)
-            ));
+            return fail(format!("evaluation crashed ({})", crate::parse::signal_name(sig)));
         }
         let bytes = reply.to_vec(u64::MAX).ok().flatten().unwrap_or_default();
         match predicate::parse_response(&bytes, preds.len()) {
@@ -685,8 +560,7 @@ impl Run<'_> {
         let null = match File::open("/dev/null") {
             Ok(f) => f,
             Err(e) => {
-                self.report
-                    .on_retry_failed(n, 125, format!("cannot open /dev/null: {e}"));
+                self.report.on_retry_failed(n, 125, format!("cannot open /dev/null: {e}"));
                 return None;
             }
         };
@@ -701,15 +575,7 @@ impl Run<'_> {
             stdout: Output::Fd(libc::STDERR_FILENO),
             stderr: Output::Inherit,
         };
-        let result = exec::run(
-            &program,
-            &env,
-            true,
-            io,
-            &limits,
-            self.signals,
-            &mut self.buf,
-        );
+        let result = exec::run(&program, &env, true, io, &limits, self.signals, &mut self.buf);
         sys::reap_orphans(&[]);
         match result {
             Ok(fin) => {
@@ -719,11 +585,8 @@ impl Run<'_> {
                 }
                 fin.interrupted
             }
-            Err(
-                SpawnError::NotFound(e) | SpawnError::CannotExecute(e) | SpawnError::Internal(e),
-            ) => {
-                self.report
-                    .on_retry_failed(n, 127, format!("cannot run /bin/sh: {e}"));
+            Err(SpawnError::NotFound(e) | SpawnError::CannotExecute(e) | SpawnError::Internal(e)) => {
+                self.report.on_retry_failed(n, 127, format!("cannot run /bin/sh: {e}"));
                 None
             }
         }
@@ -819,6 +682,5 @@ fn errno_text(e: &std::io::Error) -> String {
 }
 
 fn lossy(s: Option<&OsString>) -> String {
-    s.map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    s.map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }

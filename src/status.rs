@@ -95,31 +95,12 @@ impl Outcome {
         match (self.end, self.last) {
             (End::Success, _) => 0,
             (End::ClosedStdout, _) => 141,
-            (
-                End::Interrupted {
-                    signal,
-                    during_sleep: true,
-                },
-                _,
-            )
-            | (
-                End::Interrupted {
-                    signal,
-                    during_sleep: false,
-                },
-                None,
-            ) => Status::Signaled(signal).code(),
+            (End::Interrupted { signal, during_sleep: true }, _)
+            | (End::Interrupted { signal, during_sleep: false }, None) => Status::Signaled(signal).code(),
             (End::Deadline, None) => 124,
             (End::Exhausted | End::Stopped, None) => 125,
-            (
-                End::Exhausted | End::Stopped | End::Deadline | End::Interrupted { .. },
-                Some(last),
-            ) => {
-                if self.validation_failed && last == Status::Exited(0) {
-                    1
-                } else {
-                    last.code()
-                }
+            (End::Exhausted | End::Stopped | End::Deadline | End::Interrupted { .. }, Some(last)) => {
+                if self.validation_failed && last == Status::Exited(0) { 1 } else { last.code() }
             }
         }
     }
@@ -129,39 +110,13 @@ impl Outcome {
     /// the status is 128+N because a process died of signal N.
     pub fn reraise(&self) -> Option<i32> {
         match (self.end, self.last) {
-            (
-                End::Interrupted {
-                    signal,
-                    during_sleep: true,
-                },
-                _,
-            ) => Some(signal),
+            (End::Interrupted { signal, during_sleep: true }, _) => Some(signal),
             (End::Success | End::ClosedStdout, _) => None,
+            (End::Interrupted { during_sleep: false, .. }, Some(Status::Signaled(sig)))
+            | (End::Exhausted | End::Stopped | End::Deadline, Some(Status::Signaled(sig))) => Some(sig),
+            (End::Interrupted { signal, during_sleep: false }, None) => Some(signal),
             (
-                End::Interrupted {
-                    during_sleep: false,
-                    ..
-                },
-                Some(Status::Signaled(sig)),
-            )
-            | (End::Exhausted | End::Stopped | End::Deadline, Some(Status::Signaled(sig))) => {
-                Some(sig)
-            }
-            (
-                End::Interrupted {
-                    signal,
-                    during_sleep: false,
-                },
-                None,
-            ) => Some(signal),
-            (
-                End::Interrupted {
-                    during_sleep: false,
-                    ..
-                }
-                | End::Exhausted
-                | End::Stopped
-                | End::Deadline,
+                End::Interrupted { during_sleep: false, .. } | End::Exhausted | End::Stopped | End::Deadline,
                 _,
             ) => None,
         }
@@ -173,12 +128,7 @@ mod tests {
     use super::*;
 
     fn gave_up(end: End, last: Status) -> Outcome {
-        Outcome {
-            end,
-            last: Some(last),
-            validation_failed: false,
-            attempts: 3,
-        }
+        Outcome { end, last: Some(last), validation_failed: false, attempts: 3 }
     }
 
     #[test]
@@ -197,50 +147,27 @@ mod tests {
         assert_eq!(gave_up(End::Exhausted, Status::Exited(7)).exit_code(), 7);
         assert_eq!(gave_up(End::Stopped, Status::NotFound).exit_code(), 127);
         assert_eq!(gave_up(End::Deadline, Status::TimedOut).exit_code(), 124);
-        let none = Outcome {
-            end: End::Deadline,
-            last: None,
-            validation_failed: false,
-            attempts: 0,
-        };
+        let none = Outcome { end: End::Deadline, last: None, validation_failed: false, attempts: 0 };
         assert_eq!(none.exit_code(), 124);
-        let sleep = End::Interrupted {
-            signal: 15,
-            during_sleep: true,
-        };
+        let sleep = End::Interrupted { signal: 15, during_sleep: true };
         assert_eq!(gave_up(sleep, Status::Exited(1)).exit_code(), 143);
-        let during = End::Interrupted {
-            signal: 2,
-            during_sleep: false,
-        };
+        let during = End::Interrupted { signal: 2, during_sleep: false };
         assert_eq!(gave_up(during, Status::Exited(0)).exit_code(), 0);
         assert_eq!(gave_up(during, Status::Signaled(2)).exit_code(), 130);
         let mut invalid = gave_up(End::Exhausted, Status::Exited(0));
         invalid.validation_failed = true;
         assert_eq!(invalid.exit_code(), 1);
-        assert_eq!(
-            gave_up(End::ClosedStdout, Status::Exited(3)).exit_code(),
-            141
-        );
+        assert_eq!(gave_up(End::ClosedStdout, Status::Exited(3)).exit_code(), 141);
     }
 
     #[test]
     fn reraises_only_for_deaths_by_signal() {
-        let during = End::Interrupted {
-            signal: 2,
-            during_sleep: false,
-        };
+        let during = End::Interrupted { signal: 2, during_sleep: false };
         assert_eq!(gave_up(during, Status::Signaled(2)).reraise(), Some(2));
         assert_eq!(gave_up(during, Status::Exited(130)).reraise(), None);
-        let sleep = End::Interrupted {
-            signal: 15,
-            during_sleep: true,
-        };
+        let sleep = End::Interrupted { signal: 15, during_sleep: true };
         assert_eq!(gave_up(sleep, Status::Exited(1)).reraise(), Some(15));
-        assert_eq!(
-            gave_up(End::Exhausted, Status::Signaled(9)).reraise(),
-            Some(9)
-        );
+        assert_eq!(gave_up(End::Exhausted, Status::Signaled(9)).reraise(), Some(9));
         assert_eq!(gave_up(End::Exhausted, Status::TimedOut).reraise(), None);
         assert_eq!(gave_up(End::Success, Status::Exited(0)).reraise(), None);
     }

@@ -20,10 +20,7 @@ pub struct Replay {
 
 impl Replay {
     pub fn new(spill: File) -> Replay {
-        Replay {
-            record: Spool::new(Some(spill)),
-            eof: false,
-        }
+        Replay { record: Spool::new(Some(spill)), eof: false }
     }
 
     /// Bytes recorded so far.

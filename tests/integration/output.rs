@@ -192,7 +192,16 @@ fn several_untils_must_all_hold() {
 fn attempt_variable_can_relax_a_predicate() {
     let t = T::new();
     t.retry()
-        .args(["-n", "5", "--wait", "1ms", "--until", ".n >= 10 or $attempt >= 3", "--until", "$elapsed >= 0"])
+        .args([
+            "-n",
+            "5",
+            "--wait",
+            "1ms",
+            "--until",
+            ".n >= 10 or $attempt >= 3",
+            "--until",
+            "$elapsed >= 0",
+        ])
         .args(sh("echo run >> count; echo '{\"n\":1}'"))
         .assert()
         .success();
@@ -224,7 +233,9 @@ fn until_match_needs_every_regex_on_some_line() {
     let t = T::new();
     t.retry()
         .args(["-n", "4", "--wait", "1ms", "--until-match", "^done$", "--until-match", "rows: [0-9]+"])
-        .args(sh("echo run >> count; echo start; echo 'rows: 12'; [ $RETRY_ATTEMPT -ge 2 ] && echo done; exit 0"))
+        .args(sh(
+            "echo run >> count; echo start; echo 'rows: 12'; [ $RETRY_ATTEMPT -ge 2 ] && echo done; exit 0",
+        ))
         .assert()
         .success()
         .stdout("start\nrows: 12\ndone\n");
@@ -260,7 +271,16 @@ fn retry_if_is_ored_with_other_retry_rules() {
 fn retry_if_judges_validation_failures() {
     let t = T::new();
     t.retry()
-        .args(["-n", "3", "--wait", "1ms", "--until", ".ok", "--retry-if", "(.validation | length > 0) and .stdout != null"])
+        .args([
+            "-n",
+            "3",
+            "--wait",
+            "1ms",
+            "--until",
+            ".ok",
+            "--retry-if",
+            "(.validation | length > 0) and .stdout != null",
+        ])
         .args(sh("echo run >> count; echo '{\"ok\":false}'"))
         .assert()
         .code(1);
@@ -376,11 +396,11 @@ fn a_closed_stdout_downstream_ends_retry_cleanly() {
 #[test]
 fn bad_regexes_and_expressions_are_125_with_a_position() {
     let t = T::new();
-    t.retry()
-        .args(["--retry-on-stderr", "ab(c", "touch", "ran"])
-        .assert()
-        .code(125)
-        .stderr(predicate::str::starts_with("retry: invalid value 'ab(c' for '--retry-on-stderr': unclosed group at column 3\n"));
+    t.retry().args(["--retry-on-stderr", "ab(c", "touch", "ran"]).assert().code(125).stderr(
+        predicate::str::starts_with(
+            "retry: invalid value 'ab(c' for '--retry-on-stderr': unclosed group at column 3\n",
+        ),
+    );
     t.retry()
         .args(["--until", ".a[", "touch", "ran"])
         .assert()

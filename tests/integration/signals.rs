@@ -21,32 +21,16 @@ fn sigterm_is_forwarded_and_retry_exits_with_the_attempts_status() {
     assert!(t.path("got-TERM").exists(), "the attempt saw SIGTERM");
     assert_eq!(t.runs("runs"), 1, "no new attempt after a signal");
     let stderr = stderr_of(child);
-    assert!(
-        stderr.contains("interrupted by SIGTERM after 1 attempt"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("interrupted by SIGTERM after 1 attempt"), "{stderr}");
 }
 
 #[test]
 fn every_forwarded_signal_reaches_the_group() {
-    for (sig, name) in [
-        (libc::SIGINT, "INT"),
-        (libc::SIGHUP, "HUP"),
-        (libc::SIGQUIT, "QUIT"),
-    ] {
+    for (sig, name) in [(libc::SIGINT, "INT"), (libc::SIGHUP, "HUP"), (libc::SIGQUIT, "QUIT")] {
         let t = T::new();
         let dir = t.path("");
         let fx = fixture("trap-signal.sh");
-        let mut child = t.spawn(&[
-            "-n",
-            "5",
-            "--wait",
-            "10ms",
-            path_str(&fx),
-            path_str(&dir),
-            name,
-            "3",
-        ]);
+        let mut child = t.spawn(&["-n", "5", "--wait", "10ms", path_str(&fx), path_str(&dir), name, "3"]);
         t.wait_for("started");
         kill(child.id(), sig);
         let status = wait_exit(&mut child);
@@ -58,15 +42,7 @@ fn every_forwarded_signal_reaches_the_group() {
 #[test]
 fn a_signal_during_the_sleep_ends_retry_at_once_with_128_plus_n() {
     let t = T::new();
-    let mut child = t.spawn(&[
-        "-n",
-        "5",
-        "--wait",
-        "30s",
-        "sh",
-        "-c",
-        "touch started; exit 1",
-    ]);
+    let mut child = t.spawn(&["-n", "5", "--wait", "30s", "sh", "-c", "touch started; exit 1"]);
     t.wait_for("started");
     std::thread::sleep(Duration::from_millis(100));
     let start = Instant::now();
@@ -80,15 +56,7 @@ fn a_signal_during_the_sleep_ends_retry_at_once_with_128_plus_n() {
 #[test]
 fn an_attempt_killed_by_sigint_makes_retry_die_by_sigint() {
     let t = T::new();
-    let mut child = t.spawn(&[
-        "-n",
-        "5",
-        "--wait",
-        "10ms",
-        "sh",
-        "-c",
-        "touch started; sleep 30",
-    ]);
+    let mut child = t.spawn(&["-n", "5", "--wait", "10ms", "sh", "-c", "touch started; sleep 30"]);
     t.wait_for("started");
     kill(child.id(), libc::SIGINT);
     let status = wait_exit(&mut child);
@@ -100,22 +68,11 @@ fn a_second_sigint_sends_sigkill() {
     let t = T::new();
     let dir = t.path("");
     let fx = fixture("ignore-signal.sh");
-    let mut child = t.spawn(&[
-        "-n",
-        "5",
-        "--wait",
-        "10ms",
-        path_str(&fx),
-        path_str(&dir),
-        "INT",
-    ]);
+    let mut child = t.spawn(&["-n", "5", "--wait", "10ms", path_str(&fx), path_str(&dir), "INT"]);
     t.wait_for("started");
     kill(child.id(), libc::SIGINT);
     std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the attempt ignores the first SIGINT"
-    );
+    assert!(child.try_wait().unwrap().is_none(), "the attempt ignores the first SIGINT");
     kill(child.id(), libc::SIGINT);
     let status = wait_exit(&mut child);
     // The attempt died of SIGKILL: 137, re-raised.
@@ -129,17 +86,8 @@ fn foreground_signals_only_the_child_not_retrys_group() {
     let t = T::new();
     let dir = t.path("");
     let fx = fixture("trap-signal.sh");
-    let mut child = t.spawn(&[
-        "--foreground",
-        "-n",
-        "5",
-        "--wait",
-        "10ms",
-        path_str(&fx),
-        path_str(&dir),
-        "TERM",
-        "4",
-    ]);
+    let mut child =
+        t.spawn(&["--foreground", "-n", "5", "--wait", "10ms", path_str(&fx), path_str(&dir), "TERM", "4"]);
     t.wait_for("started");
     kill(child.id(), libc::SIGTERM);
     let status = wait_exit(&mut child);
@@ -167,10 +115,7 @@ fn retry_killed_with_sigkill_takes_its_attempt_along() {
     wait_exit(&mut child);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !t.live_processes().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the attempt outlived retry (PR_SET_PDEATHSIG)"
-        );
+        assert!(Instant::now() < deadline, "the attempt outlived retry (PR_SET_PDEATHSIG)");
         std::thread::sleep(Duration::from_millis(20));
     }
 }

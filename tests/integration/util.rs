@@ -12,9 +12,7 @@ pub fn bin() -> PathBuf {
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 /// One test's sandbox.
@@ -26,17 +24,9 @@ pub struct T {
 
 impl T {
     pub fn new() -> T {
-        let dir = tempfile::Builder::new()
-            .prefix("retry-test-")
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("retry-test-").tempdir().unwrap();
         std::fs::create_dir(dir.path().join("tmp")).unwrap();
-        let marker = dir
-            .path()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+        let marker = dir.path().file_name().unwrap().to_string_lossy().into_owned();
         T { dir, marker }
     }
 
@@ -68,19 +58,12 @@ impl T {
     pub fn spawn(&self, args: &[&str]) -> Child {
         let mut cmd = StdCommand::new(bin());
         self.env(&mut cmd);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.spawn().unwrap()
     }
 
     pub fn lines(&self, name: &str) -> Vec<String> {
-        std::fs::read_to_string(self.path(name))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        std::fs::read_to_string(self.path(name)).unwrap_or_default().lines().map(str::to_string).collect()
     }
 
     pub fn runs(&self, name: &str) -> usize {
@@ -134,11 +117,7 @@ pub fn proc_stat(pid: u32) -> Option<Proc> {
     let close = stat.rfind(')')?;
     let comm = stat[open + 1..close].to_string();
     let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
-    Some(Proc {
-        pid,
-        comm,
-        state: rest.first()?.chars().next()?,
-    })
+    Some(Proc { pid, comm, state: rest.first()?.chars().next()? })
 }
 
 pub fn procs() -> Vec<Proc> {
@@ -151,10 +130,7 @@ pub fn procs() -> Vec<Proc> {
 
 /// Zombies whose command name is `comm`.
 pub fn zombies_named(comm: &str) -> Vec<Proc> {
-    procs()
-        .into_iter()
-        .filter(|p| p.state == 'Z' && p.comm == comm)
-        .collect()
+    procs().into_iter().filter(|p| p.state == 'Z' && p.comm == comm).collect()
 }
 
 /// Waits (up to 20 s) for the child to exit.
