@@ -208,7 +208,9 @@ impl Run<'_> {
             }
             outcome.validation_failed = !facts.validation.is_empty();
             let verdict = classify::classify(&facts, &cfg.rules);
-            let interrupted = attempt.finished.and_then(|f| f.interrupted).or_else(|| self.signal_seen());
+            // Any signal retry received since it started — during the
+            // attempt, or while a predicate ran — means no new attempt.
+            let interrupted = attempt.finished.and_then(|f| f.interrupted).or_else(|| self.signals.first());
             let duration = attempt.ended.saturating_duration_since(attempt.started);
             // What comes next, decided before the attempt is reported.
             let (end, next) = match &verdict {
@@ -271,12 +273,6 @@ impl Run<'_> {
             (Some(_), None) => true,
             (Some(d), Some(w)) => w >= d,
         }
-    }
-
-    /// A signal that arrived outside an attempt's own wait.
-    fn signal_seen(&mut self) -> Option<libc::c_int> {
-        let got = self.signals.take();
-        got.first().copied()
     }
 
     /// Is retry's stdout a pipe without readers now?

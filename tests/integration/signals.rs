@@ -119,3 +119,30 @@ fn retry_killed_with_sigkill_takes_its_attempt_along() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_signal_while_a_predicate_runs_ends_the_run() {
+    let t = T::new();
+    let mut child = t.spawn(&[
+        "-n",
+        "5",
+        "--wait",
+        "10ms",
+        "-t",
+        "20s",
+        "--until",
+        "def f: f; f",
+        "sh",
+        "-c",
+        "echo run >> runs; touch started; echo '{}'",
+    ]);
+    t.wait_for("started");
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    kill(child.id(), libc::SIGTERM);
+    let status = wait_exit(&mut child);
+    assert!(start.elapsed() < Duration::from_secs(10));
+    // The attempt exited 0 but did not pass validation: 1, and no new attempt.
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    assert_eq!(t.runs("runs"), 1);
+}
