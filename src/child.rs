@@ -322,6 +322,14 @@ impl Child {
         }
     }
 
+    /// After the group was SIGKILLed and the leader reaped: waits (up to
+    /// `limit`) until every member is gone and reaped.
+    pub fn settle_group(&self, limit: std::time::Duration) {
+        if self.own_group && self.reaped {
+            sys::reap_group(self.pid, limit);
+        }
+    }
+
     /// How the process exited, if it has, leaving it unreaped.
     pub fn peek(&self) -> io::Result<Option<Exit>> {
         sys::waitid(self.pidfd.as_fd(), false, false)

@@ -287,7 +287,7 @@ pub fn run(
     drop((stdin_child, out_child, err_child));
     let mut child = spawned?;
     let mut readers = [Reader::new(out_reader), Reader::new(err_reader)];
-    let mut state = Waiting { exit: None, timed_out: false, kill_at: None, interrupted: None };
+    let mut state = Waiting { exit: None, timed_out: false, kill_at: None, killed: false, interrupted: None };
     loop {
         let now = Instant::now();
         if state.exit.is_none() {
@@ -349,8 +349,12 @@ pub fn run(
                     // A timed-out leader is gone: end the rest of its group
                     // now, while the group id is still reserved.
                     child.kill_group();
+                    state.killed = true;
                 }
                 let exit = child.reap().unwrap_or(exit);
+                if state.killed {
+                    child.settle_group(GRACE);
+                }
                 state.exit = Some((exit, Instant::now()));
                 if let Some(f) = feeder.as_mut() {
                     f.fd = None;
@@ -390,6 +394,8 @@ struct Waiting {
     exit: Option<(Exit, Instant)>,
     timed_out: bool,
     kill_at: Option<Instant>,
+    /// retry sent SIGKILL to the attempt.
+    killed: bool,
     interrupted: Option<libc::c_int>,
 }
 
@@ -406,6 +412,7 @@ impl Waiting {
         if self.kill_at.is_some_and(|k| now >= k) {
             child.signal(libc::SIGKILL);
             self.kill_at = None;
+            self.killed = true;
         }
     }
 
@@ -418,6 +425,7 @@ impl Waiting {
             }
             if sig == libc::SIGINT && signals.sigints() >= 2 {
                 child.signal(libc::SIGKILL);
+                self.killed = true;
             } else {
                 child.signal(sig);
             }

@@ -225,6 +225,34 @@ pub fn reap_orphans(keep: &[libc::pid_t]) {
     }
 }
 
+/// After SIGKILL to process group `pgid` (whose leader retry reaped):
+/// reaps the members as they die and become retry's children (retry is a
+/// subreaper), until no process of the group is left or `limit` passes —
+/// so nothing of a killed attempt outlives it, not even as a zombie.
+pub fn reap_group(pgid: libc::pid_t, limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        loop {
+            // SAFETY: zeroed siginfo_t is a valid output buffer for waitid.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: P_PGID with WNOHANG reaps at most one exited child of
+            // ours in that group; info is a valid out-pointer.
+            let ret = unsafe {
+                libc::waitid(libc::P_PGID, pgid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG)
+            };
+            // SAFETY: waitid filled the SIGCHLD fields (si_pid 0: none).
+            if ret != 0 || unsafe { info.si_pid() } == 0 {
+                break;
+            }
+        }
+        // SAFETY: signal 0 only checks whether any member (zombies too) exists.
+        if unsafe { libc::kill(-pgid, 0) } != 0 || std::time::Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Makes retry a child subreaper: orphaned descendants of an attempt are
 /// re-parented to retry (not to a PID 1 that may never reap them), so
 /// retry can reap them and nothing of an attempt is left as a zombie.

@@ -44,7 +44,12 @@ fn a_signal_during_the_sleep_ends_retry_at_once_with_128_plus_n() {
     let t = T::new();
     let mut child = t.spawn(&["-n", "5", "--wait", "30s", "sh", "-c", "touch started; exit 1"]);
     t.wait_for("started");
-    std::thread::sleep(Duration::from_millis(100));
+    // The attempt is over when retry is the test's only live process.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while t.live_processes() != [child.id()] {
+        assert!(Instant::now() < deadline, "the attempt did not end");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let start = Instant::now();
     kill(child.id(), libc::SIGTERM);
     let status = wait_exit(&mut child);
@@ -56,8 +61,8 @@ fn a_signal_during_the_sleep_ends_retry_at_once_with_128_plus_n() {
 #[test]
 fn an_attempt_killed_by_sigint_makes_retry_die_by_sigint() {
     let t = T::new();
-    let mut child = t.spawn(&["-n", "5", "--wait", "10ms", "sh", "-c", "touch started; sleep 30"]);
-    t.wait_for("started");
+    let mut child = t.spawn(&["-n", "5", "--wait", "10ms", "sh", "-c", "exec sleep 30"]);
+    t.wait_for_process("sleep");
     kill(child.id(), libc::SIGINT);
     let status = wait_exit(&mut child);
     assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");

@@ -79,6 +79,17 @@ impl T {
         }
     }
 
+    /// Waits (up to 20 s) until a live process of this test runs `comm`.
+    /// Safer than a file the child touches before it execs: a shell that
+    /// gets a signal between two commands may defer it (dash does).
+    pub fn wait_for_process(&self, comm: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.live_processes().iter().any(|p| proc_stat(*p).is_some_and(|s| s.comm == comm)) {
+            assert!(Instant::now() < deadline, "no process {comm} appeared");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Live processes (not zombies) that carry this test's marker.
     pub fn live_processes(&self) -> Vec<u32> {
         let needle = format!("RETRY_TEST_MARKER={}", self.marker);
