@@ -5,7 +5,7 @@
 //!         └→ config ─ usage error ─▶ 125
 //!              └→ run: exec (child + pipes + stdin) → predicate → classify
 //!                   ↺ Retry: backoff.next() → sleep (signals, --max-time)
-//!                   └→ Outcome → report; status → exit (re-raise 128+N)
+//!                   └→ Outcome → report (+ --summary); status → exit (re-raise 128+N)
 //! ```
 //!
 //! Pure logic (`parse`, `backoff`, `classify`, `status`) has no I/O, clock
