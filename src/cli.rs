@@ -28,28 +28,50 @@ need no quoting: `retry -n 5 curl -fsS URL`.";
 
 const EXAMPLES: &str = "\
 Examples:
-  Retry a download 5 times with exponential backoff from 1s, capped at 30s:
-    $ retry -n 5 --max-wait 30s -- curl -fsS -o page.html https://example.org
+  Download with exponential backoff (1s, 2s, 4s... capped at 30s, full jitter), 5 retries:
+    $ retry -n 5 --max-wait 30s --jitter full -- curl -fsS -o page.html https://example.org
 
-  Retry only on timeouts and connection errors, with full jitter:
-    $ retry --retry-on-exit 7,28 --jitter full -- curl -fsS https://example.org
+  Retry only when curl cannot resolve the host (exit 6), connect (7) or times out (28):
+    $ retry --retry-on-exit 6,7,28 -- curl -fsS https://example.org
 
-  A CI step that gives up after 10 minutes whatever happens:
-    $ retry -n 10 --algo fibonacci --max-time 10m -- make integration-test
+  A CI step (GitHub Actions): each failed attempt is a warning annotation, giving up an error,
+  and a JSON report of every attempt is kept for upload:
+    $ retry --log-format github -n 3 -t 10m --summary retry.json -- make integration-test
 
-  A cron job spread over a minute, never running past the next one:
-    $ retry --splay 1m --max-time 4m -n 20 -- ./sync.sh
+  A cron job run by a fleet every 5 minutes: start at a random second of the first minute,
+  and never run into the next run:
+    $ retry --splay 1m --max-time 4m --forever -w 10s --max-wait 1m -- ./sync.sh
 
-  Kill an attempt after 30s (the whole process group), SIGKILL 5s later:
+  Wait until a service says it is ready (a jq expression on its JSON output), for 2 minutes:
+    $ retry --forever --max-time 2m --until '.status == \"ok\"' -- curl -fsS localhost:8080/health
+
+  Send the same request body on every attempt (stdin is recorded, then replayed):
+    $ printf '{\"id\": 7}' | retry --stdin replay -- curl -fsS -d @- https://example.org/api
+
+  Kill an attempt after 30s (its whole process group), SIGKILL it 5s later:
     $ retry -t 30s --kill-after 5s -- ./flaky-test.sh
 
   See the delays a schedule would use, without running anything:
     $ retry --dry-run -n 6 --algo fibonacci --wait 2s
 
-Exit status: 0 on success; otherwise the last attempt's status (124 if it timed \
-out, 128+N if it died of signal N); 125 for retry's own errors (bad options); 126/127 \
-when COMMAND cannot be executed / is not found; 128+N when retry was ended by signal \
-N between attempts.";
+Environment:
+  Each attempt gets RETRY_ATTEMPT (1, 2, ...), RETRY_MAX_ATTEMPTS (empty with --forever), \
+RETRY_LAST_STATUS (empty on attempt 1) and RETRY_STATE_DIR (a directory that lasts for the \
+whole run).
+
+Exit status:
+  0 on success; otherwise the last attempt's status (124 if it timed out, 128+N if it died \
+of signal N; 1 if it exited 0 but failed --until/--until-match); 125 for retry's own errors \
+(bad options); 126/127 when COMMAND cannot be executed / is not found; 128+N when retry was \
+ended by signal N between attempts.";
+
+const SHORT_EXAMPLES: &str = "\
+Examples:
+  retry -n 5 --max-wait 30s -- curl -fsS -o page.html https://example.org
+  retry --until '.status == \"ok\"' -- curl -fsS https://example.org/health
+  retry --log-format github -n 3 -- make integration-test
+
+Run 'retry --help' for details and more examples.";
 
 /// `--algo`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -102,7 +124,7 @@ pub enum StdinMode {
     about = ABOUT,
     long_about = LONG_ABOUT,
     after_long_help = EXAMPLES,
-    after_help = "Run 'retry --help' for details and examples.",
+    after_help = SHORT_EXAMPLES,
     max_term_width = 100,
     disable_help_subcommand = true,
 )]
@@ -318,10 +340,48 @@ pub struct Cli {
     pub verbose: bool,
 
     /// Format of retry's messages on stderr [default: text]
+    ///
+    /// text: `retry: ` lines for people, and a live countdown during a sleep over a second
+    /// when stderr is a terminal. json: one JSON object per line, with an "event" field
+    /// (attempt, done, ...; see the README for every event and field). github: GitHub
+    /// Actions workflow commands, a ::warning:: per failed attempt and an ::error:: when
+    /// retry gives up, shown as annotations of the step.
     #[arg(allow_hyphen_values = true, long, value_enum, value_name = "FORMAT", help_heading = "Messages")]
     pub log_format: Option<LogFormat>,
+
+    /// At the end of the run, write a JSON report of it to FILE (atomically)
+    ///
+    /// Written on success, when retry gives up, on a stop rule, at --max-time, when COMMAND
+    /// cannot run, and when a signal ends retry: the command, the options in force, each
+    /// attempt (start time, duration, status, verdict, reason, the sleep after it) and the
+    /// outcome. FILE's directory must exist. With --forever only the first and last 100
+    /// attempts are listed, plus a count of those left out.
+    #[arg(allow_hyphen_values = true, long, value_name = "FILE", help_heading = "Messages")]
+    pub summary: Option<PathBuf>,
 
     /// The command to run, then its arguments (no shell; use `sh -c '...'` for one)
     #[arg(value_name = "COMMAND", trailing_var_arg = true, required_unless_present = "dry_run")]
     pub command: Vec<OsString>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_first_line_of_each_flag_fits_a_line_of_short_help() {
+        for arg in Cli::command().get_arguments() {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(!help.is_empty(), "{} has no help", arg.get_id());
+            assert!(!help.contains('\n'), "{}: {help}", arg.get_id());
+            assert!(help.chars().count() <= 100, "{} help is long: {help}", arg.get_id());
+        }
+    }
 }

@@ -82,6 +82,8 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     pub verbosity: Verbosity,
     pub log_format: LogFormat,
+    /// `--summary FILE`; its directory exists (checked here).
+    pub summary: Option<PathBuf>,
 }
 
 impl Config {
@@ -129,6 +131,9 @@ impl Config {
             (Some(StdoutMode::Live), false) | (None, false) => Stdout::Live,
             (None, true) => Stdout::Captured { tee: false },
         };
+        if let Some(path) = &cli.summary {
+            crate::summary::check_target(path)?;
+        }
         if cli.command.first().is_some_and(|c| c.is_empty()) {
             return Err(Error::usage("COMMAND", "", "the command name is empty"));
         }
@@ -175,6 +180,7 @@ impl Config {
             state_dir: cli.state_dir,
             verbosity,
             log_format: cli.log_format.unwrap_or(LogFormat::Text),
+            summary: cli.summary,
         })
     }
 

@@ -5,7 +5,7 @@
 //!         └→ config ─ usage error ─▶ 125
 //!              └→ run: exec (child + pipes + stdin) → predicate → classify
 //!                   ↺ Retry: backoff.next() → sleep (signals, --max-time)
-//!                   └→ Outcome → report; status → exit (re-raise 128+N)
+//!                   └→ Outcome → report (+ --summary); status → exit (re-raise 128+N)
 //! ```
 //!
 //! Pure logic (`parse`, `backoff`, `classify`, `status`) has no I/O, clock
@@ -25,6 +25,7 @@ pub mod child;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod countdown;
 pub mod error;
 pub mod exec;
 pub mod parse;
@@ -34,6 +35,7 @@ pub mod run;
 pub mod signals;
 pub mod status;
 pub mod stdin;
+pub mod summary;
 pub mod sys;
 
 use cli::{Cli, LogFormat};
@@ -69,11 +71,14 @@ pub fn main_entry() -> ExitCode {
     if cfg.dry_run {
         return dry_run(&cfg);
     }
-    let report = Reporter::new(cfg.log_format, cfg.verbosity);
+    let recorder = cfg.summary.as_deref().map(|path| summary::Recorder::new(&cfg, path));
+    let report = Reporter::new(cfg.log_format, cfg.verbosity).with_summary(recorder);
     let mut signals = match signals::Signals::install() {
         Ok(s) => s,
         Err(e) => {
-            report.error(Error::io("cannot install signal handlers", e).to_string());
+            let e = Error::io("cannot install signal handlers", e);
+            report.error(e.to_string());
+            report.write_summary(Some(&e));
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -82,6 +87,7 @@ pub fn main_entry() -> ExitCode {
             let code = outcome.exit_code();
             // Clean up (state dir) before a re-raised signal ends us.
             drop(resources);
+            report.write_summary(None);
             if let Some(sig) = outcome.reraise() {
                 sys::die_by_signal(sig);
             }
@@ -89,6 +95,7 @@ pub fn main_entry() -> ExitCode {
         }
         Err(e) => {
             report.error(e.to_string());
+            report.write_summary(Some(&e));
             ExitCode::from(EXIT_USAGE)
         }
     }

@@ -243,6 +243,32 @@ pub fn human(d: Duration) -> String {
     out
 }
 
+/// A URL with its password replaced by `***`, for every output that shows
+/// one (logs, `--summary`, `-v`): `redis://user:secret@host:6379/0` →
+/// `redis://user:***@host:6379/0`, `redis://:pass@h` → `redis://:***@h`.
+/// Text without `://` (`file:DIR`, a path) or without a password comes back
+/// unchanged. The authority ends at the first `/`, `?` or `#` after `://`,
+/// and the user info at its last `@`, so a raw `@` in a password is masked
+/// too.
+pub fn mask_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let authority_start = scheme_end + 3;
+    let rest = &url[authority_start..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let Some(colon) = authority[..at].find(':') else {
+        return url.to_string();
+    };
+    let password_start = authority_start + colon + 1;
+    let password_end = authority_start + at;
+    format!("{}***{}", &url[..password_start], &url[password_end..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,5 +374,26 @@ mod tests {
         assert_eq!(human(Duration::from_secs(192)), "3m12s");
         assert_eq!(human(Duration::from_secs(7500)), "2h5m");
         assert!(human(Duration::MAX).ends_with('s'));
+    }
+
+    #[test]
+    fn urls_are_masked() {
+        for (url, want) in [
+            ("redis://user:secret@host:6379/0", "redis://user:***@host:6379/0"),
+            ("rediss://user:secret@host:6380/2#jobs", "rediss://user:***@host:6380/2#jobs"),
+            ("redis://:pass@h", "redis://:***@h"),
+            ("redis://u:p@ss@host/1", "redis://u:***@host/1"),
+            ("redis://:@h", "redis://:***@h"),
+            ("redis://user@host:6379", "redis://user@host:6379"),
+            ("redis://host:6379/0", "redis://host:6379/0"),
+            ("redis://host/0#a:b@c", "redis://host/0#a:b@c"),
+            ("file:/var/lib/retry", "file:/var/lib/retry"),
+            ("file:", "file:"),
+            ("", ""),
+            ("/tmp/x:y@z", "/tmp/x:y@z"),
+            ("rediss://ü:pässwörd@höst", "rediss://ü:***@höst"),
+        ] {
+            assert_eq!(mask_url(url), want, "{url}");
+        }
     }
 }

@@ -3,15 +3,19 @@
 //! workflow commands (`--log-format github`). Every message goes through
 //! an [`Event`], so the three formats say the same things.
 
-use std::io::Write as _;
-use std::time::Duration;
+use std::cell::RefCell;
+use std::io::{IsTerminal as _, Write as _};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::cli::LogFormat;
 use crate::config::Verbosity;
+use crate::countdown::Countdown;
+use crate::error::Error;
 use crate::parse::human;
 use crate::status::{End, Outcome};
+use crate::summary::{AttemptRecord, EndRecord, Recorder};
 
 /// What happens after a failed attempt.
 #[derive(Clone, Debug, PartialEq)]
@@ -82,15 +86,48 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Writes events to stderr in the chosen format.
+/// Writes events to stderr in the chosen format, and hands them to the
+/// `--summary` recorder when there is one.
 pub struct Reporter {
     format: LogFormat,
     verbosity: Verbosity,
+    /// Text on a terminal, not `-q`: sleeps over a second show a countdown.
+    countdown: bool,
+    summary: Option<RefCell<Recorder>>,
 }
 
 impl Reporter {
     pub fn new(format: LogFormat, verbosity: Verbosity) -> Reporter {
-        Reporter { format, verbosity }
+        let countdown = format == LogFormat::Text
+            && verbosity != Verbosity::Quiet
+            && std::io::stderr().is_terminal()
+            && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
+        Reporter { format, verbosity, countdown, summary: None }
+    }
+
+    /// Records the run for `--summary`.
+    pub fn with_summary(mut self, recorder: Option<Recorder>) -> Reporter {
+        self.summary = recorder.map(RefCell::new);
+        self
+    }
+
+    /// Writes the `--summary` file, if one was asked for; `error` is retry's
+    /// own failure that ended the run. A failure to write it is reported
+    /// (even with `-q`) but does not change the exit status.
+    pub fn write_summary(&self, error: Option<&Error>) {
+        let Some(summary) = &self.summary else { return };
+        let result = summary.borrow().write(error);
+        if let Err(e) = result {
+            self.error(e.to_string());
+        }
+    }
+
+    /// A live countdown for a sleep until `wake` before attempt `next`, when
+    /// stderr is a terminal, the format is text, not `-q`, and the sleep is
+    /// over a second.
+    pub fn countdown(&self, next: u32, total: Option<u32>, wake: Instant) -> Option<Countdown> {
+        let long = wake.saturating_duration_since(Instant::now()) > Duration::from_secs(1);
+        (self.countdown && long).then(|| Countdown::new(of(next, total)))
     }
 
     pub fn verbose(&self) -> bool {
@@ -127,6 +164,9 @@ impl Reporter {
     }
 
     pub fn attempt_start(&self, attempt: u32, total: Option<u32>) {
+        if let Some(summary) = &self.summary {
+            summary.borrow_mut().attempt_started();
+        }
         if !self.verbose() {
             return;
         }
@@ -156,6 +196,20 @@ impl Reporter {
             reason,
             delay_ms: delay.map(ms),
         };
+        if let (Some(summary), Event::Attempt { reason, delay_ms, .. }) = (&self.summary, &event) {
+            summary.borrow_mut().attempt(AttemptRecord {
+                attempt: a.attempt,
+                started_at: String::new(),
+                duration_ms: ms(a.duration),
+                status: a.status,
+                exit_code: a.exit_code,
+                signal: a.signal,
+                timed_out: a.timed_out,
+                verdict: a.verdict.to_string(),
+                reason: reason.clone(),
+                delay_ms: *delay_ms,
+            });
+        }
         // A spawn failure was said by its error line already.
         let spawn_failure = a.exit_code.is_none() && a.signal.is_none() && !a.timed_out;
         if a.verdict == "success" || (spawn_failure && matches!(a.next, Next::Stop(_))) {
@@ -195,6 +249,9 @@ impl Reporter {
             elapsed_ms: ms(elapsed),
             signal,
         };
+        if let Some(summary) = &self.summary {
+            summary.borrow_mut().done(EndRecord { outcome: outcome.end.word(), status, signal, elapsed });
+        }
         let n = outcome.attempts;
         let attempts = if n == 1 { "1 attempt".to_string() } else { format!("{n} attempts") };
         let took = human(elapsed);
@@ -242,7 +299,8 @@ impl Reporter {
 
     pub fn warning(&self, message: String) {
         let text = format!("warning: {message}");
-        self.emit(&Event::Warning { message }, Some(text.clone()), Some(("warning", text)));
+        let github = ("warning", message.clone());
+        self.emit(&Event::Warning { message }, Some(text), Some(github));
     }
 
     /// Why retry exits 125, 126 or 127; shown even with `-q`.

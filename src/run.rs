@@ -184,7 +184,7 @@ impl Run<'_> {
             if self.past_deadline(wake) {
                 return Ok(outcome);
             }
-            if let Some(sig) = self.sleep_until(wake) {
+            if let Some(sig) = self.sleep_until(wake, 1) {
                 outcome.end = End::Interrupted { signal: sig, during_sleep: true };
                 return Ok(outcome);
             }
@@ -259,7 +259,7 @@ impl Run<'_> {
                 outcome.end = End::Interrupted { signal: sig, during_sleep: true };
                 return Ok(outcome);
             }
-            if let Some(sig) = self.sleep_until(wake) {
+            if let Some(sig) = self.sleep_until(wake, n + 1) {
                 outcome.end = End::Interrupted { signal: sig, during_sleep: true };
                 return Ok(outcome);
             }
@@ -588,15 +588,23 @@ impl Run<'_> {
         }
     }
 
-    /// Sleeps until `wake` (`None`: forever); returns a signal that ended it.
-    fn sleep_until(&mut self, wake: Option<Instant>) -> Option<libc::c_int> {
+    /// Sleeps until `wake` (`None`: forever) before attempt `next`; returns a
+    /// signal that ended it. On a terminal a countdown line shows meanwhile;
+    /// it only shortens the single polls (to redraw), never moves `wake`, and
+    /// is erased when this returns (by its `Drop`).
+    fn sleep_until(&mut self, wake: Option<Instant>, next: u32) -> Option<libc::c_int> {
+        let mut countdown = wake.and_then(|w| self.report.countdown(next, self.cfg.attempts, w));
         loop {
             let now = Instant::now();
             if wake.is_some_and(|w| now >= w) {
                 return None;
             }
+            let until = match (&mut countdown, wake) {
+                (Some(c), Some(w)) => Some(c.tick(now, w)),
+                _ => wake,
+            };
             let mut fds = [sys::pollfd(self.signals.fd(), libc::POLLIN)];
-            let _ = sys::poll(&mut fds, wake.map(|w| w.saturating_duration_since(now)));
+            let _ = sys::poll(&mut fds, until.map(|u| u.saturating_duration_since(now)));
             if let Some(sig) = self.signals.take().first() {
                 return Some(*sig);
             }

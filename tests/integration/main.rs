@@ -2,6 +2,10 @@
 //! built `retry` against small child scripts in `tests/fixtures/`.
 
 mod core;
+mod countdown;
+mod generated;
 mod output;
+mod report;
 mod signals;
+mod summary;
 mod util;

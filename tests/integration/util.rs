@@ -34,7 +34,7 @@ impl T {
         self.dir.path().join(name)
     }
 
-    fn env(&self, cmd: &mut StdCommand) {
+    pub fn env(&self, cmd: &mut StdCommand) {
         cmd.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", self.dir.path())

@@ -1,0 +1,73 @@
+
+using namespace System.Management.Automation
+using namespace System.Management.Automation.Language
+
+Register-ArgumentCompleter -Native -CommandName 'retry' -ScriptBlock {
+    param($wordToComplete, $commandAst, $cursorPosition)
+
+    $commandElements = $commandAst.CommandElements
+    $command = @(
+        'retry'
+        for ($i = 1; $i -lt $commandElements.Count; $i++) {
+            $element = $commandElements[$i]
+            if ($element -isnot [StringConstantExpressionAst] -or
+                $element.StringConstantType -ne [StringConstantType]::BareWord -or
+                $element.Value.StartsWith('-') -or
+                $element.Value -eq $wordToComplete) {
+                break
+        }
+        $element.Value
+    }) -join ';'
+
+    $completions = @(switch ($command) {
+        'retry' {
+            [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Retries after the first attempt (total attempts = N+1; 0 = run once)')
+            [CompletionResult]::new('--retries', '--retries', [CompletionResultType]::ParameterName, 'Retries after the first attempt (total attempts = N+1; 0 = run once)')
+            [CompletionResult]::new('-t', '-t', [CompletionResultType]::ParameterName, 'Time limit of each attempt; an attempt over it is killed and counts as status 124')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Time limit of each attempt; an attempt over it is killed and counts as status 124')
+            [CompletionResult]::new('--kill-after', '--kill-after', [CompletionResultType]::ParameterName, 'After the timeout signal, SIGKILL the process group if still alive [default: 10s]')
+            [CompletionResult]::new('--kill-signal', '--kill-signal', [CompletionResultType]::ParameterName, 'Signal sent on timeout: a name (TERM, SIGINT) or a number [default: TERM]')
+            [CompletionResult]::new('--max-time', '--max-time', [CompletionResultType]::ParameterName, 'Budget for the whole run, from retry''s start')
+            [CompletionResult]::new('--algo', '--algo', [CompletionResultType]::ParameterName, 'Backoff algorithm: the delay before retry k [default: exponential]')
+            [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Base delay w of the backoff; 0 = no delay [default: 1s]')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Base delay w of the backoff; 0 = no delay [default: 1s]')
+            [CompletionResult]::new('--multiplier', '--multiplier', [CompletionResultType]::ParameterName, 'Growth factor m of exponential backoff, a decimal >= 1 [default: 2]')
+            [CompletionResult]::new('--max-wait', '--max-wait', [CompletionResultType]::ParameterName, 'Cap on each delay, applied before jitter')
+            [CompletionResult]::new('-j', '-j', [CompletionResultType]::ParameterName, 'Randomize each delay d: sleep uniform in [(1−F)·d, d]; F in [0,1], none, equal, full')
+            [CompletionResult]::new('--jitter', '--jitter', [CompletionResultType]::ParameterName, 'Randomize each delay d: sleep uniform in [(1−F)·d, d]; F in [0,1], none, equal, full')
+            [CompletionResult]::new('--reset-after', '--reset-after', [CompletionResultType]::ParameterName, 'An attempt that ran at least this long before failing resets the backoff')
+            [CompletionResult]::new('--splay', '--splay', [CompletionResultType]::ParameterName, 'Sleep a random time in [0, DURATION] before the first attempt')
+            [CompletionResult]::new('--seed', '--seed', [CompletionResultType]::ParameterName, 'Seed the random generators: the same seed and options give the same sleeps')
+            [CompletionResult]::new('--on-retry', '--on-retry', [CompletionResultType]::ParameterName, 'Run `sh -c CMD` after each failed attempt that will be retried, before the sleep')
+            [CompletionResult]::new('--retry-on-exit', '--retry-on-exit', [CompletionResultType]::ParameterName, 'Retry only these statuses, e.g. 1,7,75-78,124')
+            [CompletionResult]::new('--stop-on-exit', '--stop-on-exit', [CompletionResultType]::ParameterName, 'Never retry these statuses (wins over every retry rule)')
+            [CompletionResult]::new('--retry-on-stderr', '--retry-on-stderr', [CompletionResultType]::ParameterName, 'Retry only if a line of the attempt''s stderr matched REGEX (repeatable)')
+            [CompletionResult]::new('--retry-on-stdout', '--retry-on-stdout', [CompletionResultType]::ParameterName, 'Retry only if a line of the attempt''s stdout matched REGEX (repeatable)')
+            [CompletionResult]::new('--stop-on-stderr', '--stop-on-stderr', [CompletionResultType]::ParameterName, 'A stderr line matching REGEX makes the failure permanent (repeatable)')
+            [CompletionResult]::new('--stop-on-stdout', '--stop-on-stdout', [CompletionResultType]::ParameterName, 'A stdout line matching REGEX makes the failure permanent (repeatable)')
+            [CompletionResult]::new('--retry-if', '--retry-if', [CompletionResultType]::ParameterName, 'Retry only if the jq EXPR is true on the attempt''s context object (repeatable)')
+            [CompletionResult]::new('--until', '--until', [CompletionResultType]::ParameterName, 'Succeed only if the jq EXPR is true on the attempt''s stdout as JSON (repeatable)')
+            [CompletionResult]::new('--until-match', '--until-match', [CompletionResultType]::ParameterName, 'Succeed only if a line of the attempt''s stdout matches REGEX (repeatable)')
+            [CompletionResult]::new('--stdout', '--stdout', [CompletionResultType]::ParameterName, 'live: stream each attempt''s stdout; final: only the accepted attempt''s')
+            [CompletionResult]::new('--stdin', '--stdin', [CompletionResultType]::ParameterName, 'pass: attempts inherit stdin; replay: every attempt gets the same stdin bytes')
+            [CompletionResult]::new('--state-dir', '--state-dir', [CompletionResultType]::ParameterName, 'Keep RETRY_STATE_DIR in DIR (created 0700 if missing) instead of a fresh temp dir')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Format of retry''s messages on stderr [default: text]')
+            [CompletionResult]::new('--summary', '--summary', [CompletionResultType]::ParameterName, 'At the end of the run, write a JSON report of it to FILE (atomically)')
+            [CompletionResult]::new('--forever', '--forever', [CompletionResultType]::ParameterName, 'Retry without limit (until success, a stop rule, --max-time or a signal)')
+            [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Print the planned delays and exit without running anything')
+            [CompletionResult]::new('--foreground', '--foreground', [CompletionResultType]::ParameterName, 'Run COMMAND in retry''s process group, for commands that need the terminal')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print nothing but errors about retry itself')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print nothing but errors about retry itself')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Also print the command, each attempt''s start and the rule that decided')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Also print the command, each attempt''s start and the rule that decided')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+    })
+
+    $completions.Where{ $_.CompletionText -like "$wordToComplete*" } |
+        Sort-Object -Property ListItemText
+}

@@ -1,0 +1,67 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[retry] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'retry'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'retry'= {
+            cand -n 'Retries after the first attempt (total attempts = N+1; 0 = run once)'
+            cand --retries 'Retries after the first attempt (total attempts = N+1; 0 = run once)'
+            cand -t 'Time limit of each attempt; an attempt over it is killed and counts as status 124'
+            cand --timeout 'Time limit of each attempt; an attempt over it is killed and counts as status 124'
+            cand --kill-after 'After the timeout signal, SIGKILL the process group if still alive [default: 10s]'
+            cand --kill-signal 'Signal sent on timeout: a name (TERM, SIGINT) or a number [default: TERM]'
+            cand --max-time 'Budget for the whole run, from retry''s start'
+            cand --algo 'Backoff algorithm: the delay before retry k [default: exponential]'
+            cand -w 'Base delay w of the backoff; 0 = no delay [default: 1s]'
+            cand --wait 'Base delay w of the backoff; 0 = no delay [default: 1s]'
+            cand --multiplier 'Growth factor m of exponential backoff, a decimal >= 1 [default: 2]'
+            cand --max-wait 'Cap on each delay, applied before jitter'
+            cand -j 'Randomize each delay d: sleep uniform in [(1−F)·d, d]; F in [0,1], none, equal, full'
+            cand --jitter 'Randomize each delay d: sleep uniform in [(1−F)·d, d]; F in [0,1], none, equal, full'
+            cand --reset-after 'An attempt that ran at least this long before failing resets the backoff'
+            cand --splay 'Sleep a random time in [0, DURATION] before the first attempt'
+            cand --seed 'Seed the random generators: the same seed and options give the same sleeps'
+            cand --on-retry 'Run `sh -c CMD` after each failed attempt that will be retried, before the sleep'
+            cand --retry-on-exit 'Retry only these statuses, e.g. 1,7,75-78,124'
+            cand --stop-on-exit 'Never retry these statuses (wins over every retry rule)'
+            cand --retry-on-stderr 'Retry only if a line of the attempt''s stderr matched REGEX (repeatable)'
+            cand --retry-on-stdout 'Retry only if a line of the attempt''s stdout matched REGEX (repeatable)'
+            cand --stop-on-stderr 'A stderr line matching REGEX makes the failure permanent (repeatable)'
+            cand --stop-on-stdout 'A stdout line matching REGEX makes the failure permanent (repeatable)'
+            cand --retry-if 'Retry only if the jq EXPR is true on the attempt''s context object (repeatable)'
+            cand --until 'Succeed only if the jq EXPR is true on the attempt''s stdout as JSON (repeatable)'
+            cand --until-match 'Succeed only if a line of the attempt''s stdout matches REGEX (repeatable)'
+            cand --stdout 'live: stream each attempt''s stdout; final: only the accepted attempt''s'
+            cand --stdin 'pass: attempts inherit stdin; replay: every attempt gets the same stdin bytes'
+            cand --state-dir 'Keep RETRY_STATE_DIR in DIR (created 0700 if missing) instead of a fresh temp dir'
+            cand --log-format 'Format of retry''s messages on stderr [default: text]'
+            cand --summary 'At the end of the run, write a JSON report of it to FILE (atomically)'
+            cand --forever 'Retry without limit (until success, a stop rule, --max-time or a signal)'
+            cand --dry-run 'Print the planned delays and exit without running anything'
+            cand --foreground 'Run COMMAND in retry''s process group, for commands that need the terminal'
+            cand -q 'Print nothing but errors about retry itself'
+            cand --quiet 'Print nothing but errors about retry itself'
+            cand -v 'Also print the command, each attempt''s start and the rule that decided'
+            cand --verbose 'Also print the command, each attempt''s start and the rule that decided'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+    ]
+    $completions[$command]
+}

@@ -1,0 +1,43 @@
+complete -c retry -s n -l retries -d 'Retries after the first attempt (total attempts = N+1; 0 = run once)' -r
+complete -c retry -s t -l timeout -d 'Time limit of each attempt; an attempt over it is killed and counts as status 124' -r
+complete -c retry -l kill-after -d 'After the timeout signal, SIGKILL the process group if still alive [default: 10s]' -r
+complete -c retry -l kill-signal -d 'Signal sent on timeout: a name (TERM, SIGINT) or a number [default: TERM]' -r
+complete -c retry -l max-time -d 'Budget for the whole run, from retry\'s start' -r
+complete -c retry -l algo -d 'Backoff algorithm: the delay before retry k [default: exponential]' -r -f -a "exponential\t'w·m^(k−1): 1, 2, 4, 8 … × w'
+linear\t'w·k: 1, 2, 3, 4 … × w'
+fibonacci\t'w·F(k): 1, 1, 2, 3, 5, 8 … × w'
+constant\t'w every time'
+decorrelated\t'uniform(w, 3·previous), AWS "decorrelated jitter"'"
+complete -c retry -s w -l wait -d 'Base delay w of the backoff; 0 = no delay [default: 1s]' -r
+complete -c retry -l multiplier -d 'Growth factor m of exponential backoff, a decimal >= 1 [default: 2]' -r
+complete -c retry -l max-wait -d 'Cap on each delay, applied before jitter' -r
+complete -c retry -s j -l jitter -d 'Randomize each delay d: sleep uniform in [(1−F)·d, d]; F in [0,1], none, equal, full' -r
+complete -c retry -l reset-after -d 'An attempt that ran at least this long before failing resets the backoff' -r
+complete -c retry -l splay -d 'Sleep a random time in [0, DURATION] before the first attempt' -r
+complete -c retry -l seed -d 'Seed the random generators: the same seed and options give the same sleeps' -r
+complete -c retry -l on-retry -d 'Run `sh -c CMD` after each failed attempt that will be retried, before the sleep' -r
+complete -c retry -l retry-on-exit -d 'Retry only these statuses, e.g. 1,7,75-78,124' -r
+complete -c retry -l stop-on-exit -d 'Never retry these statuses (wins over every retry rule)' -r
+complete -c retry -l retry-on-stderr -d 'Retry only if a line of the attempt\'s stderr matched REGEX (repeatable)' -r
+complete -c retry -l retry-on-stdout -d 'Retry only if a line of the attempt\'s stdout matched REGEX (repeatable)' -r
+complete -c retry -l stop-on-stderr -d 'A stderr line matching REGEX makes the failure permanent (repeatable)' -r
+complete -c retry -l stop-on-stdout -d 'A stdout line matching REGEX makes the failure permanent (repeatable)' -r
+complete -c retry -l retry-if -d 'Retry only if the jq EXPR is true on the attempt\'s context object (repeatable)' -r
+complete -c retry -l until -d 'Succeed only if the jq EXPR is true on the attempt\'s stdout as JSON (repeatable)' -r
+complete -c retry -l until-match -d 'Succeed only if a line of the attempt\'s stdout matches REGEX (repeatable)' -r
+complete -c retry -l stdout -d 'live: stream each attempt\'s stdout; final: only the accepted attempt\'s' -r -f -a "live\t'stream each attempt\'s stdout as it arrives'
+final\t'write only the accepted (or last) attempt\'s stdout, at the end'"
+complete -c retry -l stdin -d 'pass: attempts inherit stdin; replay: every attempt gets the same stdin bytes' -r -f -a "pass\t'the attempts inherit retry\'s stdin'
+replay\t'record stdin and give every attempt the same bytes'"
+complete -c retry -l state-dir -d 'Keep RETRY_STATE_DIR in DIR (created 0700 if missing) instead of a fresh temp dir' -r -F
+complete -c retry -l log-format -d 'Format of retry\'s messages on stderr [default: text]' -r -f -a "text\t'`retry: ` lines for people'
+json\t'one JSON object per line'
+github\t'GitHub Actions workflow commands (::warning::, ::error::)'"
+complete -c retry -l summary -d 'At the end of the run, write a JSON report of it to FILE (atomically)' -r -F
+complete -c retry -l forever -d 'Retry without limit (until success, a stop rule, --max-time or a signal)'
+complete -c retry -l dry-run -d 'Print the planned delays and exit without running anything'
+complete -c retry -l foreground -d 'Run COMMAND in retry\'s process group, for commands that need the terminal'
+complete -c retry -s q -l quiet -d 'Print nothing but errors about retry itself'
+complete -c retry -s v -l verbose -d 'Also print the command, each attempt\'s start and the rule that decided'
+complete -c retry -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c retry -s V -l version -d 'Print version'

@@ -1,0 +1,389 @@
+//! `--summary FILE`: a JSON document about the whole run, written
+//! atomically (a temp file in FILE's directory, then a rename) at the end of
+//! every run — success, giving up, a stop rule, `--max-time`, a spawn
+//! failure, an interrupt by signal (before retry re-raises it), and retry's
+//! own errors. The [`Recorder`] collects what the reporter sees; memory
+//! stays bounded with `--forever`: the first [`KEEP_FIRST`] and the last
+//! [`KEEP_LAST`] attempts are kept, the ones between are counted.
+
+use std::collections::VecDeque;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::backoff::Algo;
+use crate::cli::LogFormat;
+use crate::config::{Config, Stdout, Verbosity};
+use crate::error::Error;
+use crate::parse::signal_name;
+
+/// Attempts kept from the start of the run.
+pub const KEEP_FIRST: usize = 100;
+/// Attempts kept from the end of the run.
+pub const KEEP_LAST: usize = 100;
+/// An attempt's `reason` longer than this is cut (at a character boundary).
+pub const REASON_LIMIT: usize = 4096;
+/// The version of the document's layout; bumped when a field changes meaning.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `--summary FILE` must land in a directory that exists: checked before
+/// anything runs, so a typo is a usage error (125), not a lost report.
+pub fn check_target(path: &Path) -> Result<(), Error> {
+    let shown = path.display().to_string();
+    if path.as_os_str().is_empty() {
+        return Err(Error::usage("--summary", shown, "expected a file name"));
+    }
+    if path.is_dir() {
+        return Err(Error::usage("--summary", shown, "is a directory; expected a file name"));
+    }
+    let dir = directory_of(path);
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::usage("--summary", shown, format!("'{}' is not a directory", dir.display()))),
+        Err(e) => {
+            Err(Error::usage("--summary", shown, format!("directory '{}': {}", dir.display(), io_text(&e))))
+        }
+    }
+}
+
+/// The directory the temp file goes to, so that the rename stays on one
+/// file system and is atomic.
+fn directory_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn io_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The options in force, typed (durations in milliseconds, defaults
+/// filled in), not the raw argv. Options whose value is a URL go through
+/// [`crate::parse::mask_url`] so a password never reaches the file.
+#[derive(Serialize, Debug)]
+pub struct Options {
+    /// `-n`; null with `--forever`.
+    pub retries: Option<u32>,
+    pub forever: bool,
+    pub timeout_ms: Option<u64>,
+    pub kill_after_ms: u64,
+    pub kill_signal: String,
+    pub max_time_ms: Option<u64>,
+    pub algo: &'static str,
+    pub wait_ms: u64,
+    pub multiplier: f64,
+    pub max_wait_ms: Option<u64>,
+    pub jitter: f64,
+    pub reset_after_ms: Option<u64>,
+    pub splay_ms: Option<u64>,
+    pub seed: Option<u64>,
+    pub on_retry: Option<String>,
+    pub retry_on_exit: Option<String>,
+    pub stop_on_exit: Option<String>,
+    pub retry_on_stdout: Vec<String>,
+    pub retry_on_stderr: Vec<String>,
+    pub stop_on_stdout: Vec<String>,
+    pub stop_on_stderr: Vec<String>,
+    pub retry_if: Vec<String>,
+    pub until: Vec<String>,
+    pub until_match: Vec<String>,
+    /// `live` or `final`: what is in force, inspection included.
+    pub stdout: &'static str,
+    pub stdin: &'static str,
+    pub foreground: bool,
+    pub state_dir: Option<String>,
+    /// `quiet`, `normal` or `verbose`.
+    pub verbosity: &'static str,
+    pub log_format: &'static str,
+    pub summary: String,
+}
+
+impl Options {
+    pub fn from_config(cfg: &Config, summary: &Path) -> Options {
+        let b = &cfg.backoff;
+        let sources = |ps: &[crate::config::Pattern]| ps.iter().map(|p| p.source.clone()).collect();
+        let exprs = |ps: &[crate::predicate::Predicate]| ps.iter().map(|p| p.source().to_string()).collect();
+        let lossy = |p: &Path| p.to_string_lossy().into_owned();
+        Options {
+            retries: cfg.attempts.map(|t| t.saturating_sub(1)),
+            forever: cfg.attempts.is_none(),
+            timeout_ms: cfg.timeout.map(ms),
+            kill_after_ms: ms(cfg.kill_after),
+            kill_signal: signal_name(cfg.kill_signal),
+            max_time_ms: cfg.max_time.map(ms),
+            algo: match b.algo {
+                Algo::Exponential => "exponential",
+                Algo::Linear => "linear",
+                Algo::Fibonacci => "fibonacci",
+                Algo::Constant => "constant",
+                Algo::Decorrelated => "decorrelated",
+            },
+            wait_ms: ms(b.wait),
+            multiplier: b.multiplier,
+            max_wait_ms: (b.cap != Duration::MAX).then(|| ms(b.cap)),
+            jitter: b.jitter,
+            reset_after_ms: cfg.reset_after.map(ms),
+            splay_ms: cfg.splay.map(ms),
+            seed: cfg.seed,
+            on_retry: cfg.on_retry.as_ref().map(|c| c.to_string_lossy().into_owned()),
+            retry_on_exit: cfg.rules.retry_on_exit.map(|c| c.to_text()),
+            stop_on_exit: cfg.rules.stop_on_exit.map(|c| c.to_text()),
+            retry_on_stdout: sources(&cfg.stdout_rules.retry),
+            retry_on_stderr: sources(&cfg.stderr_rules.retry),
+            stop_on_stdout: sources(&cfg.stdout_rules.stop),
+            stop_on_stderr: sources(&cfg.stderr_rules.stop),
+            retry_if: exprs(&cfg.retry_if),
+            until: exprs(&cfg.until),
+            until_match: sources(&cfg.until_match),
+            stdout: match cfg.stdout {
+                Stdout::Live | Stdout::Captured { tee: true } => "live",
+                Stdout::Captured { tee: false } => "final",
+            },
+            stdin: if cfg.stdin_replay { "replay" } else { "pass" },
+            foreground: cfg.foreground,
+            state_dir: cfg.state_dir.as_deref().map(lossy),
+            verbosity: match cfg.verbosity {
+                Verbosity::Quiet => "quiet",
+                Verbosity::Normal => "normal",
+                Verbosity::Verbose => "verbose",
+            },
+            log_format: match cfg.log_format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+                LogFormat::Github => "github",
+            },
+            summary: lossy(summary),
+        }
+    }
+}
+
+/// One attempt as the summary shows it.
+#[derive(Serialize, Clone, Debug)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    /// RFC 3339, UTC, milliseconds.
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub status: u8,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub verdict: String,
+    pub reason: Option<String>,
+    /// The sleep after this attempt; null when none followed.
+    pub delay_ms: Option<u64>,
+}
+
+/// How the run ended, as the `done` event says it.
+#[derive(Clone, Debug)]
+pub struct EndRecord {
+    pub outcome: &'static str,
+    pub status: u8,
+    pub signal: Option<i32>,
+    pub elapsed: Duration,
+}
+
+/// Collects a run for `--summary`.
+#[derive(Debug)]
+pub struct Recorder {
+    path: PathBuf,
+    command: Vec<String>,
+    options: Options,
+    started_at: SystemTime,
+    start: Instant,
+    /// When the attempt now running started.
+    current_start: Option<SystemTime>,
+    first: Vec<AttemptRecord>,
+    last: VecDeque<AttemptRecord>,
+    omitted: u64,
+    count: u32,
+    end: Option<EndRecord>,
+}
+
+/// The file's layout (README "Summary file").
+#[derive(Serialize)]
+struct Document<'a> {
+    version: u32,
+    command: &'a [String],
+    options: &'a Options,
+    started_at: String,
+    ended_at: String,
+    elapsed_ms: u64,
+    outcome: &'a str,
+    status: u8,
+    signal: Option<i32>,
+    error: Option<&'a str>,
+    attempt_count: u32,
+    attempts_omitted: u64,
+    attempts: Vec<&'a AttemptRecord>,
+}
+
+impl Recorder {
+    pub fn new(cfg: &Config, path: &Path) -> Recorder {
+        Recorder {
+            path: path.to_path_buf(),
+            command: cfg.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+            options: Options::from_config(cfg, path),
+            started_at: SystemTime::now(),
+            start: Instant::now(),
+            current_start: None,
+            first: Vec::new(),
+            last: VecDeque::new(),
+            omitted: 0,
+            count: 0,
+            end: None,
+        }
+    }
+
+    pub fn attempt_started(&mut self) {
+        self.current_start = Some(SystemTime::now());
+    }
+
+    pub fn attempt(&mut self, mut record: AttemptRecord) {
+        if let Some(t) = self.current_start.take() {
+            record.started_at = rfc3339(t);
+        }
+        if let Some(reason) = &mut record.reason {
+            truncate(reason, REASON_LIMIT);
+        }
+        self.count = self.count.saturating_add(1);
+        if self.first.len() < KEEP_FIRST {
+            self.first.push(record);
+            return;
+        }
+        if self.last.len() == KEEP_LAST {
+            self.last.pop_front();
+            self.omitted = self.omitted.saturating_add(1);
+        }
+        self.last.push_back(record);
+    }
+
+    pub fn done(&mut self, end: EndRecord) {
+        self.end = Some(end);
+    }
+
+    /// Writes the document; `error` when retry's own failure ended the run.
+    pub fn write(&self, error: Option<&Error>) -> Result<(), Error> {
+        let message = error.map(|e| e.to_string());
+        let end = match (&self.end, error) {
+            (Some(end), None) => end.clone(),
+            (_, Some(_)) | (None, None) => EndRecord {
+                outcome: "error",
+                status: crate::EXIT_USAGE,
+                signal: None,
+                elapsed: self.start.elapsed(),
+            },
+        };
+        let doc = Document {
+            version: SCHEMA_VERSION,
+            command: &self.command,
+            options: &self.options,
+            started_at: rfc3339(self.started_at),
+            ended_at: rfc3339(SystemTime::now()),
+            elapsed_ms: ms(end.elapsed),
+            outcome: end.outcome,
+            status: end.status,
+            signal: end.signal,
+            error: message.as_deref(),
+            attempt_count: self.count,
+            attempts_omitted: self.omitted,
+            attempts: self.first.iter().chain(self.last.iter()).collect(),
+        };
+        let what = || format!("cannot write --summary '{}'", self.path.display());
+        let mut bytes = serde_json::to_vec_pretty(&doc)
+            .map_err(|e| Error::io(what(), std::io::Error::other(e.to_string())))?;
+        bytes.push(b'\n');
+        write_atomically(&self.path, &bytes).map_err(|e| Error::io(what(), e))
+    }
+}
+
+/// A temp file beside `path`, synced, then renamed over it: a reader sees
+/// the old file or the whole new one, never a part. The temp file is
+/// removed if anything fails on the way.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = tempfile::Builder::new().prefix(".retry-summary-").tempfile_in(directory_of(path))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Cuts `s` to at most `limit` bytes at a character boundary, marking the cut.
+fn truncate(s: &mut String, limit: usize) {
+    if s.len() <= limit {
+        return;
+    }
+    let mut end = limit;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push('…');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u32) -> AttemptRecord {
+        AttemptRecord {
+            attempt: n,
+            started_at: String::new(),
+            duration_ms: 1,
+            status: 1,
+            exit_code: Some(1),
+            signal: None,
+            timed_out: false,
+            verdict: "retry".into(),
+            reason: Some("exit status 1".into()),
+            delay_ms: Some(10),
+        }
+    }
+
+    #[test]
+    fn keeps_the_first_and_last_attempts_and_counts_the_rest() {
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(["retry", "--forever", "true"]).unwrap();
+        let cfg = Config::from_cli(cli).unwrap();
+        let mut r = Recorder::new(&cfg, Path::new("s.json"));
+        let total = (KEEP_FIRST + KEEP_LAST + 1234) as u32;
+        for n in 1..=total {
+            r.attempt_started();
+            r.attempt(record(n));
+        }
+        assert_eq!(r.count, total);
+        assert_eq!(r.first.len(), KEEP_FIRST);
+        assert_eq!(r.last.len(), KEEP_LAST);
+        assert_eq!(r.omitted, 1234);
+        assert_eq!(r.first[0].attempt, 1);
+        assert_eq!(r.last.back().unwrap().attempt, total);
+        assert_eq!(r.last.front().unwrap().attempt, total - KEEP_LAST as u32 + 1);
+        assert!(r.first[0].started_at.ends_with('Z'));
+    }
+
+    #[test]
+    fn long_reasons_are_cut_at_a_character_boundary() {
+        let mut s = "é".repeat(3000);
+        truncate(&mut s, REASON_LIMIT);
+        assert!(s.len() <= REASON_LIMIT + '…'.len_utf8());
+        assert!(s.ends_with('…'));
+        let mut short = "short".to_string();
+        truncate(&mut short, REASON_LIMIT);
+        assert_eq!(short, "short");
+    }
+}
