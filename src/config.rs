@@ -82,6 +82,10 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     pub verbosity: Verbosity,
     pub log_format: LogFormat,
+    /// `--queue DIR`: where the job goes when the run gives up.
+    pub queue: Option<crate::queue::Target>,
+    /// `--max-age`: how long a queued job lives (default in `queue`).
+    pub max_age: Option<Duration>,
 }
 
 impl Config {
@@ -139,6 +143,13 @@ impl Config {
             cli::Algo::Constant => Algo::Constant,
             cli::Algo::Decorrelated => Algo::Decorrelated,
         };
+        if let (Some(age), None, None) = (cli.max_age, &cli.queue, &cli.drain) {
+            return Err(Error::usage(
+                "--max-age",
+                crate::parse::human(age),
+                "it is the life of a queued job: give it with --queue or --drain",
+            ));
+        }
         let verbosity = match (cli.quiet, cli.verbose) {
             (true, _) => Verbosity::Quiet,
             (false, true) => Verbosity::Verbose,
@@ -175,6 +186,8 @@ impl Config {
             state_dir: cli.state_dir,
             verbosity,
             log_format: cli.log_format.unwrap_or(LogFormat::Text),
+            queue: cli.queue.map(crate::queue::Target::new),
+            max_age: cli.max_age,
         })
     }
 
