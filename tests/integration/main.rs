@@ -3,5 +3,6 @@
 
 mod core;
 mod output;
+mod queue;
 mod signals;
 mod util;
