@@ -12,6 +12,10 @@
 //! or global RNG. `unsafe` lives in `sys` (thin syscall wrappers), `child`
 //! (the clone/exec path) and `signals` (the handler), each with SAFETY
 //! notes. jaq is used only by `predicate`; clap types stop at `config`.
+//!
+//! `queue` is the durable queue (`--queue`, `--drain`, `--list`): a job
+//! saves retry's option arguments, and a drain parses them back into a
+//! `Config` and runs the attempt through `run::run_queued`, the same loop.
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -140,17 +140,21 @@ impl Target {
 pub fn prepare(cfg: &mut Config, args: &[OsString]) -> Result<(), Error> {
     let command = &cfg.command;
     let Some(target) = &mut cfg.queue else { return Ok(()) };
-    // COMMAND and its arguments are the tail of argv (option parsing stops
-    // at COMMAND), so the options are what comes before, exactly as given:
-    // parsing `retry OPTIONS COMMAND…` again gives the same options.
-    let options = args.len().checked_sub(command.len()).filter(|_| args.ends_with(command));
-    let Some(end) = options else {
+    let Some(options) = options_before(args, command) else {
         return Err(Error::Conflict("cannot tell retry's options from COMMAND".to_string()));
     };
-    target.options = args.get(1..end).unwrap_or_default().to_vec();
+    target.options = options;
     target.dir = absolute(&target.dir);
     dir::secure_dir(&target.dir, true)?;
     Ok(())
+}
+
+/// retry's arguments before COMMAND, exactly as given. COMMAND and its
+/// arguments are the tail of argv (option parsing stops at COMMAND), so
+/// parsing `retry OPTIONS COMMAND…` again gives the same options.
+fn options_before(args: &[OsString], command: &[OsString]) -> Option<Vec<OsString>> {
+    let end = args.len().checked_sub(command.len()).filter(|_| args.ends_with(command))?;
+    Some(args.get(1..end)?.to_vec())
 }
 
 /// Does a run that ended so go to the queue? Only when it gave up on a
@@ -640,4 +644,61 @@ fn job_config(job: &Job, opts: &DrainOptions, max_time: Option<Duration>) -> Res
             Some(if dir.is_relative() && !cwd.as_os_str().is_empty() { cwd.join(dir) } else { dir });
     }
     Config::from_cli(cli).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::AttemptRecord;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn options_are_what_comes_before_command() {
+        let args = os(&["retry", "-n", "2", "--queue", "q", "--", "curl", "-n", "--", "x"]);
+        let got = options_before(&args, &os(&["curl", "-n", "--", "x"])).unwrap();
+        assert_eq!(got, os(&["-n", "2", "--queue", "q", "--"]));
+        let args = os(&["retry", "--queue", "q", "true"]);
+        assert_eq!(options_before(&args, &os(&["true"])).unwrap(), os(&["--queue", "q"]));
+        assert_eq!(options_before(&args, &os(&["false"])), None);
+    }
+
+    #[test]
+    fn the_next_attempt_is_due_after_the_last_one_plus_the_delay() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut job = Job::corrupt("x", t0, String::new());
+        job.dead = None;
+        let record = |attempt, at: u64| AttemptRecord {
+            attempt,
+            started: t0 + Duration::from_secs(at),
+            duration: Duration::from_secs(2),
+            status: 7,
+            verdict: "retry",
+            reason: Some("exit status 7".to_string()),
+        };
+        let journal = Journal {
+            started: Some(t0),
+            attempts: vec![record(1, 0), record(2, 10)],
+            backoff: (2, Duration::from_secs(8)),
+            next_delay: Some(Duration::from_secs(8)),
+            cut_off: false,
+        };
+        let outcome = Outcome {
+            end: End::Exhausted,
+            last: Some(Status::Exited(7)),
+            validation_failed: false,
+            attempts: 2,
+        };
+        absorb(&mut job, &outcome, &journal, t0 + Duration::from_secs(13));
+        assert_eq!(job.attempts, 2);
+        assert_eq!(job.next_due.0, t0 + Duration::from_secs(20));
+        assert_eq!(job.backoff, Position::new(2, Duration::from_secs(8)));
+        assert_eq!(job.last_status(), Some(7));
+        // Without a delay (no attempt could start) it is due at once.
+        let now = t0 + Duration::from_secs(99);
+        absorb(&mut job, &Outcome { attempts: 0, ..outcome }, &Journal::default(), now);
+        assert_eq!(job.next_due.0, now);
+    }
 }
