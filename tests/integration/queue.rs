@@ -257,13 +257,13 @@ fn a_drained_job_keeps_its_directory_environment_counters_and_state_dir() {
 fn predicates_see_the_jobs_attempt_and_elapsed_time() {
     let t = T::new();
     t.retry()
-        .args(["-n", "0", "--wait", "0", "--queue", &q(&t), "--until", "$attempt >= 2 and $elapsed > 0.3"])
+        .args(["-n", "0", "--wait", "0", "--queue", &q(&t), "--until", "$attempt >= 2 and $elapsed > 1"])
         .args(["echo", "{\"ok\": true}"])
         .assert()
         .code(75)
         // Captured stdout is not written when the job is queued.
         .stdout("");
-    std::thread::sleep(Duration::from_millis(350));
+    std::thread::sleep(Duration::from_millis(1050));
     drain(&t, &[]).code(0).stdout("{\"ok\": true}\n");
 }
 
