@@ -79,6 +79,19 @@ impl<R: Rng> Schedule<R> {
         Schedule { spec, k: 0, prev: Duration::ZERO, rng }
     }
 
+    /// A schedule that continues where another one stopped (a queued job
+    /// in a drain): `k` delays taken, the last one `prev` (capped, before
+    /// jitter), as [`Schedule::position`] reported them.
+    pub fn resume(spec: Backoff, rng: R, k: u32, prev: Duration) -> Self {
+        Schedule { spec, k, prev, rng }
+    }
+
+    /// How many delays were taken and the last one (capped, before jitter):
+    /// what [`Schedule::resume`] needs to continue.
+    pub fn position(&self) -> (u32, Duration) {
+        (self.k, self.prev)
+    }
+
     /// The next delay is again d_1.
     pub fn reset(&mut self) {
         self.k = 0;
@@ -260,6 +273,23 @@ mod tests {
         sched.next();
         sched.reset();
         assert_eq!(sched.next(), Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_resumed_schedule_continues_where_it_stopped() {
+        for algo in [Algo::Exponential, Algo::Fibonacci, Algo::Decorrelated] {
+            let mut whole = Schedule::new(spec(algo), Xoshiro256PlusPlus::seed_from_u64(3));
+            let head: Vec<Duration> = whole.by_ref().take(4).collect();
+            let (k, prev) = whole.position();
+            assert_eq!((k, prev), (4, head[3]));
+            let mut resumed = Schedule::resume(spec(algo), Xoshiro256PlusPlus::seed_from_u64(9), k, prev);
+            let next = resumed.next().unwrap();
+            if algo == Algo::Decorrelated {
+                assert!(next >= Duration::from_secs(1) && next <= prev * 3, "{next:?}");
+            } else {
+                assert_eq!(next, whole.next().unwrap());
+            }
+        }
     }
 
     #[test]

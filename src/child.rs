@@ -13,7 +13,7 @@
 //! `WNOWAIT` so the pid and process group stay reserved until retry reaps
 //! the leader — signalling a group id is safe until then.
 
-use std::ffi::{CString, c_int, c_void};
+use std::ffi::{CStr, CString, c_int, c_void};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
@@ -28,6 +28,8 @@ pub struct Program {
     argv: Vec<CString>,
     /// The name as typed, for messages.
     pub name: String,
+    /// The directory COMMAND runs in (a queued job's); `None`: retry's.
+    pub cwd: Option<CString>,
 }
 
 impl Program {
@@ -61,7 +63,7 @@ impl Program {
                 })
                 .collect::<Result<_, _>>()?
         };
-        Ok(Program { candidates, argv, name })
+        Ok(Program { candidates, argv, name, cwd: None })
     }
 }
 
@@ -84,6 +86,9 @@ pub struct Spawn<'a> {
     pub stderr: Stdio,
     /// Lead a new process group (false for `--foreground`).
     pub own_group: bool,
+    /// Change to this directory before exec (a queued job's saved working
+    /// directory); `None`: retry's own.
+    pub cwd: Option<&'a CStr>,
 }
 
 /// Why COMMAND could not be started.
@@ -118,10 +123,14 @@ struct ChildArgs {
     envp: *const *const libc::c_char,
     fds: [c_int; 3],
     own_group: bool,
+    /// Directory to change to before exec, or null.
+    cwd: *const libc::c_char,
     parent: libc::pid_t,
     errno: c_int,
     /// The failure happened before exec (setpgid, dup2): retry's own.
     setup_failed: bool,
+    /// `chdir(cwd)` failed: the command cannot run there (126).
+    chdir_failed: bool,
     searched: bool,
 }
 
@@ -152,6 +161,13 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             if source >= 0 && libc::dup2(source, target as c_int) < 0 {
                 return fail(args);
             }
+        }
+        // chdir is async-signal-safe; cwd is a prepared C string. A
+        // relative COMMAND or PATH entry is then found from there.
+        if !args.cwd.is_null() && libc::chdir(args.cwd) != 0 {
+            args.errno = *libc::__errno_location();
+            args.chdir_failed = true;
+            libc::_exit(127);
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
@@ -231,10 +247,12 @@ pub fn spawn(req: &Spawn<'_>) -> Result<Child, SpawnError> {
         envp: envp.as_ptr(),
         fds: [fd(req.stdin), fd(req.stdout), fd(req.stderr)],
         own_group: req.own_group,
+        cwd: req.cwd.map_or(ptr::null(), CStr::as_ptr),
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
         errno: 0,
         setup_failed: false,
+        chdir_failed: false,
         searched,
     };
     if candidates.is_empty() {
@@ -275,6 +293,16 @@ pub fn spawn(req: &Spawn<'_>) -> Result<Child, SpawnError> {
         // The child failed before or at exec and has exited: reap it.
         let _ = sys::waitid(pidfd.as_fd(), true, true);
         let err = io::Error::from_raw_os_error(args.errno);
+        if args.chdir_failed {
+            // The command cannot run where it must: like an exec failure.
+            let dir = req.cwd.map(|c| c.to_string_lossy().into_owned()).unwrap_or_default();
+            let text = err.to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+            return Err(SpawnError::CannotExecute(io::Error::new(
+                err.kind(),
+                format!("cannot change to directory '{dir}': {text}"),
+            )));
+        }
         return Err(if args.setup_failed {
             SpawnError::Internal(err)
         } else {

@@ -54,6 +54,10 @@ Examples:
   See the delays a schedule would use, without running anything:
     $ retry --dry-run -n 6 --algo fibonacci --wait 2s
 
+  Keep an upload that keeps failing for up to 3 days, retried by a cron drain:
+    $ retry -n 2 --queue ~/.local/state/retry/queue -- ./upload.sh
+    crontab: */5 * * * * retry --drain ~/.local/state/retry/queue --max-time 4m
+
 Environment:
   Each attempt gets RETRY_ATTEMPT (1, 2, ...), RETRY_MAX_ATTEMPTS (empty with --forever), \
 RETRY_LAST_STATUS (empty on attempt 1) and RETRY_STATE_DIR (a directory that lasts for the \
@@ -61,9 +65,10 @@ whole run).
 
 Exit status:
   0 on success; otherwise the last attempt's status (124 if it timed out, 128+N if it died \
-of signal N; 1 if it exited 0 but failed --until/--until-match); 125 for retry's own errors \
-(bad options); 126/127 when COMMAND cannot be executed / is not found; 128+N when retry was \
-ended by signal N between attempts.";
+of signal N; 1 if it exited 0 but failed --until/--until-match); 75 when --queue kept the \
+job; 125 for retry's own errors (bad options); 126/127 when COMMAND cannot be executed / is \
+not found; 128+N when retry was ended by signal N between attempts. A --drain exits 1 when \
+a job died, else 75 when one was rescheduled, else 0.";
 
 const SHORT_EXAMPLES: &str = "\
 Examples:
@@ -359,8 +364,61 @@ pub struct Cli {
     #[arg(allow_hyphen_values = true, long, value_name = "FILE", help_heading = "Messages")]
     pub summary: Option<PathBuf>,
 
+    // ----- Durable queue -----
+    /// When the run gives up, keep the job in the queue directory DIR and exit 75
+    ///
+    /// When the attempts run out or --max-time is reached, the job is written to DIR
+    /// (created 0700; refused when group- or world-writable or owned by another user):
+    /// COMMAND, the working directory, these options, the environment, the stdin recorded
+    /// by --stdin replay, the attempts so far and when the next attempt is due by the
+    /// backoff schedule. A `retry --drain DIR` (from cron) then retries it for up to
+    /// --max-age. A permanent failure (a stop rule, 126/127) is not queued: retry exits with
+    /// its status as without --queue. Job files are mode 0600: they hold the environment.
+    /// Example: retry -n 2 --wait 1m --queue ~/.local/state/retry/queue -- ./upload.sh
+    #[arg(allow_hyphen_values = true, long, value_name = "DIR", conflicts_with_all = ["drain", "list"],
+          help_heading = "Durable queue")]
+    pub queue: Option<PathBuf>,
+
+    /// Run every due job of the queue DIR once (no COMMAND), then exit 0, 1 or 75
+    ///
+    /// Each due job gets one attempt with its saved options, continuing its backoff: a
+    /// success removes it; a failure reschedules it; a permanent failure (a stop rule,
+    /// 126/127) or a job older than its --max-age moves to DIR/dead/ with the reason.
+    /// Overlapping drains are safe (a job runs in one drain at a time) and a drain killed
+    /// at any point loses no job (one killed mid-run runs again). A drain accepts only
+    /// --max-age (applied to every job), --max-time (its own budget: no job starts after
+    /// it, a job still running at it is killed and rescheduled), --stdout, -q, -v and
+    /// --log-format. Exit 1 when a job died in this drain, else 75 when one was
+    /// rescheduled, else 0 (also when nothing was due).
+    /// Example (crontab): */5 * * * * retry --drain ~/.local/state/retry/queue --max-time 4m
+    #[arg(
+        allow_hyphen_values = true,
+        long,
+        value_name = "DIR",
+        conflicts_with = "list",
+        help_heading = "Durable queue"
+    )]
+    pub drain: Option<PathBuf>,
+
+    /// Print the jobs of the queue DIR and DIR/dead/, one JSON object per line
+    ///
+    /// Fields: id (sorts by creation time), state (queued or dead), argv, attempts,
+    /// next_due (RFC 3339; null when dead), last_status and reason (the last failure of a
+    /// queued job, why a dead one died). Environment values are never printed.
+    #[arg(allow_hyphen_values = true, long, value_name = "DIR", help_heading = "Durable queue")]
+    pub list: Option<PathBuf>,
+
+    /// A queued job older than this (since its first attempt) goes to dead/ [default: 3days]
+    ///
+    /// Given with --queue it is saved in the job; given with --drain it applies to every
+    /// job of that drain. A drain buries a job past its max-age without running it.
+    #[arg(allow_hyphen_values = true, long, value_name = "DURATION", value_parser = parse::duration,
+          help_heading = "Durable queue")]
+    pub max_age: Option<Duration>,
+
     /// The command to run, then its arguments (no shell; use `sh -c '...'` for one)
-    #[arg(value_name = "COMMAND", trailing_var_arg = true, required_unless_present = "dry_run")]
+    #[arg(value_name = "COMMAND", trailing_var_arg = true,
+          required_unless_present_any = ["dry_run", "drain", "list"])]
     pub command: Vec<OsString>,
 }
 

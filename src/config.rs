@@ -84,6 +84,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `--summary FILE`; its directory exists (checked here).
     pub summary: Option<PathBuf>,
+    /// `--queue DIR`: where the job goes when the run gives up.
+    pub queue: Option<crate::queue::Target>,
+    /// `--max-age`: how long a queued job lives (default in `queue`).
+    pub max_age: Option<Duration>,
 }
 
 impl Config {
@@ -144,6 +148,13 @@ impl Config {
             cli::Algo::Constant => Algo::Constant,
             cli::Algo::Decorrelated => Algo::Decorrelated,
         };
+        if let (Some(age), None, None) = (cli.max_age, &cli.queue, &cli.drain) {
+            return Err(Error::usage(
+                "--max-age",
+                crate::parse::human(age),
+                "it is the life of a queued job: give it with --queue or --drain",
+            ));
+        }
         let verbosity = match (cli.quiet, cli.verbose) {
             (true, _) => Verbosity::Quiet,
             (false, true) => Verbosity::Verbose,
@@ -181,6 +192,8 @@ impl Config {
             verbosity,
             log_format: cli.log_format.unwrap_or(LogFormat::Text),
             summary: cli.summary,
+            queue: cli.queue.map(crate::queue::Target::new),
+            max_age: cli.max_age,
         })
     }
 

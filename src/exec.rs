@@ -282,7 +282,8 @@ pub fn run(
     let (stdout, out_child, out_reader) = open(io.stdout).map_err(internal)?;
     let (stderr, err_child, err_reader) = open(io.stderr).map_err(internal)?;
     let started = Instant::now();
-    let spawned = child::spawn(&Spawn { program, env, stdin, stdout, stderr, own_group });
+    let cwd = program.cwd.as_deref();
+    let spawned = child::spawn(&Spawn { program, env, stdin, stdout, stderr, own_group, cwd });
     // The child's ends belong to the child now (or to nobody on failure).
     drop((stdin_child, out_child, err_child));
     let mut child = spawned?;

@@ -12,12 +12,16 @@
 //! or global RNG. `unsafe` lives in `sys` (thin syscall wrappers), `child`
 //! (the clone/exec path) and `signals` (the handler), each with SAFETY
 //! notes. jaq is used only by `predicate`; clap types stop at `config`.
+//!
+//! `queue` is the durable queue (`--queue`, `--drain`, `--list`): a job
+//! saves retry's option arguments, and a drain parses them back into a
+//! `Config` and runs the attempt through `run::run_queued`, the same loop.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 
 pub mod backoff;
 pub mod capture;
@@ -30,6 +34,7 @@ pub mod error;
 pub mod exec;
 pub mod parse;
 pub mod predicate;
+pub mod queue;
 pub mod report;
 pub mod run;
 pub mod signals;
@@ -60,16 +65,26 @@ pub fn main_entry() -> ExitCode {
         return predicate::helper_main();
     }
     sys::ensure_std_fds();
-    let cli = match Cli::try_parse_from(&args) {
+    let matches = match Cli::command().try_get_matches_from(&args) {
+        Ok(m) => m,
+        Err(e) => return clap_error(e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),
     };
-    let cfg = match Config::from_cli(cli) {
+    if cli.drain.is_some() || cli.list.is_some() {
+        return queue::main(cli, &matches);
+    }
+    let mut cfg = match Config::from_cli(cli) {
         Ok(cfg) => cfg,
         Err(e) => return usage_error(&e),
     };
     if cfg.dry_run {
         return dry_run(&cfg);
+    }
+    if let Err(e) = queue::prepare(&mut cfg, &args) {
+        return usage_error(&e);
     }
     let recorder = cfg.summary.as_deref().map(|path| summary::Recorder::new(&cfg, path));
     let report = Reporter::new(cfg.log_format, cfg.verbosity).with_summary(recorder);

@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::io::{IsTerminal as _, Write as _};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -80,20 +81,66 @@ pub enum Event<'a> {
     Warning { message: String },
     /// Why retry exits 125, 126 or 127 (printed even with `-q`).
     Error { message: String },
+    /// `--queue`: the run gave up and its job was written to the queue.
+    Queued { id: String, file: String, attempts: u32, last_status: Option<u8>, next_due: String },
+    /// `--drain`: what became of one job (`result`: succeeded, rescheduled,
+    /// dead or skipped).
+    Job {
+        id: String,
+        result: &'a str,
+        attempts: u32,
+        last_status: Option<u8>,
+        next_due: Option<String>,
+        reason: Option<String>,
+    },
+    /// `--drain`: the drain ended.
+    Drained {
+        dir: String,
+        succeeded: u32,
+        rescheduled: u32,
+        dead: u32,
+        skipped: u32,
+        status: u8,
+        elapsed_ms: u64,
+    },
 }
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// What became of a job in a drain.
+#[derive(Clone, Debug)]
+pub struct JobReport {
+    pub result: JobResult,
+    pub attempts: u32,
+    pub last_status: Option<u8>,
+    /// RFC 3339, and how far from now, when rescheduled.
+    pub next_due: Option<(String, Duration)>,
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobResult {
+    Succeeded,
+    Rescheduled,
+    Dead,
+    Skipped,
+}
+
 /// Writes events to stderr in the chosen format, and hands them to the
 /// `--summary` recorder when there is one.
+#[derive(Clone)]
 pub struct Reporter {
     format: LogFormat,
     verbosity: Verbosity,
     /// Text on a terminal, not `-q`: sleeps over a second show a countdown.
     countdown: bool,
-    summary: Option<RefCell<Recorder>>,
+    summary: Option<Rc<RefCell<Recorder>>>,
+    /// Put before every text line (`job <id>: ` in a drain).
+    prefix: String,
+    /// The job these lines are about (a drain's).
+    job: Option<String>,
 }
 
 impl Reporter {
@@ -102,12 +149,12 @@ impl Reporter {
             && verbosity != Verbosity::Quiet
             && std::io::stderr().is_terminal()
             && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
-        Reporter { format, verbosity, countdown, summary: None }
+        Reporter { format, verbosity, countdown, summary: None, prefix: String::new(), job: None }
     }
 
     /// Records the run for `--summary`.
     pub fn with_summary(mut self, recorder: Option<Recorder>) -> Reporter {
-        self.summary = recorder.map(RefCell::new);
+        self.summary = recorder.map(|r| Rc::new(RefCell::new(r)));
         self
     }
 
@@ -130,6 +177,12 @@ impl Reporter {
         (self.countdown && long).then(|| Countdown::new(of(next, total)))
     }
 
+    /// The same reporter for the lines about one queued job in a drain:
+    /// text lines start with `job <id>: `.
+    pub fn for_job(&self, id: &str) -> Reporter {
+        Reporter { prefix: format!("job {id}: "), job: Some(id.to_string()), ..self.clone() }
+    }
+
     pub fn verbose(&self) -> bool {
         self.verbosity == Verbosity::Verbose
     }
@@ -141,10 +194,10 @@ impl Reporter {
         }
         let line = match self.format {
             LogFormat::Json => serde_json::to_string(event).ok(),
-            LogFormat::Text => text.map(|t| format!("retry: {t}")),
+            LogFormat::Text => text.map(|t| format!("retry: {}{t}", self.prefix)),
             LogFormat::Github => match github {
-                Some((kind, msg)) => Some(format!("::{kind}::{}", github_escape(&msg))),
-                None => text.map(|t| format!("retry: {t}")),
+                Some((kind, msg)) => Some(format!("::{kind}::{}{}", self.prefix, github_escape(&msg))),
+                None => text.map(|t| format!("retry: {}{t}", self.prefix)),
             },
         };
         if let Some(mut line) = line {
@@ -240,7 +293,12 @@ impl Reporter {
         let status = outcome.exit_code();
         let signal = match outcome.end {
             End::Interrupted { signal, .. } => Some(signal),
-            End::Success | End::Exhausted | End::Stopped | End::Deadline | End::ClosedStdout => None,
+            End::Success
+            | End::Exhausted
+            | End::Stopped
+            | End::Deadline
+            | End::ClosedStdout
+            | End::Queued => None,
         };
         let event = Event::Done {
             outcome: outcome.end.word(),
@@ -282,6 +340,8 @@ impl Reporter {
                 let t = format!("stdout is closed; stopping after {attempts} in {took}");
                 (Some(t.clone()), Some(("error", t)))
             }
+            // The `queued` line said it all.
+            End::Queued => (None, None),
         };
         if text.is_some() || self.format == LogFormat::Json {
             self.emit(&event, text, github);
@@ -301,6 +361,99 @@ impl Reporter {
         let text = format!("warning: {message}");
         let github = ("warning", message.clone());
         self.emit(&Event::Warning { message }, Some(text), Some(github));
+    }
+
+    /// `--queue`: where the job went and when it is due.
+    pub fn queued(
+        &self,
+        id: &str,
+        file: &str,
+        outcome: &Outcome,
+        elapsed: Duration,
+        due: (String, Duration),
+    ) {
+        let n = outcome.attempts;
+        let attempts = if n == 1 { "1 attempt".to_string() } else { format!("{n} attempts") };
+        let last = match (outcome.validation_failed, outcome.last) {
+            (true, _) => "validation failed".to_string(),
+            (false, Some(s)) => s.describe(),
+            (false, None) => "no attempt could start".to_string(),
+        };
+        let text = format!(
+            "giving up for now after {attempts} in {}: {last}; queued as {file}, next attempt due at {} (in {})",
+            human(elapsed),
+            due.0,
+            human(due.1)
+        );
+        let event = Event::Queued {
+            id: id.to_string(),
+            file: file.to_string(),
+            attempts: n,
+            last_status: outcome.last.map(|s| s.code()),
+            next_due: due.0,
+        };
+        self.emit(&event, Some(text.clone()), Some(("warning", text)));
+    }
+
+    /// `--drain`: what became of the job (a `for_job` reporter).
+    pub fn job(&self, j: &JobReport) {
+        let (result, text, github) = match j.result {
+            JobResult::Succeeded => {
+                ("succeeded", format!("succeeded on attempt {}; removed from the queue", j.attempts), None)
+            }
+            JobResult::Rescheduled => {
+                let when = j
+                    .next_due
+                    .as_ref()
+                    .map(|(at, d)| format!("; next attempt due at {at} (in {})", human(*d)))
+                    .unwrap_or_default();
+                let t = format!("rescheduled after attempt {}{when}", j.attempts);
+                ("rescheduled", t.clone(), Some(("warning", t)))
+            }
+            JobResult::Dead => {
+                let t = format!("moved to dead/: {}", j.reason.as_deref().unwrap_or("dead"));
+                ("dead", t.clone(), Some(("error", t)))
+            }
+            JobResult::Skipped => {
+                let t = format!("warning: skipped: {}", j.reason.as_deref().unwrap_or("skipped"));
+                ("skipped", t.clone(), Some(("warning", t)))
+            }
+        };
+        let event = Event::Job {
+            id: self.job.clone().unwrap_or_default(),
+            result,
+            attempts: j.attempts,
+            last_status: j.last_status,
+            next_due: j.next_due.as_ref().map(|(at, _)| at.clone()),
+            reason: j.reason.clone(),
+        };
+        self.emit(&event, Some(text), github);
+    }
+
+    /// `--drain`: the counts at the end (text with `-v` only).
+    pub fn drained(&self, dir: &str, d: &crate::status::Drained, elapsed: Duration) {
+        let event = Event::Drained {
+            dir: dir.to_string(),
+            succeeded: d.succeeded,
+            rescheduled: d.rescheduled,
+            dead: d.died,
+            skipped: d.skipped,
+            status: d.exit_code(),
+            elapsed_ms: ms(elapsed),
+        };
+        let text = self.verbose().then(|| {
+            format!(
+                "drained {dir} in {}: {} succeeded, {} rescheduled, {} dead, {} skipped",
+                human(elapsed),
+                d.succeeded,
+                d.rescheduled,
+                d.died,
+                d.skipped
+            )
+        });
+        if text.is_some() || self.format == LogFormat::Json {
+            self.emit(&event, text, None);
+        }
     }
 
     /// Why retry exits 125, 126 or 127; shown even with `-q`.

@@ -8,7 +8,7 @@ use std::io::Seek as _;
 use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt as _, SeedableRng as _};
@@ -58,6 +58,74 @@ pub struct Resources {
     _state_dir: Option<tempfile::TempDir>,
 }
 
+/// A run that continues a queued job (one attempt of it in a drain): what
+/// is not an option but the job's history. The options come from the
+/// job's saved arguments, parsed into a [`Config`] like any run's, so a
+/// drained attempt goes through exactly the same loop.
+pub struct Carry {
+    /// Attempts the job made before this run (`RETRY_ATTEMPT` goes on).
+    pub attempts: u32,
+    /// The last one's status (`RETRY_LAST_STATUS`).
+    pub last: Option<Status>,
+    /// Time since the job's first start (`$elapsed` goes on).
+    pub elapsed: Duration,
+    /// Where its backoff schedule stopped: delays taken, the last one.
+    pub backoff: (u32, Duration),
+    /// Attempts to make in this run (1 in a drain).
+    pub limit: u32,
+    /// `RETRY_STATE_DIR`, kept until the job succeeds or dies.
+    pub state_dir: PathBuf,
+    /// The saved environment; it replaces retry's.
+    pub env: Vec<CString>,
+    /// The saved working directory; `None`: retry's.
+    pub cwd: Option<PathBuf>,
+    /// The stdin recorded by `--stdin replay`; `None`: /dev/null.
+    pub stdin: Option<File>,
+}
+
+/// What a run that may live on in a queue (`--queue`, or a drained job)
+/// keeps about itself.
+#[derive(Debug, Default)]
+pub struct Journal {
+    /// When the run started.
+    pub started: Option<SystemTime>,
+    /// Its attempts, oldest first (at most [`JOURNAL_ATTEMPTS`]).
+    pub attempts: Vec<AttemptRecord>,
+    /// Where the backoff schedule stands: delays taken, the last one.
+    pub backoff: (u32, Duration),
+    /// The schedule's delay before the next attempt, when the run ended on
+    /// a retryable failure.
+    pub next_delay: Option<Duration>,
+    /// The last attempt was killed at `--max-time` (a drain's budget).
+    pub cut_off: bool,
+}
+
+/// Attempts a journal keeps (the most recent), so `--forever` stays bounded.
+pub const JOURNAL_ATTEMPTS: usize = 100;
+
+/// The part of a [`Carry`] the loop reads.
+#[derive(Clone, Copy, Debug)]
+struct Carried {
+    attempts: u32,
+    last: Option<Status>,
+    elapsed: Duration,
+    backoff: (u32, Duration),
+    limit: u32,
+}
+
+/// One finished attempt, as a queued job remembers it.
+#[derive(Clone, Debug)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub started: SystemTime,
+    pub duration: Duration,
+    pub status: u8,
+    /// `success`, `retry` or `stop`.
+    pub verdict: &'static str,
+    /// What went wrong and the rule that decided (as in the `attempt` event).
+    pub reason: Option<String>,
+}
+
 /// Creates an already-unlinked file in TMPDIR (it vanishes even after
 /// SIGKILL).
 fn spill_file() -> Result<File, Error> {
@@ -87,6 +155,13 @@ struct Run<'a> {
     start: Instant,
     deadline: Option<Instant>,
     stdout_fifo: bool,
+    /// The wall clock at `start`, for the journal.
+    wall: SystemTime,
+    /// A drained job's past.
+    carried: Option<Carried>,
+    /// The job's recorded stdin (or /dev/null) when `carried`.
+    stdin_file: Option<File>,
+    journal: Option<Journal>,
 }
 
 /// One attempt's facts beyond its status.
@@ -98,12 +173,46 @@ struct Attempt {
 }
 
 pub fn run(cfg: &Config, signals: &mut Signals, report: &Reporter) -> Result<(Outcome, Resources), Error> {
+    let (outcome, _, resources) = run_with(cfg, signals, report, None)?;
+    Ok((outcome, resources))
+}
+
+/// One run of a queued job for a drain (`carry.limit` attempts): the same
+/// loop as [`run`], continuing the job's attempt count, clock and backoff,
+/// in its environment and directory. Reports the attempts but not the end
+/// (the drain says what became of the job); captured stdout is written
+/// only on success.
+pub fn run_queued(
+    cfg: &Config,
+    signals: &mut Signals,
+    report: &Reporter,
+    carry: Carry,
+) -> Result<(Outcome, Journal, Resources), Error> {
+    run_with(cfg, signals, report, Some(carry))
+}
+
+fn run_with(
+    cfg: &Config,
+    signals: &mut Signals,
+    report: &Reporter,
+    carry: Option<Carry>,
+) -> Result<(Outcome, Journal, Resources), Error> {
     let start = Instant::now();
+    let wall = SystemTime::now();
     let deadline = cfg.max_time.and_then(|m| start.checked_add(m));
     // Temporary files before attempt 1, so a bad TMPDIR fails with 125.
-    let (state_dir, kept) = match &cfg.state_dir {
-        Some(dir) => (dir.clone(), None),
-        None => {
+    // A `--queue` run keeps its state dir in the queue (DIR/state/<id>), so
+    // the job's later attempts find what the first ones left there.
+    let mut queue_id = None;
+    let (state_dir, mut kept) = match (&cfg.state_dir, &carry, &cfg.queue) {
+        (Some(dir), _, _) => (dir.clone(), None),
+        (None, Some(c), _) => (c.state_dir.clone(), None),
+        (None, None, Some(target)) => {
+            let (id, tmp) = target.state_dir(wall)?;
+            queue_id = Some(id);
+            (tmp.path().to_path_buf(), Some(tmp))
+        }
+        (None, None, None) => {
             let tmp = tempfile::Builder::new()
                 .prefix("retry-")
                 .tempdir()
@@ -111,17 +220,44 @@ pub fn run(cfg: &Config, signals: &mut Signals, report: &Reporter) -> Result<(Ou
             (tmp.path().to_path_buf(), Some(tmp))
         }
     };
-    if cfg.state_dir.is_some() {
+    if cfg.state_dir.is_some() || carry.is_some() {
         make_state_dir(&state_dir)?;
     }
-    let resources = Resources { _state_dir: kept };
+    if let (Some(target), None) = (&cfg.queue, &queue_id) {
+        if carry.is_none() {
+            queue_id = Some(target.new_id(wall));
+        }
+    }
     let stdout_spool = match cfg.stdout {
         Stdout::Captured { .. } => Some(Spool::new(Some(spill_file()?))),
         Stdout::Live => None,
     };
-    let replay = if cfg.stdin_replay { Some(Replay::new(spill_file()?)) } else { None };
-    let program = Program::new(&cfg.command, std::env::var_os("PATH").as_deref())
+    // A drained job reads its recorded stdin, or /dev/null: never the drain's.
+    let replay = if cfg.stdin_replay && carry.is_none() { Some(Replay::new(spill_file()?)) } else { None };
+    let (carried, stdin_file, env, cwd) = match carry {
+        Some(c) => {
+            let stdin = match c.stdin {
+                Some(f) => f,
+                None => File::open("/dev/null").map_err(|e| Error::io("cannot open /dev/null", e))?,
+            };
+            let carried = Carried {
+                attempts: c.attempts,
+                last: c.last,
+                elapsed: c.elapsed,
+                backoff: c.backoff,
+                limit: c.limit,
+            };
+            (Some(carried), Some(stdin), c.env, c.cwd)
+        }
+        None => (None, None, base_env(), None),
+    };
+    let path = match carried {
+        Some(_) => env_value(&env, b"PATH"),
+        None => std::env::var_os("PATH"),
+    };
+    let mut program = Program::new(&cfg.command, path.as_deref())
         .map_err(|e| Error::usage("COMMAND", lossy(cfg.command.first()), e.to_string()))?;
+    program.cwd = cwd.and_then(|d| CString::new(d.into_os_string().into_vec()).ok());
     let scanner = |patterns: Vec<regex::bytes::Regex>| (!patterns.is_empty()).then(|| Scanner::new(patterns));
     let stdout_patterns: Vec<_> = cfg
         .stdout_rules
@@ -139,7 +275,7 @@ pub fn run(cfg: &Config, signals: &mut Signals, report: &Reporter) -> Result<(Ou
         report,
         signals,
         program,
-        base_env: base_env(),
+        base_env: env,
         state_dir,
         stdout_spool,
         stdout_scanner: scanner(stdout_patterns),
@@ -151,29 +287,63 @@ pub fn run(cfg: &Config, signals: &mut Signals, report: &Reporter) -> Result<(Ou
         start,
         deadline,
         stdout_fifo: sys::is_fifo(libc::STDOUT_FILENO),
+        wall,
+        carried,
+        stdin_file,
+        journal: (carried.is_some() || cfg.queue.is_some())
+            .then(|| Journal { started: Some(wall), ..Journal::default() }),
     };
     sys::become_subreaper();
     report.command(&cfg.command);
-    let outcome = run.attempts()?;
+    let mut outcome = run.attempts()?;
     sys::reap_orphans(&[]);
+    let journal = run.journal.take().unwrap_or_default();
+    // (Issue 7's store records the run's end here, before it may be queued.)
+    if let (Some(target), Some(id), None) = (&cfg.queue, &queue_id, carried) {
+        if crate::queue::gives_up(&outcome) {
+            let job =
+                crate::queue::Draft { id, cfg, outcome: &outcome, journal: &journal, env: &run.base_env };
+            match crate::queue::enqueue(target, job, run.replay.as_mut(), run.signals)? {
+                Ok(queued) => {
+                    report.queued(id, &queued.file, &outcome, start.elapsed(), queued.due);
+                    outcome.end = End::Queued;
+                    // The job's state dir lives on in the queue.
+                    kept.take().map(tempfile::TempDir::keep);
+                }
+                // A signal came while the rest of stdin was read: not queued.
+                Err(signal) => outcome.end = End::Interrupted { signal, during_sleep: true },
+            }
+        }
+    }
     // Captured stdout: the accepted attempt's, or the last one's when retry
-    // gave up; nothing when interrupted (SPEC Edge rules, "A closed stdout").
+    // gave up; nothing when interrupted or queued (SPEC Edge rules, "A
+    // closed stdout"), and for a drained job only its success.
     if let (Some(spool), Stdout::Captured { tee: false }) = (&run.stdout_spool, cfg.stdout) {
-        let interrupted = matches!(outcome.end, End::Interrupted { .. } | End::ClosedStdout);
-        if !interrupted && outcome.attempts > 0 {
+        let silent = matches!(outcome.end, End::Interrupted { .. } | End::ClosedStdout | End::Queued)
+            || (carried.is_some() && outcome.end != End::Success);
+        if !silent && outcome.attempts > 0 {
             // EPIPE here means the reader left; nothing else to do.
             let _ = spool.write_to(libc::STDOUT_FILENO);
         }
     }
-    report.done(&outcome, start.elapsed(), cfg.attempts);
-    Ok((outcome, resources))
+    if carried.is_none() {
+        report.done(&outcome, start.elapsed(), cfg.attempts);
+    }
+    Ok((outcome, journal, Resources { _state_dir: kept }))
 }
 
 impl Run<'_> {
     fn attempts(&mut self) -> Result<Outcome, Error> {
         let cfg = self.cfg;
         let (backoff_rng, mut splay_rng) = rngs(cfg.seed);
-        let mut schedule = Schedule::new(cfg.backoff, backoff_rng);
+        let mut schedule = match self.carried {
+            Some(c) => Schedule::resume(cfg.backoff, backoff_rng, c.backoff.0, c.backoff.1),
+            None => Schedule::new(cfg.backoff, backoff_rng),
+        };
+        let (base, base_last, limit) = match self.carried {
+            Some(c) => (c.attempts, c.last, Some(c.limit)),
+            None => (0, None, None),
+        };
         let mut outcome = Outcome { end: End::Deadline, last: None, validation_failed: false, attempts: 0 };
         if cfg.jitter_ignored() {
             self.report.warning("--jitter has no effect with --algo decorrelated".to_string());
@@ -194,9 +364,11 @@ impl Run<'_> {
                 outcome.end = End::Deadline;
                 return Ok(outcome);
             }
-            let n = outcome.attempts + 1;
-            let attempt = self.attempt(n, outcome.last)?;
-            outcome.attempts = n;
+            // `this` counts the attempts of this run, `n` those of the job.
+            let this = outcome.attempts + 1;
+            let n = base.saturating_add(this);
+            let attempt = self.attempt(n, outcome.last.or(base_last))?;
+            outcome.attempts = this;
             outcome.last = Some(attempt.status);
             sys::reap_orphans(&[]);
             let mut facts = self.facts(&attempt);
@@ -224,7 +396,17 @@ impl Run<'_> {
                     )
                 }
                 Verdict::Stop(_) => (Some(End::Stopped), Next::Stop(None)),
-                Verdict::Retry(_) if cfg.attempts.is_some_and(|t| n >= t) => {
+                Verdict::Retry(_)
+                    if cfg.attempts.is_some_and(|t| n >= t) || limit.is_some_and(|l| this >= l) =>
+                {
+                    if self.journal.is_some() {
+                        // A queued job goes on later: note its next delay.
+                        if cfg.reset_after.is_some_and(|r| duration >= r) {
+                            schedule.reset();
+                        }
+                        let delay = schedule.next().unwrap_or(Duration::MAX);
+                        self.note_next(delay, schedule.position());
+                    }
                     (Some(End::Exhausted), Next::Stop(None))
                 }
                 Verdict::Retry(_) if self.stdout_closed(&attempt) => {
@@ -235,6 +417,7 @@ impl Run<'_> {
                         schedule.reset();
                     }
                     let delay = schedule.next().unwrap_or(Duration::MAX);
+                    self.note_next(delay, schedule.position());
                     let wake = attempt.ended.checked_add(delay);
                     if self.past_deadline(wake) {
                         (
@@ -264,6 +447,20 @@ impl Run<'_> {
                 return Ok(outcome);
             }
         }
+    }
+
+    /// Records the next delay of the schedule in the journal, if kept.
+    fn note_next(&mut self, delay: Duration, position: (u32, Duration)) {
+        if let Some(j) = &mut self.journal {
+            j.next_delay = Some(delay);
+            j.backoff = position;
+        }
+    }
+
+    /// Time since the job's first start: this run's, plus a queued job's past.
+    fn elapsed(&self) -> Duration {
+        let before = self.carried.map_or(Duration::ZERO, |c| c.elapsed);
+        before.saturating_add(self.start.elapsed())
     }
 
     /// Would a sleep until `wake` end at or after `--max-time`?
@@ -325,9 +522,13 @@ impl Run<'_> {
             kill_signal: cfg.kill_signal,
             kill_after: cfg.kill_after,
         };
-        let stdin = match &mut self.replay {
-            Some(r) => Input::Replay(r),
-            None => Input::Inherit,
+        if let Some(f) = &mut self.stdin_file {
+            f.rewind().map_err(|e| Error::io("cannot rewind the recorded stdin", e))?;
+        }
+        let stdin = match (&mut self.replay, &self.stdin_file) {
+            (_, Some(f)) => Input::Fd(f.as_raw_fd()),
+            (Some(r), None) => Input::Replay(r),
+            (None, None) => Input::Inherit,
         };
         let stdout = match cfg.stdout {
             Stdout::Live => Output::Inherit,
@@ -415,8 +616,7 @@ impl Run<'_> {
                 ]
             }
             Some(spool) => {
-                let input =
-                    memfd_with(Mode::Until, &cfg.until, n, self.start.elapsed(), |fd| spool.write_to(fd))?;
+                let input = memfd_with(Mode::Until, &cfg.until, n, self.elapsed(), |fd| spool.write_to(fd))?;
                 self.evaluate(&cfg.until, input)?
             }
             None => vec![Some("stdout was not captured".to_string()); cfg.until.len()],
@@ -440,16 +640,15 @@ impl Run<'_> {
             "exit_code": exit_code,
             "signal": signal,
             "timed_out": attempt.status == Status::TimedOut,
-            "elapsed": self.start.elapsed().as_secs_f64(),
+            "elapsed": self.elapsed().as_secs_f64(),
             "duration": attempt.ended.saturating_duration_since(attempt.started).as_secs_f64(),
             "stdout": text(&self.stdout_tail),
             "stderr": text(&self.stderr_tail),
             "validation": facts.validation,
         });
         let bytes = serde_json::to_vec(&context).unwrap_or_default();
-        let input = memfd_with(Mode::RetryIf, &cfg.retry_if, n, self.start.elapsed(), |fd| {
-            sys::write_all(fd, &bytes)
-        })?;
+        let input =
+            memfd_with(Mode::RetryIf, &cfg.retry_if, n, self.elapsed(), |fd| sys::write_all(fd, &bytes))?;
         let judged = self.evaluate(&cfg.retry_if, input)?;
         let mut reasons = Vec::new();
         for (p, j) in cfg.retry_if.iter().zip(judged) {
@@ -503,7 +702,7 @@ impl Run<'_> {
     }
 
     fn report_attempt(
-        &self,
+        &mut self,
         n: u32,
         attempt: &Attempt,
         verdict: &Verdict,
@@ -526,6 +725,30 @@ impl Run<'_> {
             Verdict::Retry(rule) => rule.clone(),
             Verdict::Stop(why) => Some(why.clone()),
         };
+        if let Some(j) = &mut self.journal {
+            let reason = match (&rule, failure.is_empty()) {
+                (Some(rule), false) => Some(format!("{failure}; {rule}")),
+                (Some(rule), true) => Some(rule.clone()),
+                (None, false) => Some(failure.clone()),
+                (None, true) => None,
+            };
+            if j.attempts.len() >= JOURNAL_ATTEMPTS {
+                j.attempts.remove(0);
+            }
+            j.attempts.push(AttemptRecord {
+                attempt: n,
+                started: self
+                    .wall
+                    .checked_add(attempt.started.saturating_duration_since(self.start))
+                    .unwrap_or(self.wall),
+                duration,
+                status: attempt.status.code(),
+                verdict: verdict.word(),
+                reason,
+            });
+            j.cut_off =
+                attempt.status == Status::TimedOut && self.deadline.is_some_and(|d| attempt.ended >= d);
+        }
         self.report.attempt(&AttemptReport {
             attempt: n,
             total: self.cfg.attempts,
@@ -674,6 +897,15 @@ fn make_state_dir(dir: &std::path::Path) -> Result<(), Error> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| Error::io(format!("cannot create --state-dir '{}'", dir.display()), e))
+}
+
+/// The value of `name` in a `NAME=value` list.
+fn env_value(env: &[CString], name: &[u8]) -> Option<OsString> {
+    env.iter().find_map(|e| {
+        let bytes = e.as_bytes();
+        let value = bytes.strip_prefix(name)?.strip_prefix(b"=")?;
+        Some(OsString::from_vec(value.to_vec()))
+    })
 }
 
 /// An OS error without Rust's " (os error N)" suffix.

@@ -62,6 +62,8 @@ pub enum End {
     Interrupted { signal: i32, during_sleep: bool },
     /// retry's stdout is a pipe with no reader left.
     ClosedStdout,
+    /// The run gave up and `--queue` wrote the job to its queue (75).
+    Queued,
 }
 
 impl End {
@@ -73,6 +75,7 @@ impl End {
             End::Stopped | End::ClosedStdout => "stopped",
             End::Deadline => "deadline",
             End::Interrupted { .. } => "interrupted",
+            End::Queued => "queued",
         }
     }
 }
@@ -95,6 +98,8 @@ impl Outcome {
         match (self.end, self.last) {
             (End::Success, _) => 0,
             (End::ClosedStdout, _) => 141,
+            // EX_TEMPFAIL: the job lives on in the queue.
+            (End::Queued, _) => EX_TEMPFAIL,
             (End::Interrupted { signal, during_sleep: true }, _)
             | (End::Interrupted { signal, during_sleep: false }, None) => Status::Signaled(signal).code(),
             (End::Deadline, None) => 124,
@@ -111,7 +116,7 @@ impl Outcome {
     pub fn reraise(&self) -> Option<i32> {
         match (self.end, self.last) {
             (End::Interrupted { signal, during_sleep: true }, _) => Some(signal),
-            (End::Success | End::ClosedStdout, _) => None,
+            (End::Success | End::ClosedStdout | End::Queued, _) => None,
             (End::Interrupted { during_sleep: false, .. }, Some(Status::Signaled(sig)))
             | (End::Exhausted | End::Stopped | End::Deadline, Some(Status::Signaled(sig))) => Some(sig),
             (End::Interrupted { signal, during_sleep: false }, None) => Some(signal),
@@ -119,6 +124,42 @@ impl Outcome {
                 End::Interrupted { during_sleep: false, .. } | End::Exhausted | End::Stopped | End::Deadline,
                 _,
             ) => None,
+        }
+    }
+}
+
+/// sysexits' EX_TEMPFAIL: a job was queued (or a drain rescheduled one).
+pub const EX_TEMPFAIL: u8 = 75;
+
+/// What one `--drain` did (SPEC "Durable queue").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Due jobs that succeeded and were removed.
+    pub succeeded: u32,
+    /// Due jobs that failed again and were rescheduled (or cut off by the
+    /// drain's `--max-time`).
+    pub rescheduled: u32,
+    /// Jobs moved to `dead/` by this drain (permanent failure, past
+    /// `--max-age`, corrupt file).
+    pub died: u32,
+    /// Jobs left alone: written by a newer retry.
+    pub skipped: u32,
+    /// A signal ended the drain (the running job is left as it was).
+    pub interrupted: Option<i32>,
+    /// retry's stdout is a pipe with no reader left.
+    pub closed_stdout: bool,
+}
+
+impl Drained {
+    /// A drain's exit status: 1 when some job died in it, else 75 when some
+    /// were rescheduled, else 0 (also when nothing was due).
+    pub fn exit_code(&self) -> u8 {
+        match (self.interrupted, self.closed_stdout) {
+            (Some(signal), _) => Status::Signaled(signal).code(),
+            (None, true) => 141,
+            (None, false) if self.died > 0 => 1,
+            (None, false) if self.rescheduled > 0 => EX_TEMPFAIL,
+            (None, false) => 0,
         }
     }
 }
@@ -158,6 +199,18 @@ mod tests {
         invalid.validation_failed = true;
         assert_eq!(invalid.exit_code(), 1);
         assert_eq!(gave_up(End::ClosedStdout, Status::Exited(3)).exit_code(), 141);
+        assert_eq!(gave_up(End::Queued, Status::Exited(3)).exit_code(), 75);
+        assert_eq!(gave_up(End::Queued, Status::Signaled(9)).reraise(), None);
+    }
+
+    #[test]
+    fn drain_exit_table() {
+        let d = |died, rescheduled| Drained { died, rescheduled, succeeded: 2, ..Drained::default() };
+        assert_eq!(Drained::default().exit_code(), 0);
+        assert_eq!(d(0, 0).exit_code(), 0);
+        assert_eq!(d(0, 3).exit_code(), 75);
+        assert_eq!(d(1, 3).exit_code(), 1);
+        assert_eq!(Drained { interrupted: Some(15), ..d(1, 0) }.exit_code(), 143);
     }
 
     #[test]

@@ -36,6 +36,33 @@ impl Replay {
         self.record.read_at(pos, buf)
     }
 
+    /// Writes the whole recording to `fd` (a queued job's side file).
+    pub fn write_to(&self, fd: std::os::fd::RawFd) -> io::Result<()> {
+        self.record.write_to(fd)
+    }
+
+    /// Records the rest of retry's stdin, to EOF: a queued job keeps all of
+    /// it. Returns a signal that came meanwhile (the recording is then cut
+    /// short and must not be used).
+    pub fn record_rest(&mut self, signals: &mut crate::signals::Signals) -> io::Result<Option<libc::c_int>> {
+        let mut buf = vec![0u8; 64 << 10];
+        while !self.eof {
+            let mut fds =
+                [sys::pollfd(libc::STDIN_FILENO, libc::POLLIN), sys::pollfd(signals.fd(), libc::POLLIN)];
+            sys::poll(&mut fds, None)?;
+            if let Some(sig) = signals.take().first() {
+                return Ok(Some(*sig));
+            }
+            if fds[0].revents != 0 {
+                match self.read_more(&mut buf) {
+                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                    Ok(_) | Err(_) => {}
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Reads the next bytes of retry's stdin into `buf` and records them;
     /// `Ok(0)` at EOF. Call only when stdin polled readable.
     pub fn read_more(&mut self, buf: &mut [u8]) -> io::Result<usize> {

@@ -323,3 +323,26 @@ pub fn physical_memory() -> u64 {
     let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
     u64::try_from(pages).unwrap_or(0).saturating_mul(u64::try_from(size).unwrap_or(0))
 }
+
+/// `flock(fd, LOCK_EX | LOCK_NB)`: `Ok(true)` when this descriptor now
+/// holds the exclusive lock, `Ok(false)` when another open file
+/// description holds a lock on the file. The lock lives as long as the
+/// open file description (so it dies with the process, even by SIGKILL).
+pub fn try_lock(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    loop {
+        // SAFETY: flock takes an fd we borrow and constant flags.
+        let ret = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        match cvt(ret) {
+            Ok(_) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The effective user id (owner of the files retry creates).
+pub fn euid() -> libc::uid_t {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    unsafe { libc::geteuid() }
+}

@@ -5,6 +5,7 @@ mod core;
 mod countdown;
 mod generated;
 mod output;
+mod queue;
 mod report;
 mod signals;
 mod summary;

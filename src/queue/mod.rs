@@ -1,0 +1,704 @@
+//! The durable queue (SPEC "Durable queue"): `--queue DIR` keeps a job
+//! whose run gave up, `--drain DIR` gives each due job one more attempt,
+//! `--list DIR` shows them.
+//!
+//! A job is saved with retry's option arguments as given; a drain parses
+//! them with the same parser into a [`Config`] (overriding what belongs to
+//! the drain: one attempt, its `--max-time`, its output options) and runs
+//! the attempt through [`run::run_queued`] — the same loop, child handling
+//! and rules as any run, continuing the job's attempt count, clock and
+//! backoff. Storage sits behind [`Store`]; [`dir::DirStore`] is the first
+//! implementation.
+
+use std::ffi::{CString, OsString};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory as _, Parser as _};
+
+use crate::cli::{Cli, LogFormat, StdoutMode};
+use crate::config::{Config, Verbosity};
+use crate::error::Error;
+use crate::parse::human;
+use crate::report::{JobReport, JobResult, Reporter};
+use crate::run::{self, Carry, JOURNAL_ATTEMPTS, Journal};
+use crate::signals::Signals;
+use crate::status::{Drained, End, Outcome, Status};
+use crate::stdin::Replay;
+use crate::sys;
+
+pub mod dir;
+pub mod job;
+
+use dir::DirStore;
+use job::{Bytes, Death, Job, Listed, Position, Record, Stamp};
+
+/// How long a queued job lives without `--max-age`.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(3 * 24 * 3600);
+
+/// Where jobs live. The drain loop only sees this trait: a store hands out
+/// jobs one at a time as claims (a lock or lease held until the claim is
+/// given back or dropped), and files them as done, due again, or dead.
+pub trait Store {
+    type Claim: Claim;
+
+    /// Where job `id` is kept, for messages.
+    fn location(&self, id: &str) -> String;
+
+    /// Adds a new job, with its recorded stdin.
+    fn enqueue(&mut self, job: &Job, stdin: Option<&Replay>) -> Result<(), Error>;
+
+    /// The next job this drain should look at, claimed; `None` when the
+    /// pass is over. Every job due at `cutoff` (the drain's start) is
+    /// handed out once per pass unless another drain holds it; a store may
+    /// also hand out jobs not yet due (the drain releases them, burying
+    /// those past their max-age). Unreadable jobs are reported: a corrupt
+    /// one has been moved to the dead letters, a newer one left alone.
+    fn claim_next(&mut self, cutoff: SystemTime) -> Result<Option<Found<Self::Claim>>, Error>;
+
+    /// The job succeeded: remove it (and its stdin and state dir).
+    fn complete(&mut self, claim: Self::Claim) -> Result<(), Error>;
+
+    /// The job failed again: save it as `job` (new history, next due time).
+    fn reschedule(&mut self, claim: Self::Claim, job: &Job) -> Result<(), Error>;
+
+    /// The job is hopeless: move it to the dead letters as `job` (with
+    /// `dead` set), keeping its stdin; remove its state dir.
+    fn bury(&mut self, claim: Self::Claim, job: &Job) -> Result<(), Error>;
+
+    /// Every job, queued and dead, sorted by id; with what made a file
+    /// unreadable, if something did.
+    fn list(&mut self) -> Result<Vec<(Listed, Option<String>)>, Error>;
+}
+
+/// A job held by this drain. Dropping it releases the job unchanged.
+pub trait Claim {
+    fn job(&self) -> &Job;
+    /// The recorded stdin, if the job has one.
+    fn stdin(&self) -> std::io::Result<Option<std::fs::File>>;
+    /// The job's `RETRY_STATE_DIR`, kept until it succeeds or dies.
+    fn state_dir(&self) -> PathBuf;
+}
+
+/// What [`Store::claim_next`] found.
+pub enum Found<C> {
+    Job(C),
+    /// An unreadable job file, now a dead letter; why.
+    Corrupt {
+        id: String,
+        reason: String,
+    },
+    /// A job written by a newer retry, left alone.
+    Newer {
+        id: String,
+        version: u64,
+    },
+}
+
+/// `--queue DIR` of a run.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub dir: PathBuf,
+    /// retry's arguments before COMMAND, as given (set by [`prepare`]).
+    pub options: Vec<OsString>,
+}
+
+impl Target {
+    pub fn new(dir: PathBuf) -> Target {
+        Target { dir, options: Vec::new() }
+    }
+
+    /// A new job id created at `now`.
+    pub fn new_id(&self, now: SystemTime) -> String {
+        use rand::RngExt as _;
+        job::new_id(now, rand::make_rng::<rand::rngs::Xoshiro256PlusPlus>().random())
+    }
+
+    /// A new job id and its state dir `DIR/state/<id>` (mode 0700), removed
+    /// when dropped unless the job is queued.
+    pub fn state_dir(&self, now: SystemTime) -> Result<(String, tempfile::TempDir), Error> {
+        let id = self.new_id(now);
+        let parent = self.dir.join("state");
+        let err =
+            |e| Error::io(format!("cannot create the job's state directory in '{}'", parent.display()), e);
+        dir::secure_dir(&parent, true)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&id)
+            .rand_bytes(0)
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir_in(&parent)
+            .map_err(err)?;
+        Ok((id, tmp))
+    }
+}
+
+/// Before a `--queue` run: keep retry's own arguments and check (or make)
+/// the queue directory, so a bad one fails with 125 before anything runs.
+pub fn prepare(cfg: &mut Config, args: &[OsString]) -> Result<(), Error> {
+    let command = &cfg.command;
+    let Some(target) = &mut cfg.queue else { return Ok(()) };
+    let Some(options) = options_before(args, command) else {
+        return Err(Error::Conflict("cannot tell retry's options from COMMAND".to_string()));
+    };
+    target.options = options;
+    target.dir = absolute(&target.dir);
+    dir::secure_dir(&target.dir, true)?;
+    Ok(())
+}
+
+/// retry's arguments before COMMAND, exactly as given. COMMAND and its
+/// arguments are the tail of argv (option parsing stops at COMMAND), so
+/// parsing `retry OPTIONS COMMAND…` again gives the same options.
+fn options_before(args: &[OsString], command: &[OsString]) -> Option<Vec<OsString>> {
+    let end = args.len().checked_sub(command.len()).filter(|_| args.ends_with(command))?;
+    Some(args.get(1..end)?.to_vec())
+}
+
+/// Does a run that ended so go to the queue? Only when it gave up on a
+/// retryable failure: attempts exhausted or `--max-time` reached. A
+/// permanent failure (a stop rule, 126/127) is not queued: its status
+/// goes to the caller as without `--queue`. (Issue 7 adds `End::Refused`:
+/// a run refused by an open circuit is queued.)
+pub fn gives_up(outcome: &Outcome) -> bool {
+    match outcome.end {
+        End::Exhausted | End::Deadline => true,
+        End::Success | End::Stopped | End::Interrupted { .. } | End::ClosedStdout | End::Queued => false,
+    }
+}
+
+/// A run that gave up, as `--queue` saves it.
+pub struct Draft<'a> {
+    pub id: &'a str,
+    pub cfg: &'a Config,
+    pub outcome: &'a Outcome,
+    pub journal: &'a Journal,
+    /// retry's environment without its RETRY_* variables.
+    pub env: &'a [CString],
+}
+
+/// Where a job went.
+pub struct Queued {
+    pub file: String,
+    /// RFC 3339, and how far from now.
+    pub due: (String, Duration),
+}
+
+/// Writes the job of a run that gave up to its queue. `Ok(Err(signal))`:
+/// a signal came while the rest of stdin was recorded; nothing written.
+pub fn enqueue(
+    target: &Target,
+    draft: Draft<'_>,
+    mut replay: Option<&mut Replay>,
+    signals: &mut Signals,
+) -> Result<Result<Queued, i32>, Error> {
+    if let Some(r) = replay.as_deref_mut() {
+        match r.record_rest(signals) {
+            Ok(None) => {}
+            Ok(Some(signal)) => return Ok(Err(signal)),
+            Err(e) => return Err(Error::io("cannot read the rest of stdin for the queue", e)),
+        }
+    }
+    let now = SystemTime::now();
+    let first_start = draft.journal.started.unwrap_or(now);
+    let mut job = Job {
+        version: job::VERSION,
+        id: draft.id.to_string(),
+        argv: draft.cfg.command.iter().map(|a| Bytes::from_os(a)).collect(),
+        cwd: std::env::current_dir().map(|d| Bytes::from_os(d.as_os_str())).unwrap_or(Bytes(Vec::new())),
+        options: target.options.iter().map(|a| Bytes::from_os(a)).collect(),
+        env: draft.env.iter().map(|e| Bytes(e.as_bytes().to_vec())).collect(),
+        stdin: replay.is_some(),
+        first_start: Stamp(first_start),
+        max_age_ms: millis(draft.cfg.max_age.unwrap_or(DEFAULT_MAX_AGE)),
+        attempts: 0,
+        history: Vec::new(),
+        backoff: Position::default(),
+        next_due: Stamp(now),
+        dead: None,
+    };
+    absorb(&mut job, draft.outcome, draft.journal, now);
+    let mut store = DirStore::open(&target.dir, true)?.ok_or_else(|| {
+        Error::io("cannot open the queue", std::io::Error::from(std::io::ErrorKind::NotFound))
+    })?;
+    store.enqueue(&job, replay.as_deref())?;
+    let due = job.next_due.0.duration_since(now).unwrap_or(Duration::ZERO);
+    Ok(Ok(Queued { file: store.location(&job.id), due: (job.next_due.to_string(), due) }))
+}
+
+/// Adds a run's attempts to the job and sets when it is due next: the end
+/// of its last attempt plus the schedule's next delay.
+fn absorb(job: &mut Job, outcome: &Outcome, journal: &Journal, now: SystemTime) {
+    job.attempts = job.attempts.saturating_add(outcome.attempts);
+    job.history.extend(journal.attempts.iter().map(|a| Record {
+        attempt: a.attempt,
+        started: Stamp(a.started),
+        duration_ms: millis(a.duration),
+        status: a.status,
+        verdict: a.verdict.to_string(),
+        reason: a.reason.clone(),
+    }));
+    job.trim_history(JOURNAL_ATTEMPTS);
+    let ended = journal.attempts.last().map_or(now, |a| job::later(a.started, a.duration));
+    job.next_due = match journal.next_delay {
+        Some(delay) => {
+            job.backoff = Position::new(journal.backoff.0, journal.backoff.1);
+            Stamp(job::later(ended, delay))
+        }
+        None => Stamp(now),
+    };
+}
+
+/// `dir` made absolute (without resolving links), for messages and for
+/// the jobs' state dirs.
+fn absolute(dir: &std::path::Path) -> PathBuf {
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The options a drain takes for itself (clap ids).
+const DRAIN_OPTIONS: [&str; 7] = ["drain", "max_age", "max_time", "stdout", "quiet", "verbose", "log_format"];
+/// The options `--list` takes.
+const LIST_OPTIONS: [&str; 4] = ["list", "quiet", "verbose", "log_format"];
+
+/// A drain's own options.
+#[derive(Clone, Debug)]
+pub struct DrainOptions {
+    pub dir: PathBuf,
+    pub max_age: Option<Duration>,
+    pub max_time: Option<Duration>,
+    pub stdout: Option<StdoutMode>,
+    pub quiet: bool,
+    pub verbose: bool,
+    pub log_format: Option<LogFormat>,
+}
+
+/// Refuses, with 125, any option that is not the mode's own: a drain runs
+/// each job with the options saved with it.
+fn check_options(matches: &ArgMatches, mode: &str, allowed: &[&str]) -> Result<(), Error> {
+    let cmd = Cli::command();
+    for arg in cmd.get_arguments() {
+        let id = arg.get_id().as_str();
+        if allowed.contains(&id) || matches.value_source(id) != Some(ValueSource::CommandLine) {
+            continue;
+        }
+        if arg.is_positional() {
+            return Err(Error::Conflict(format!(
+                "{mode} takes no COMMAND: it works on the jobs in DIR (a job keeps its own command)"
+            )));
+        }
+        let name = arg.get_long().map_or_else(|| id.to_string(), |l| format!("--{l}"));
+        let takes = if mode == "--drain" {
+            "a drain takes only --max-age, --max-time, --stdout, -q, -v and --log-format; each job runs with the options saved with it"
+        } else {
+            "--list takes only -q, -v and --log-format"
+        };
+        return Err(Error::Conflict(format!("'{name}' cannot be used with {mode}: {takes}")));
+    }
+    Ok(())
+}
+
+/// `--drain DIR` and `--list DIR`: their own small main.
+pub fn main(cli: Cli, matches: &ArgMatches) -> ExitCode {
+    let verbosity = match (cli.quiet, cli.verbose) {
+        (true, _) => Verbosity::Quiet,
+        (false, true) => Verbosity::Verbose,
+        (false, false) => Verbosity::Normal,
+    };
+    let report = Reporter::new(cli.log_format.unwrap_or(LogFormat::Text), verbosity);
+    let usage = |e: Error| {
+        eprintln!("retry: {e}");
+        if let Some(hint) = e.hint() {
+            eprintln!("retry: {hint}");
+        }
+        ExitCode::from(crate::EXIT_USAGE)
+    };
+    if let Some(dir) = cli.list.as_deref().map(absolute) {
+        if let Err(e) = check_options(matches, "--list", &LIST_OPTIONS) {
+            return usage(e);
+        }
+        return list(&dir, &report);
+    }
+    let Some(dir) = cli.drain else { return ExitCode::from(crate::EXIT_USAGE) };
+    if let Err(e) = check_options(matches, "--drain", &DRAIN_OPTIONS) {
+        return usage(e);
+    }
+    let opts = DrainOptions {
+        dir: absolute(&dir),
+        max_age: cli.max_age,
+        max_time: cli.max_time,
+        stdout: cli.stdout,
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+        log_format: cli.log_format,
+    };
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            report.error(Error::io("cannot install signal handlers", e).to_string());
+            return ExitCode::from(crate::EXIT_USAGE);
+        }
+    };
+    let start = Instant::now();
+    let store = match DirStore::open(&opts.dir, true) {
+        Ok(Some(store)) => store,
+        Ok(None) => return ExitCode::from(crate::EXIT_USAGE),
+        Err(e) => {
+            report.error(e.to_string());
+            return ExitCode::from(crate::EXIT_USAGE);
+        }
+    };
+    match drain(store, &opts, &mut signals, &report) {
+        Ok(drained) => {
+            report.drained(&opts.dir.display().to_string(), &drained, start.elapsed());
+            if let Some(sig) = drained.interrupted {
+                sys::die_by_signal(sig);
+            }
+            ExitCode::from(drained.exit_code())
+        }
+        Err(e) => {
+            report.error(e.to_string());
+            ExitCode::from(crate::EXIT_USAGE)
+        }
+    }
+}
+
+/// `--list`: one JSON object per job on stdout.
+fn list(dir: &std::path::Path, report: &Reporter) -> ExitCode {
+    let mut store = match DirStore::open(dir, false) {
+        // A queue nothing was ever queued to is empty.
+        Ok(None) => return ExitCode::SUCCESS,
+        Ok(Some(s)) => s,
+        Err(e) => {
+            report.error(e.to_string());
+            return ExitCode::from(crate::EXIT_USAGE);
+        }
+    };
+    let items = match store.list() {
+        Ok(items) => items,
+        Err(e) => {
+            report.error(e.to_string());
+            return ExitCode::from(crate::EXIT_USAGE);
+        }
+    };
+    let mut out = String::new();
+    for (line, problem) in items {
+        if let Some(problem) = problem {
+            report.for_job(&line.id).warning(problem);
+        }
+        if let Ok(text) = serde_json::to_string(&line) {
+            out.push_str(&text);
+            out.push('\n');
+        }
+    }
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(141),
+        Err(_) => ExitCode::from(crate::EXIT_USAGE),
+    }
+}
+
+/// One pass over the queue: every due job gets one attempt.
+pub fn drain<S: Store>(
+    mut store: S,
+    opts: &DrainOptions,
+    signals: &mut Signals,
+    report: &Reporter,
+) -> Result<Drained, Error> {
+    let start = Instant::now();
+    let cutoff = SystemTime::now();
+    let deadline = opts.max_time.and_then(|m| start.checked_add(m));
+    let mut drained = Drained::default();
+    loop {
+        // No job starts after the drain's budget, or after a signal.
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        if let Some(sig) = signals.take().first() {
+            drained.interrupted = Some(*sig);
+            break;
+        }
+        let Some(found) = store.claim_next(cutoff)? else { break };
+        let claim = match found {
+            Found::Job(claim) => claim,
+            Found::Corrupt { id, reason } => {
+                drained.died += 1;
+                let j = JobReport {
+                    result: JobResult::Dead,
+                    attempts: 0,
+                    last_status: None,
+                    next_due: None,
+                    reason: Some(reason),
+                };
+                report.for_job(&id).job(&j);
+                continue;
+            }
+            Found::Newer { id, version } => {
+                drained.skipped += 1;
+                let why = format!(
+                    "written by a newer retry (job format version {version}; this one reads up to {}); left in the queue",
+                    job::VERSION
+                );
+                let j = JobReport {
+                    result: JobResult::Skipped,
+                    attempts: 0,
+                    last_status: None,
+                    next_due: None,
+                    reason: Some(why),
+                };
+                report.for_job(&id).job(&j);
+                continue;
+            }
+        };
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if remaining.is_some_and(|r| r.is_zero()) {
+            break;
+        }
+        let stop = one_job(&mut store, claim, opts, cutoff, remaining, signals, report, &mut drained)?;
+        if stop {
+            break;
+        }
+    }
+    Ok(drained)
+}
+
+/// Looks at one claimed job: buries it when past its max-age, runs it when
+/// due. `Ok(true)`: the drain must stop (signal, closed stdout).
+#[allow(clippy::too_many_arguments)]
+fn one_job<S: Store>(
+    store: &mut S,
+    claim: S::Claim,
+    opts: &DrainOptions,
+    cutoff: SystemTime,
+    remaining: Option<Duration>,
+    signals: &mut Signals,
+    report: &Reporter,
+    drained: &mut Drained,
+) -> Result<bool, Error> {
+    let mut job = claim.job().clone();
+    let report = report.for_job(&job.id);
+    let now = SystemTime::now();
+    let bury = |store: &mut S, claim: S::Claim, mut job: Job, reason: String, drained: &mut Drained| {
+        job.dead = Some(Death { at: Stamp(SystemTime::now()), reason: reason.clone() });
+        store.bury(claim, &job)?;
+        drained.died += 1;
+        report.job(&JobReport {
+            result: JobResult::Dead,
+            attempts: job.attempts,
+            last_status: job.last_status(),
+            next_due: None,
+            reason: Some(reason),
+        });
+        Ok::<bool, Error>(false)
+    };
+    let max_age = opts.max_age.unwrap_or(Duration::from_millis(job.max_age_ms));
+    let age = now.duration_since(job.first_start.0).unwrap_or(Duration::ZERO);
+    if age > max_age {
+        let reason = format!(
+            "past its --max-age of {} (first attempt {} ago, {} attempts); last failure: {}",
+            human(max_age),
+            human(age),
+            job.attempts,
+            job.last_reason().unwrap_or_else(|| "none".to_string())
+        );
+        return bury(store, claim, job, reason, drained);
+    }
+    if job.next_due.0 > cutoff {
+        return Ok(false);
+    }
+    let cfg = match job_config(&job, opts, remaining) {
+        Ok(cfg) => cfg,
+        Err(why) => {
+            return bury(
+                store,
+                claim,
+                job,
+                format!("its saved options are not valid any more: {why}"),
+                drained,
+            );
+        }
+    };
+    let stdin = match claim.stdin() {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return bury(store, claim, job, "its recorded stdin is missing".to_string(), drained);
+        }
+        Err(e) => return Err(Error::io(format!("cannot open the recorded stdin of job {}", job.id), e)),
+    };
+    let cwd = PathBuf::from(job.cwd.to_os());
+    let cwd = if cwd.is_dir() {
+        Some(cwd)
+    } else {
+        report
+            .warning(format!("its working directory '{}' is missing; running in the drain's", cwd.display()));
+        None
+    };
+    let carry = Carry {
+        attempts: job.attempts,
+        // Only its number matters (RETRY_LAST_STATUS); Exited(n) says n.
+        last: job.last_status().map(Status::Exited),
+        elapsed: now.duration_since(job.first_start.0).unwrap_or(Duration::ZERO),
+        backoff: (job.backoff.k, job.backoff.prev()),
+        limit: 1,
+        state_dir: claim.state_dir(),
+        env: job.env.iter().filter_map(|e| CString::new(e.0.clone()).ok()).collect(),
+        cwd,
+        stdin,
+    };
+    let (outcome, journal, resources) = run::run_queued(&cfg, signals, &report, carry)?;
+    drop(resources);
+    let now = SystemTime::now();
+    match outcome.end {
+        End::Success => {
+            job.attempts = job.attempts.saturating_add(outcome.attempts);
+            store.complete(claim)?;
+            drained.succeeded += 1;
+            report.job(&JobReport {
+                result: JobResult::Succeeded,
+                attempts: job.attempts,
+                last_status: Some(0),
+                next_due: None,
+                reason: None,
+            });
+            return Ok(false);
+        }
+        // The drain was signalled: leave the job as it was (it runs again).
+        End::Interrupted { signal, .. } => {
+            drained.interrupted = Some(signal);
+            return Ok(true);
+        }
+        // The budget ran out before the attempt could start.
+        _ if outcome.attempts == 0 => return Ok(false),
+        End::Exhausted | End::Stopped | End::Deadline | End::ClosedStdout | End::Queued => {}
+    }
+    let before = job.backoff;
+    absorb(&mut job, &outcome, &journal, now);
+    if journal.cut_off {
+        // Killed at the drain's --max-time: not the job's failure. Due at
+        // once, its backoff where it was.
+        job.backoff = before;
+        job.next_due = Stamp(now);
+    } else if outcome.end == End::Stopped {
+        let reason = format!(
+            "permanent failure on attempt {}: {}",
+            job.attempts,
+            job.last_reason().unwrap_or_else(|| "not retryable".to_string())
+        );
+        return bury(store, claim, job, reason, drained);
+    }
+    store.reschedule(claim, &job)?;
+    drained.rescheduled += 1;
+    let due = job.next_due.0.duration_since(now).unwrap_or(Duration::ZERO);
+    report.job(&JobReport {
+        result: JobResult::Rescheduled,
+        attempts: job.attempts,
+        last_status: job.last_status(),
+        next_due: Some((job.next_due.to_string(), due)),
+        reason: job.last_reason(),
+    });
+    if outcome.end == End::ClosedStdout {
+        drained.closed_stdout = true;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// The [`Config`] of one drained attempt: the job's saved options parsed
+/// as they were given, then what belongs to the drain. Its `-n` and
+/// `--max-time` governed the queueing run only: a drain makes one attempt
+/// (no limit shown: `RETRY_MAX_ATTEMPTS` is empty) within its own budget.
+fn job_config(job: &Job, opts: &DrainOptions, max_time: Option<Duration>) -> Result<Config, String> {
+    let args = std::iter::once(OsString::from("retry"))
+        .chain(job.options.iter().map(Bytes::to_os))
+        .chain(job.argv.iter().map(Bytes::to_os));
+    let mut cli = Cli::try_parse_from(args).map_err(|e| {
+        let text = e.render().to_string();
+        text.lines().next().unwrap_or("cannot parse").trim_start_matches("error: ").to_string()
+    })?;
+    cli.retries = None;
+    cli.forever = true;
+    cli.max_time = max_time;
+    cli.splay = None;
+    cli.dry_run = false;
+    cli.queue = None;
+    cli.drain = None;
+    cli.list = None;
+    cli.max_age = None;
+    cli.quiet = opts.quiet;
+    cli.verbose = opts.verbose;
+    cli.log_format = opts.log_format;
+    if opts.stdout.is_some() {
+        cli.stdout = opts.stdout;
+    }
+    // A seeded job draws differently at each step of its schedule.
+    cli.seed = cli.seed.map(|s| s ^ u64::from(job.backoff.k).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    // Relative paths were relative to the queueing run's directory.
+    if let Some(dir) = cli.state_dir.take() {
+        let cwd = PathBuf::from(job.cwd.to_os());
+        cli.state_dir =
+            Some(if dir.is_relative() && !cwd.as_os_str().is_empty() { cwd.join(dir) } else { dir });
+    }
+    Config::from_cli(cli).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::AttemptRecord;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn options_are_what_comes_before_command() {
+        let args = os(&["retry", "-n", "2", "--queue", "q", "--", "curl", "-n", "--", "x"]);
+        let got = options_before(&args, &os(&["curl", "-n", "--", "x"])).unwrap();
+        assert_eq!(got, os(&["-n", "2", "--queue", "q", "--"]));
+        let args = os(&["retry", "--queue", "q", "true"]);
+        assert_eq!(options_before(&args, &os(&["true"])).unwrap(), os(&["--queue", "q"]));
+        assert_eq!(options_before(&args, &os(&["false"])), None);
+    }
+
+    #[test]
+    fn the_next_attempt_is_due_after_the_last_one_plus_the_delay() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut job = Job::corrupt("x", t0, String::new());
+        job.dead = None;
+        let record = |attempt, at: u64| AttemptRecord {
+            attempt,
+            started: t0 + Duration::from_secs(at),
+            duration: Duration::from_secs(2),
+            status: 7,
+            verdict: "retry",
+            reason: Some("exit status 7".to_string()),
+        };
+        let journal = Journal {
+            started: Some(t0),
+            attempts: vec![record(1, 0), record(2, 10)],
+            backoff: (2, Duration::from_secs(8)),
+            next_delay: Some(Duration::from_secs(8)),
+            cut_off: false,
+        };
+        let outcome = Outcome {
+            end: End::Exhausted,
+            last: Some(Status::Exited(7)),
+            validation_failed: false,
+            attempts: 2,
+        };
+        absorb(&mut job, &outcome, &journal, t0 + Duration::from_secs(13));
+        assert_eq!(job.attempts, 2);
+        assert_eq!(job.next_due.0, t0 + Duration::from_secs(20));
+        assert_eq!(job.backoff, Position::new(2, Duration::from_secs(8)));
+        assert_eq!(job.last_status(), Some(7));
+        // Without a delay (no attempt could start) it is due at once.
+        let now = t0 + Duration::from_secs(99);
+        absorb(&mut job, &Outcome { attempts: 0, ..outcome }, &Journal::default(), now);
+        assert_eq!(job.next_due.0, now);
+    }
+}
