@@ -295,3 +295,36 @@ pub fn physical_memory() -> u64 {
     let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
     u64::try_from(pages).unwrap_or(0).saturating_mul(u64::try_from(size).unwrap_or(0))
 }
+
+/// `flock(2)` on a descriptor: `exclusive` or shared, waiting (`block`)
+/// or not. `Ok(false)`: another descriptor holds a conflicting lock
+/// (EWOULDBLOCK under `block == false`). EINTR is retried.
+pub fn flock(fd: BorrowedFd<'_>, exclusive: bool, block: bool) -> io::Result<bool> {
+    let mut op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+    if !block {
+        op |= libc::LOCK_NB;
+    }
+    loop {
+        // SAFETY: flock takes an fd borrowed for the call and an int.
+        match cvt(unsafe { libc::flock(fd.as_raw_fd(), op) }) {
+            Ok(_) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Releases a `flock` held through `fd` (closing the last descriptor of
+/// the open file does the same).
+pub fn funlock(fd: BorrowedFd<'_>) {
+    // SAFETY: flock takes an fd borrowed for the call and an int; LOCK_UN
+    // cannot block.
+    unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_UN) };
+}
+
+/// The effective user id, which owns the files retry creates.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid takes nothing and cannot fail.
+    unsafe { libc::geteuid() }
+}
