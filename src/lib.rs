@@ -34,6 +34,7 @@ pub mod run;
 pub mod signals;
 pub mod status;
 pub mod stdin;
+pub mod store;
 pub mod sys;
 
 use cli::{Cli, LogFormat};
@@ -86,6 +87,10 @@ pub fn main_entry() -> ExitCode {
                 sys::die_by_signal(sig);
             }
             ExitCode::from(code)
+        }
+        Err(Error::Store(message)) => {
+            report.store_error(message);
+            ExitCode::from(EXIT_USAGE)
         }
         Err(e) => {
             report.error(e.to_string());

@@ -62,6 +62,8 @@ pub enum End {
     Interrupted { signal: i32, during_sleep: bool },
     /// retry's stdout is a pipe with no reader left.
     ClosedStdout,
+    /// The circuit of `--key` is open: COMMAND did not run.
+    Refused,
 }
 
 impl End {
@@ -73,6 +75,7 @@ impl End {
             End::Stopped | End::ClosedStdout => "stopped",
             End::Deadline => "deadline",
             End::Interrupted { .. } => "interrupted",
+            End::Refused => "refused",
         }
     }
 }
@@ -95,6 +98,8 @@ impl Outcome {
         match (self.end, self.last) {
             (End::Success, _) => 0,
             (End::ClosedStdout, _) => 141,
+            // EX_TEMPFAIL: the circuit is open, try later.
+            (End::Refused, _) => 75,
             (End::Interrupted { signal, during_sleep: true }, _)
             | (End::Interrupted { signal, during_sleep: false }, None) => Status::Signaled(signal).code(),
             (End::Deadline, None) => 124,
@@ -111,7 +116,7 @@ impl Outcome {
     pub fn reraise(&self) -> Option<i32> {
         match (self.end, self.last) {
             (End::Interrupted { signal, during_sleep: true }, _) => Some(signal),
-            (End::Success | End::ClosedStdout, _) => None,
+            (End::Success | End::ClosedStdout | End::Refused, _) => None,
             (End::Interrupted { during_sleep: false, .. }, Some(Status::Signaled(sig)))
             | (End::Exhausted | End::Stopped | End::Deadline, Some(Status::Signaled(sig))) => Some(sig),
             (End::Interrupted { signal, during_sleep: false }, None) => Some(signal),
@@ -158,6 +163,10 @@ mod tests {
         invalid.validation_failed = true;
         assert_eq!(invalid.exit_code(), 1);
         assert_eq!(gave_up(End::ClosedStdout, Status::Exited(3)).exit_code(), 141);
+        let refused = Outcome { end: End::Refused, last: None, validation_failed: false, attempts: 0 };
+        assert_eq!(refused.exit_code(), 75);
+        assert_eq!(refused.reraise(), None);
+        assert_eq!(End::Refused.word(), "refused");
     }
 
     #[test]
