@@ -82,6 +82,8 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     pub verbosity: Verbosity,
     pub log_format: LogFormat,
+    /// `--key` and the options that share state across runs.
+    pub shared: Option<crate::store::Shared>,
 }
 
 impl Config {
@@ -144,6 +146,15 @@ impl Config {
             (false, true) => Verbosity::Verbose,
             (false, false) => Verbosity::Normal,
         };
+        let shared = crate::store::Shared::from_options(crate::store::Options {
+            key: cli.key,
+            state_store: cli.state_store,
+            circuit_break: cli.circuit_break,
+            circuit_cooldown: cli.circuit_cooldown,
+            rate: cli.rate,
+            concurrency: cli.concurrency,
+            store_optional: cli.store_optional,
+        })?;
         Ok(Config {
             command: cli.command,
             attempts: if cli.forever { None } else { Some(cli.retries.unwrap_or(3).saturating_add(1)) },
@@ -175,6 +186,7 @@ impl Config {
             state_dir: cli.state_dir,
             verbosity,
             log_format: cli.log_format.unwrap_or(LogFormat::Text),
+            shared,
         })
     }
 

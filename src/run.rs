@@ -25,6 +25,7 @@ use crate::report::{AttemptReport, Next, Reporter};
 use crate::signals::Signals;
 use crate::status::{End, Outcome, Status};
 use crate::stdin::Replay;
+use crate::store::{Coordination, Gate};
 use crate::sys::{self, Exit};
 
 /// Stdout larger than this is not parsed for `--until`.
@@ -87,6 +88,8 @@ struct Run<'a> {
     start: Instant,
     deadline: Option<Instant>,
     stdout_fifo: bool,
+    /// `--key` with `--circuit-break`, `--rate`, `--concurrency`.
+    coord: Option<Coordination>,
 }
 
 /// One attempt's facts beyond its status.
@@ -134,6 +137,7 @@ pub fn run(cfg: &Config, signals: &mut Signals, report: &Reporter) -> Result<(Ou
     let stderr_patterns: Vec<_> =
         cfg.stderr_rules.retry.iter().chain(&cfg.stderr_rules.stop).map(|p| p.regex.clone()).collect();
     let tails = !cfg.retry_if.is_empty();
+    let coord = Coordination::open(cfg.shared.as_ref(), report)?;
     let mut run = Run {
         cfg,
         report,
@@ -151,10 +155,23 @@ pub fn run(cfg: &Config, signals: &mut Signals, report: &Reporter) -> Result<(Ou
         start,
         deadline,
         stdout_fifo: sys::is_fifo(libc::STDOUT_FILENO),
+        coord,
     };
     sys::become_subreaper();
     report.command(&cfg.command);
-    let outcome = run.attempts()?;
+    // An open circuit refuses the run at once, before any splay.
+    let admitted = match &mut run.coord {
+        Some(c) => c.admit(report)?,
+        None => true,
+    };
+    let outcome = if admitted {
+        run.attempts()?
+    } else {
+        Outcome { end: End::Refused, last: None, validation_failed: false, attempts: 0 }
+    };
+    if let Some(c) = &mut run.coord {
+        c.finish(&outcome, report)?;
+    }
     sys::reap_orphans(&[]);
     // Captured stdout: the accepted attempt's, or the last one's when retry
     // gave up; nothing when interrupted (SPEC Edge rules, "A closed stdout").
@@ -195,7 +212,22 @@ impl Run<'_> {
                 return Ok(outcome);
             }
             let n = outcome.attempts + 1;
-            let attempt = self.attempt(n, outcome.last)?;
+            match self.gate(n)? {
+                Gate::Go => {}
+                Gate::Deadline => {
+                    outcome.end = End::Deadline;
+                    return Ok(outcome);
+                }
+                Gate::Interrupted(sig) => {
+                    outcome.end = End::Interrupted { signal: sig, during_sleep: true };
+                    return Ok(outcome);
+                }
+            }
+            let attempt = self.attempt(n, outcome.last);
+            if let Some(c) = &mut self.coord {
+                c.release();
+            }
+            let attempt = attempt?;
             outcome.attempts = n;
             outcome.last = Some(attempt.status);
             sys::reap_orphans(&[]);
@@ -262,6 +294,18 @@ impl Run<'_> {
                 return Ok(outcome);
             }
         }
+    }
+
+    /// Shared state before attempt `n`: a `--concurrency` slot, then a
+    /// `--rate` turn, waited for with this loop's interruptible sleep.
+    fn gate(&mut self, n: u32) -> Result<Gate, Error> {
+        let Some(mut coord) = self.coord.take() else {
+            return Ok(Gate::Go);
+        };
+        let (deadline, report) = (self.deadline, self.report);
+        let gate = coord.gate(n, deadline, &mut |wake| self.sleep_until(wake), report);
+        self.coord = Some(coord);
+        gate
     }
 
     /// Would a sleep until `wake` end at or after `--max-time`?
