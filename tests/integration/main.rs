@@ -4,4 +4,5 @@
 mod core;
 mod output;
 mod signals;
+mod store;
 mod util;
