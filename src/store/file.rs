@@ -41,6 +41,7 @@
 //! that jumps back is clamped so that it never makes anyone wait longer than
 //! a cooldown or a rate window.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
 use std::os::fd::AsFd as _;
@@ -190,10 +191,11 @@ fn rate_decide(starts: &mut Vec<u64>, now: u64, n: u32, window: Duration) -> Tur
 /// The file store of one directory.
 pub struct FileStore {
     dir: PathBuf,
-    /// The key's state lock file, opened once per run.
-    lock: Option<File>,
-    /// The circuit's trial lock while this run is the trial.
-    trial: Option<File>,
+    /// The state lock file of the key used last (a run uses one key; a
+    /// drain of many jobs reopens it when the key changes).
+    lock: Option<(Key, File)>,
+    /// The circuit trial locks this process holds, by key.
+    trials: HashMap<String, File>,
     warnings: Vec<String>,
 }
 
@@ -244,7 +246,7 @@ impl FileStore {
                  chmod go-w it or use another directory"
             )));
         }
-        Ok(FileStore { dir: dir.to_path_buf(), lock: None, trial: None, warnings: Vec::new() })
+        Ok(FileStore { dir: dir.to_path_buf(), lock: None, trials: HashMap::new(), warnings: Vec::new() })
     }
 
     fn path(&self, key: &Key, suffix: &str) -> PathBuf {
@@ -262,17 +264,17 @@ impl FileStore {
     fn with_state<T>(
         &mut self,
         key: &Key,
-        update: impl FnOnce(&mut State, u64, &mut Option<File>) -> Result<(T, bool), StoreError>,
+        update: impl FnOnce(&mut State, u64, &mut HashMap<String, File>) -> Result<(T, bool), StoreError>,
     ) -> Result<T, StoreError> {
-        let lock_path = self.path(key, "lock");
-        if self.lock.is_none() {
-            self.lock = Some(open_lock_file(&lock_path).map_err(|e| self.io_error("open", &lock_path, &e))?);
-        }
-        let Some(lock) = self.lock.take() else {
-            return Err(StoreError::unavailable(format!("{}: lock file lost", name(&self.dir))));
+        let lock = match self.lock.take() {
+            Some((k, file)) if k == *key => file,
+            _ => {
+                let lock_path = self.path(key, "lock");
+                open_lock_file(&lock_path).map_err(|e| self.io_error("open", &lock_path, &e))?
+            }
         };
         let result = self.locked(key, &lock, update);
-        self.lock = Some(lock);
+        self.lock = Some((key.clone(), lock));
         result
     }
 
@@ -280,7 +282,7 @@ impl FileStore {
         &mut self,
         key: &Key,
         lock: &File,
-        update: impl FnOnce(&mut State, u64, &mut Option<File>) -> Result<(T, bool), StoreError>,
+        update: impl FnOnce(&mut State, u64, &mut HashMap<String, File>) -> Result<(T, bool), StoreError>,
     ) -> Result<T, StoreError> {
         let lock_path = self.path(key, "lock");
         sys::flock(lock.as_fd(), true, true).map_err(|e| self.io_error("lock", &lock_path, &e))?;
@@ -299,7 +301,7 @@ impl FileStore {
                 (State::new(), true)
             }
         };
-        let (value, changed) = update(&mut state, now_us(), &mut self.trial)?;
+        let (value, changed) = update(&mut state, now_us(), &mut self.trials)?;
         if changed || reset {
             let tmp = self.path(key, "state.tmp");
             write_state(&tmp, &path, &state)
@@ -364,7 +366,7 @@ impl Store for FileStore {
     fn admit(&mut self, key: &Key, circuit: &Circuit) -> Result<Admission, StoreError> {
         let trial_path = self.path(key, "trial");
         let dir = self.dir.clone();
-        self.with_state(key, |state, now, trial| {
+        self.with_state(key, |state, now, trials| {
             let answer = match circuit_now(state, circuit, now) {
                 CircuitNow::Closed => Admission::Admitted { trial: false },
                 CircuitNow::Open { remaining } => {
@@ -388,7 +390,7 @@ impl Store for FileStore {
                         ))
                     })?;
                     if mine {
-                        *trial = Some(file);
+                        trials.insert(key.as_str().to_string(), file);
                         Admission::Admitted { trial: true }
                     } else {
                         Admission::Refused {
@@ -422,7 +424,7 @@ impl Store for FileStore {
             Ok(((), changed))
         });
         // After the state is written: the next run sees the trial's verdict.
-        self.trial = None;
+        self.trials.remove(key.as_str());
         result
     }
 
@@ -564,6 +566,27 @@ mod tests {
         ));
         a.record_run(&key, &c, RunEnd::Succeeded).expect("record");
         assert_eq!(b.admit(&key, &c).expect("b"), Admission::Admitted { trial: false });
+    }
+
+    #[test]
+    fn keys_are_independent_within_one_store() {
+        let dir = tempdir();
+        let (a, b) = (super::super::parse_key("a").expect("key"), super::super::parse_key("b").expect("key"));
+        let c = Circuit { threshold: 1, cooldown: Duration::ZERO };
+        let mut store = FileStore::open(dir.path()).expect("open");
+        let rate = Rate { n: 1, window: Duration::from_secs(3600) };
+        assert_eq!(store.rate_turn(&a, &rate).expect("a"), Turn::Go);
+        assert_eq!(store.rate_turn(&b, &rate).expect("b"), Turn::Go);
+        assert!(matches!(store.rate_turn(&a, &rate).expect("a"), Turn::Wait(_)));
+        for k in [&a, &b] {
+            store.record_run(k, &c, RunEnd::GaveUp).expect("record");
+            assert_eq!(store.admit(k, &c).expect("admit"), Admission::Admitted { trial: true });
+        }
+        store.record_run(&a, &c, RunEnd::Succeeded).expect("record");
+        assert_eq!(store.admit(&a, &c).expect("a"), Admission::Admitted { trial: false });
+        // b's trial is still held.
+        let mut other = FileStore::open(dir.path()).expect("open");
+        assert!(matches!(other.admit(&b, &c).expect("b"), Admission::Refused { trial_running: true, .. }));
     }
 
     #[test]
