@@ -147,6 +147,11 @@ fn a_run_ended_by_a_signal_does_not_count_towards_the_circuit() {
 /// Spawns `n` retry processes with `args` at once and waits for them all;
 /// returns their exit codes.
 fn crowd(t: &T, n: usize, args: &[String]) -> Vec<Option<i32>> {
+    crowd_output(t, n, args).into_iter().map(|(code, _)| code).collect()
+}
+
+/// Like `crowd`, with each process's stdout.
+fn crowd_output(t: &T, n: usize, args: &[String]) -> Vec<(Option<i32>, String)> {
     let children: Vec<_> = (0..n)
         .map(|_| {
             let mut cmd = StdCommand::new(bin());
@@ -158,7 +163,7 @@ fn crowd(t: &T, n: usize, args: &[String]) -> Vec<Option<i32>> {
                 .current_dir(t.dir.path())
                 .args(args)
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             cmd.spawn().unwrap()
         })
@@ -170,7 +175,7 @@ fn crowd(t: &T, n: usize, args: &[String]) -> Vec<Option<i32>> {
             if !matches!(out.status.code(), Some(1)) {
                 eprintln!("{}", String::from_utf8_lossy(&out.stderr));
             }
-            out.status.code()
+            (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
         })
         .collect()
 }
@@ -222,15 +227,19 @@ fn rate_limit_holds_as_a_sliding_window_across_processes() {
     let mut args = store_args(&t, "rate");
     // Splay and short waits make the processes ask at scattered times.
     args.extend(s(&["--rate", "4/500ms", "-n", "2", "--wait", "70ms", "--splay", "300ms"]));
-    args.extend(s(&["sh", "-c", "echo \"$(date +%s%N)\" >> starts; exit 1"]));
+    // Each attempt is `date` itself (no shell, so it reads the clock right
+    // after its exec) and fails validation, so all of them print.
+    args.extend(s(&["--until-match", "^never$", "--stdout", "live", "date", "+%s%N"]));
     let started = Instant::now();
-    let codes = crowd(&t, 4, &args);
-    assert!(codes.iter().all(|c| *c == Some(1)), "{codes:?}");
-    let starts = times(&t, "starts", "");
+    let outs = crowd_output(&t, 4, &args);
+    assert!(outs.iter().all(|(c, _)| *c == Some(1)), "{outs:?}");
+    let mut starts: Vec<i128> =
+        outs.iter().flat_map(|(_, out)| out.lines().map(|l| l.trim().parse::<i128>().unwrap())).collect();
+    starts.sort_unstable();
     assert_eq!(starts.len(), 12);
     // The children read the clock a little after retry recorded the start,
-    // by a spawn's latency that varies: allow 100 ms of it. A token bucket
-    // would put 8 starts within a few milliseconds.
+    // by a spawn's latency that varies (more on a loaded machine): allow
+    // 100 ms of it. A token bucket would put 8 starts within a few ms.
     let window = 500_000_000i128;
     let slack = 100_000_000i128;
     for w in starts.windows(5) {
