@@ -23,7 +23,7 @@ _retry() {
 
     case "${cmd}" in
         retry)
-            opts="-n -t -w -j -q -v -h -V --retries --forever --timeout --kill-after --kill-signal --max-time --algo --wait --multiplier --max-wait --jitter --reset-after --splay --seed --dry-run --on-retry --retry-on-exit --stop-on-exit --retry-on-stderr --retry-on-stdout --stop-on-stderr --stop-on-stdout --retry-if --until --until-match --stdout --stdin --foreground --state-dir --quiet --verbose --log-format --summary --queue --drain --list --max-age --help --version"
+            opts="-n -t -w -j -q -v -h -V --retries --forever --timeout --kill-after --kill-signal --max-time --algo --wait --multiplier --max-wait --jitter --reset-after --splay --seed --dry-run --on-retry --retry-on-exit --stop-on-exit --retry-on-stderr --retry-on-stdout --stop-on-stderr --stop-on-stdout --retry-if --until --until-match --stdout --stdin --foreground --state-dir --key --state-store --circuit-break --circuit-cooldown --rate --concurrency --store-optional --quiet --verbose --log-format --summary --queue --drain --list --max-age --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -146,6 +146,30 @@ _retry() {
                     return 0
                     ;;
                 --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --circuit-break)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --circuit-cooldown)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --concurrency)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::parse;
+use crate::store;
 
 const ABOUT: &str = "Run a command again until it works.";
 
@@ -58,6 +59,10 @@ Examples:
     $ retry -n 2 --queue ~/.local/state/retry/queue -- ./upload.sh
     crontab: */5 * * * * retry --drain ~/.local/state/retry/queue --max-time 4m
 
+  A cron job that stops calling a broken API for a while after 3 failed runs, and starts
+  at most 10 attempts a minute however many copies of it run:
+    $ retry --key nightly-sync --circuit-break 3 --rate 10/1m -- ./sync.sh
+
 Environment:
   Each attempt gets RETRY_ATTEMPT (1, 2, ...), RETRY_MAX_ATTEMPTS (empty with --forever), \
 RETRY_LAST_STATUS (empty on attempt 1) and RETRY_STATE_DIR (a directory that lasts for the \
@@ -66,8 +71,8 @@ whole run).
 Exit status:
   0 on success; otherwise the last attempt's status (124 if it timed out, 128+N if it died \
 of signal N; 1 if it exited 0 but failed --until/--until-match); 75 when --queue kept the \
-job; 125 for retry's own errors (bad options); 126/127 when COMMAND cannot be executed / is \
-not found; 128+N when retry was ended by signal N between attempts. A --drain exits 1 when \
+job or the --circuit-break circuit is open; 125 for retry's own errors (bad options); \
+126/127 when COMMAND cannot be executed / is not found; 128+N when retry was ended by signal N between attempts. A --drain exits 1 when \
 a job died, else 75 when one was rescheduled, else 0.";
 
 const SHORT_EXAMPLES: &str = "\
@@ -334,6 +339,69 @@ pub struct Cli {
     /// Keep RETRY_STATE_DIR in DIR (created 0700 if missing) instead of a fresh temp dir
     #[arg(allow_hyphen_values = true, long, value_name = "DIR", help_heading = "Input and output")]
     pub state_dir: Option<PathBuf>,
+
+    // ----- Across runs: shared state -----
+    /// Name of this job's state shared across runs (letters, digits, '.', '_', '-')
+    ///
+    /// Needed by --circuit-break, --rate and --concurrency: every run with the same key
+    /// and the same --state-store shares one circuit, one rate and one set of slots.
+    /// Example: --key nightly-sync
+    #[arg(allow_hyphen_values = true, long, value_name = "NAME", value_parser = store::parse_key,
+          help_heading = "Across runs: shared state")]
+    pub key: Option<store::Key>,
+
+    /// Where shared state lives: file:DIR (one machine) or redis://[user:pass@]host[:port][/db]
+    ///
+    /// Also taken from the environment variable RETRY_STATE_STORE. Default:
+    /// file:$XDG_STATE_HOME/retry, else file:~/.local/state/retry. A file store's DIR is
+    /// created with mode 0700; one that is group- or world-writable or owned by another
+    /// user is refused (exit 125). Passwords are masked in every message. This build has the
+    /// file store only: a redis URL is refused.
+    #[arg(allow_hyphen_values = true, long, value_name = "URL", help_heading = "Across runs: shared state")]
+    pub state_store: Option<String>,
+
+    /// After N consecutive runs of the key that gave up, refuse runs for a cooldown (exit 75)
+    ///
+    /// A run gives up when its attempts run out, a stop rule matches or --max-time ends
+    /// it, after at least one attempt; a run ended by a signal counts neither way. While
+    /// the circuit is open a run exits 75 at once without running COMMAND. After
+    /// --circuit-cooldown one run is let through as a trial (others are still refused
+    /// while it runs): its success closes the circuit, its failure opens it again. A trial
+    /// that is killed leaves the circuit half-open: the next run is the trial.
+    #[arg(allow_hyphen_values = true, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..),
+          help_heading = "Across runs: shared state")]
+    pub circuit_break: Option<u32>,
+
+    /// How long an open circuit refuses runs [default: 5m]
+    #[arg(allow_hyphen_values = true, long, value_name = "DURATION", value_parser = parse::duration,
+          help_heading = "Across runs: shared state")]
+    pub circuit_cooldown: Option<Duration>,
+
+    /// At most N attempt starts of the key per DURATION, across processes (e.g. 30/1m)
+    ///
+    /// A sliding window: no interval of length DURATION holds more than N starts (N up to
+    /// 10000; `100/s` means 100/1s). An attempt waits for its turn; the wait can be
+    /// interrupted by a signal and counts towards --max-time (a wait that would end past
+    /// it is not taken).
+    #[arg(allow_hyphen_values = true, long, value_name = "N/DURATION", value_parser = store::parse_rate,
+          help_heading = "Across runs: shared state")]
+    pub rate: Option<store::Rate>,
+
+    /// At most N attempts of the key run at once, across processes (N up to 1000)
+    ///
+    /// A slot is held only while an attempt runs, not during the backoff sleep; an attempt
+    /// waits for a free slot (re-checking every 50ms; the wait counts towards --max-time).
+    /// A slot of a process that died, even by SIGKILL, is free at once.
+    #[arg(allow_hyphen_values = true, long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(store::CONCURRENCY_MAX)),
+          help_heading = "Across runs: shared state")]
+    pub concurrency: Option<u32>,
+
+    /// When the state store cannot be used, warn and run without coordination
+    ///
+    /// Instead of exiting 125. It never overrides a refused (insecure) store directory.
+    #[arg(long, help_heading = "Across runs: shared state")]
+    pub store_optional: bool,
 
     // ----- Messages -----
     /// Print nothing but errors about retry itself

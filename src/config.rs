@@ -88,6 +88,8 @@ pub struct Config {
     pub queue: Option<crate::queue::Target>,
     /// `--max-age`: how long a queued job lives (default in `queue`).
     pub max_age: Option<Duration>,
+    /// `--key` and the options that share state across runs.
+    pub shared: Option<crate::store::Shared>,
 }
 
 impl Config {
@@ -160,6 +162,15 @@ impl Config {
             (false, true) => Verbosity::Verbose,
             (false, false) => Verbosity::Normal,
         };
+        let shared = crate::store::Shared::from_options(crate::store::Options {
+            key: cli.key,
+            state_store: cli.state_store,
+            circuit_break: cli.circuit_break,
+            circuit_cooldown: cli.circuit_cooldown,
+            rate: cli.rate,
+            concurrency: cli.concurrency,
+            store_optional: cli.store_optional,
+        })?;
         Ok(Config {
             command: cli.command,
             attempts: if cli.forever { None } else { Some(cli.retries.unwrap_or(3).saturating_add(1)) },
@@ -194,6 +205,7 @@ impl Config {
             summary: cli.summary,
             queue: cli.queue.map(crate::queue::Target::new),
             max_age: cli.max_age,
+            shared,
         })
     }
 

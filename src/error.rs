@@ -12,6 +12,8 @@ pub enum Error {
     Conflict(String),
     /// retry could not set up the run (temp files, state dir, ...).
     Io { what: String, source: io::Error },
+    /// The state store cannot be used (reported as `store_error`).
+    Store(String),
 }
 
 impl Error {
@@ -27,7 +29,7 @@ impl Error {
     pub fn hint(&self) -> Option<&'static str> {
         match self {
             Error::Usage { .. } | Error::Conflict(_) => Some("try 'retry --help' for more information"),
-            Error::Io { .. } => None,
+            Error::Io { .. } | Error::Store(_) => None,
         }
     }
 }
@@ -40,6 +42,7 @@ impl fmt::Display for Error {
             }
             Error::Conflict(msg) => f.write_str(msg),
             Error::Io { what, source } => write!(f, "{what}: {source}"),
+            Error::Store(msg) => f.write_str(msg),
         }
     }
 }

@@ -40,6 +40,7 @@ pub mod run;
 pub mod signals;
 pub mod status;
 pub mod stdin;
+pub mod store;
 pub mod summary;
 pub mod sys;
 
@@ -107,6 +108,10 @@ pub fn main_entry() -> ExitCode {
                 sys::die_by_signal(sig);
             }
             ExitCode::from(code)
+        }
+        Err(Error::Store(message)) => {
+            report.store_error(message);
+            ExitCode::from(EXIT_USAGE)
         }
         Err(e) => {
             report.error(e.to_string());

@@ -103,6 +103,19 @@ pub enum Event<'a> {
         status: u8,
         elapsed_ms: u64,
     },
+    /// The circuit of `--key` is open: this run is refused (exit 75).
+    CircuitOpen { key: &'a str, failures: u32, remaining_ms: u64, trial_running: bool },
+    /// The circuit of `--key` is half-open and this run is its trial.
+    CircuitTrial { key: &'a str },
+    /// `-v`: an attempt waits for its `--rate` turn or a `--concurrency` slot.
+    StoreWait {
+        attempt: u32,
+        wait: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        delay_ms: Option<u64>,
+    },
+    /// The state store cannot be used: exit 125 (printed even with `-q`).
+    StoreError { message: String },
 }
 
 fn ms(d: Duration) -> u64 {
@@ -188,7 +201,8 @@ impl Reporter {
     }
 
     fn emit(&self, event: &Event<'_>, text: Option<String>, github: Option<(&str, String)>) {
-        let quiet = self.verbosity == Verbosity::Quiet && !matches!(event, Event::Error { .. });
+        let quiet = self.verbosity == Verbosity::Quiet
+            && !matches!(event, Event::Error { .. } | Event::StoreError { .. });
         if quiet {
             return;
         }
@@ -298,7 +312,8 @@ impl Reporter {
             | End::Stopped
             | End::Deadline
             | End::ClosedStdout
-            | End::Queued => None,
+            | End::Queued
+            | End::Refused => None,
         };
         let event = Event::Done {
             outcome: outcome.end.word(),
@@ -342,6 +357,8 @@ impl Reporter {
             }
             // The `queued` line said it all.
             End::Queued => (None, None),
+            // Said by the circuit_open line.
+            End::Refused => (None, None),
         };
         if text.is_some() || self.format == LogFormat::Json {
             self.emit(&event, text, github);
@@ -454,6 +471,41 @@ impl Reporter {
         if text.is_some() || self.format == LogFormat::Json {
             self.emit(&event, text, None);
         }
+    }
+
+    /// `retry: circuit 'api' open for 3m12s more after 5 failed runs`.
+    pub fn circuit_open(&self, key: &str, remaining: Duration, failures: u32, trial_running: bool) {
+        let runs = if failures == 1 { "1 failed run".to_string() } else { format!("{failures} failed runs") };
+        let text = if trial_running {
+            format!("circuit '{key}' open after {runs}: a trial run is in progress")
+        } else {
+            format!("circuit '{key}' open for {} more after {runs}", human(remaining))
+        };
+        let event = Event::CircuitOpen { key, failures, remaining_ms: ms(remaining), trial_running };
+        self.emit(&event, Some(text.clone()), Some(("error", text)));
+    }
+
+    pub fn circuit_trial(&self, key: &str) {
+        let text = format!("circuit '{key}' half-open: this run is the trial");
+        self.emit(&Event::CircuitTrial { key }, Some(text.clone()), Some(("warning", text)));
+    }
+
+    /// `-v`: an attempt waits for the store.
+    pub fn store_wait(&self, attempt: u32, wait: &str, delay: Option<Duration>) {
+        if !self.verbose() {
+            return;
+        }
+        let text = match delay {
+            Some(d) => format!("attempt {attempt} waits {} for its --{wait} turn", human(d)),
+            None => format!("attempt {attempt} waits for a --{wait} slot"),
+        };
+        self.emit(&Event::StoreWait { attempt, wait, delay_ms: delay.map(ms) }, Some(text), None);
+    }
+
+    /// Why retry exits 125 because of the state store; shown even with `-q`.
+    pub fn store_error(&self, message: String) {
+        let text = message.clone();
+        self.emit(&Event::StoreError { message }, Some(text.clone()), Some(("error", text)));
     }
 
     /// Why retry exits 125, 126 or 127; shown even with `-q`.

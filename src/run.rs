@@ -25,6 +25,7 @@ use crate::report::{AttemptReport, Next, Reporter};
 use crate::signals::Signals;
 use crate::status::{End, Outcome, Status};
 use crate::stdin::Replay;
+use crate::store::{Coordination, Gate};
 use crate::sys::{self, Exit};
 
 /// Stdout larger than this is not parsed for `--until`.
@@ -162,6 +163,8 @@ struct Run<'a> {
     /// The job's recorded stdin (or /dev/null) when `carried`.
     stdin_file: Option<File>,
     journal: Option<Journal>,
+    /// `--key` with `--circuit-break`, `--rate`, `--concurrency`.
+    coord: Option<Coordination>,
 }
 
 /// One attempt's facts beyond its status.
@@ -270,6 +273,7 @@ fn run_with(
     let stderr_patterns: Vec<_> =
         cfg.stderr_rules.retry.iter().chain(&cfg.stderr_rules.stop).map(|p| p.regex.clone()).collect();
     let tails = !cfg.retry_if.is_empty();
+    let coord = Coordination::open(cfg.shared.as_ref(), report)?;
     let mut run = Run {
         cfg,
         report,
@@ -292,13 +296,31 @@ fn run_with(
         stdin_file,
         journal: (carried.is_some() || cfg.queue.is_some())
             .then(|| Journal { started: Some(wall), ..Journal::default() }),
+        coord,
     };
     sys::become_subreaper();
     report.command(&cfg.command);
-    let mut outcome = run.attempts()?;
+    // An open circuit refuses the run at once, before any splay. With
+    // --queue (and in a drain) the job is due again when the circuit closes.
+    let refused = match &mut run.coord {
+        Some(c) => c.admit(report)?,
+        None => None,
+    };
+    let mut outcome = match refused {
+        None => run.attempts()?,
+        Some(cooldown) => {
+            if let Some(j) = &mut run.journal {
+                j.next_delay = Some(cooldown);
+            }
+            Outcome { end: End::Refused, last: None, validation_failed: false, attempts: 0 }
+        }
+    };
     sys::reap_orphans(&[]);
     let journal = run.journal.take().unwrap_or_default();
-    // (Issue 7's store records the run's end here, before it may be queued.)
+    // The store records the run's end before it may be queued.
+    if let Some(c) = &mut run.coord {
+        c.finish(&outcome, report)?;
+    }
     if let (Some(target), Some(id), None) = (&cfg.queue, &queue_id, carried) {
         if crate::queue::gives_up(&outcome) {
             let job =
@@ -319,8 +341,9 @@ fn run_with(
     // gave up; nothing when interrupted or queued (SPEC Edge rules, "A
     // closed stdout"), and for a drained job only its success.
     if let (Some(spool), Stdout::Captured { tee: false }) = (&run.stdout_spool, cfg.stdout) {
-        let silent = matches!(outcome.end, End::Interrupted { .. } | End::ClosedStdout | End::Queued)
-            || (carried.is_some() && outcome.end != End::Success);
+        let silent =
+            matches!(outcome.end, End::Interrupted { .. } | End::ClosedStdout | End::Queued | End::Refused)
+                || (carried.is_some() && outcome.end != End::Success);
         if !silent && outcome.attempts > 0 {
             // EPIPE here means the reader left; nothing else to do.
             let _ = spool.write_to(libc::STDOUT_FILENO);
@@ -367,7 +390,22 @@ impl Run<'_> {
             // `this` counts the attempts of this run, `n` those of the job.
             let this = outcome.attempts + 1;
             let n = base.saturating_add(this);
-            let attempt = self.attempt(n, outcome.last.or(base_last))?;
+            match self.gate(n)? {
+                Gate::Go => {}
+                Gate::Deadline => {
+                    outcome.end = End::Deadline;
+                    return Ok(outcome);
+                }
+                Gate::Interrupted(sig) => {
+                    outcome.end = End::Interrupted { signal: sig, during_sleep: true };
+                    return Ok(outcome);
+                }
+            }
+            let attempt = self.attempt(n, outcome.last.or(base_last));
+            if let Some(c) = &mut self.coord {
+                c.release();
+            }
+            let attempt = attempt?;
             outcome.attempts = this;
             outcome.last = Some(attempt.status);
             sys::reap_orphans(&[]);
@@ -461,6 +499,18 @@ impl Run<'_> {
     fn elapsed(&self) -> Duration {
         let before = self.carried.map_or(Duration::ZERO, |c| c.elapsed);
         before.saturating_add(self.start.elapsed())
+    }
+
+    /// Shared state before attempt `n`: a `--concurrency` slot, then a
+    /// `--rate` turn, waited for with this loop's interruptible sleep.
+    fn gate(&mut self, n: u32) -> Result<Gate, Error> {
+        let Some(mut coord) = self.coord.take() else {
+            return Ok(Gate::Go);
+        };
+        let (deadline, report) = (self.deadline, self.report);
+        let gate = coord.gate(n, deadline, &mut |wake| self.sleep_until(wake, n), report);
+        self.coord = Some(coord);
+        gate
     }
 
     /// Would a sleep until `wake` end at or after `--max-time`?

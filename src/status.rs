@@ -64,6 +64,8 @@ pub enum End {
     ClosedStdout,
     /// The run gave up and `--queue` wrote the job to its queue (75).
     Queued,
+    /// The circuit of `--key` is open: COMMAND did not run.
+    Refused,
 }
 
 impl End {
@@ -76,6 +78,7 @@ impl End {
             End::Deadline => "deadline",
             End::Interrupted { .. } => "interrupted",
             End::Queued => "queued",
+            End::Refused => "refused",
         }
     }
 }
@@ -100,6 +103,8 @@ impl Outcome {
             (End::ClosedStdout, _) => 141,
             // EX_TEMPFAIL: the job lives on in the queue.
             (End::Queued, _) => EX_TEMPFAIL,
+            // EX_TEMPFAIL: the circuit is open, try later.
+            (End::Refused, _) => EX_TEMPFAIL,
             (End::Interrupted { signal, during_sleep: true }, _)
             | (End::Interrupted { signal, during_sleep: false }, None) => Status::Signaled(signal).code(),
             (End::Deadline, None) => 124,
@@ -116,7 +121,7 @@ impl Outcome {
     pub fn reraise(&self) -> Option<i32> {
         match (self.end, self.last) {
             (End::Interrupted { signal, during_sleep: true }, _) => Some(signal),
-            (End::Success | End::ClosedStdout | End::Queued, _) => None,
+            (End::Success | End::ClosedStdout | End::Queued | End::Refused, _) => None,
             (End::Interrupted { during_sleep: false, .. }, Some(Status::Signaled(sig)))
             | (End::Exhausted | End::Stopped | End::Deadline, Some(Status::Signaled(sig))) => Some(sig),
             (End::Interrupted { signal, during_sleep: false }, None) => Some(signal),
@@ -201,6 +206,10 @@ mod tests {
         assert_eq!(gave_up(End::ClosedStdout, Status::Exited(3)).exit_code(), 141);
         assert_eq!(gave_up(End::Queued, Status::Exited(3)).exit_code(), 75);
         assert_eq!(gave_up(End::Queued, Status::Signaled(9)).reraise(), None);
+        let refused = Outcome { end: End::Refused, last: None, validation_failed: false, attempts: 0 };
+        assert_eq!(refused.exit_code(), 75);
+        assert_eq!(refused.reraise(), None);
+        assert_eq!(End::Refused.word(), "refused");
     }
 
     #[test]

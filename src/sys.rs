@@ -324,15 +324,17 @@ pub fn physical_memory() -> u64 {
     u64::try_from(pages).unwrap_or(0).saturating_mul(u64::try_from(size).unwrap_or(0))
 }
 
-/// `flock(fd, LOCK_EX | LOCK_NB)`: `Ok(true)` when this descriptor now
-/// holds the exclusive lock, `Ok(false)` when another open file
-/// description holds a lock on the file. The lock lives as long as the
-/// open file description (so it dies with the process, even by SIGKILL).
-pub fn try_lock(fd: BorrowedFd<'_>) -> io::Result<bool> {
+/// `flock(2)` on a descriptor: `exclusive` or shared, waiting (`block`)
+/// or not. `Ok(false)`: another descriptor holds a conflicting lock
+/// (EWOULDBLOCK under `block == false`). EINTR is retried.
+pub fn flock(fd: BorrowedFd<'_>, exclusive: bool, block: bool) -> io::Result<bool> {
+    let mut op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+    if !block {
+        op |= libc::LOCK_NB;
+    }
     loop {
-        // SAFETY: flock takes an fd we borrow and constant flags.
-        let ret = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        match cvt(ret) {
+        // SAFETY: flock takes an fd borrowed for the call and an int.
+        match cvt(unsafe { libc::flock(fd.as_raw_fd(), op) }) {
             Ok(_) => return Ok(true),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -341,8 +343,24 @@ pub fn try_lock(fd: BorrowedFd<'_>) -> io::Result<bool> {
     }
 }
 
-/// The effective user id (owner of the files retry creates).
-pub fn euid() -> libc::uid_t {
-    // SAFETY: geteuid has no arguments and cannot fail.
+/// `flock(fd, LOCK_EX | LOCK_NB)`: `Ok(true)` when this descriptor now
+/// holds the exclusive lock, `Ok(false)` when another open file
+/// description holds a lock on the file. The lock lives as long as the
+/// open file description (so it dies with the process, even by SIGKILL).
+pub fn try_lock(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    flock(fd, true, false)
+}
+
+/// Releases a `flock` held through `fd` (closing the last descriptor of
+/// the open file does the same).
+pub fn funlock(fd: BorrowedFd<'_>) {
+    // SAFETY: flock takes an fd borrowed for the call and an int; LOCK_UN
+    // cannot block.
+    unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_UN) };
+}
+
+/// The effective user id, which owns the files retry creates.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid takes nothing and cannot fail.
     unsafe { libc::geteuid() }
 }

@@ -160,11 +160,11 @@ fn options_before(args: &[OsString], command: &[OsString]) -> Option<Vec<OsStrin
 /// Does a run that ended so go to the queue? Only when it gave up on a
 /// retryable failure: attempts exhausted or `--max-time` reached. A
 /// permanent failure (a stop rule, 126/127) is not queued: its status
-/// goes to the caller as without `--queue`. (Issue 7 adds `End::Refused`:
-/// a run refused by an open circuit is queued.)
+/// goes to the caller as without `--queue`. A run refused by an open
+/// circuit is queued, due when the circuit's cooldown ends.
 pub fn gives_up(outcome: &Outcome) -> bool {
     match outcome.end {
-        End::Exhausted | End::Deadline => true,
+        End::Exhausted | End::Deadline | End::Refused => true,
         End::Success | End::Stopped | End::Interrupted { .. } | End::ClosedStdout | End::Queued => false,
     }
 }
@@ -262,7 +262,17 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// The options a drain takes for itself (clap ids).
-const DRAIN_OPTIONS: [&str; 7] = ["drain", "max_age", "max_time", "stdout", "quiet", "verbose", "log_format"];
+const DRAIN_OPTIONS: [&str; 9] = [
+    "drain",
+    "max_age",
+    "max_time",
+    "stdout",
+    "quiet",
+    "verbose",
+    "log_format",
+    "state_store",
+    "store_optional",
+];
 /// The options `--list` takes.
 const LIST_OPTIONS: [&str; 4] = ["list", "quiet", "verbose", "log_format"];
 
@@ -276,6 +286,10 @@ pub struct DrainOptions {
     pub quiet: bool,
     pub verbose: bool,
     pub log_format: Option<LogFormat>,
+    /// `--state-store` for the jobs' shared state (else each job's own).
+    pub state_store: Option<String>,
+    /// `--store-optional` for every job.
+    pub store_optional: bool,
 }
 
 /// Refuses, with 125, any option that is not the mode's own: a drain runs
@@ -336,6 +350,8 @@ pub fn main(cli: Cli, matches: &ArgMatches) -> ExitCode {
         quiet: cli.quiet,
         verbose: cli.verbose,
         log_format: cli.log_format,
+        state_store: cli.state_store.clone(),
+        store_optional: cli.store_optional,
     };
     let mut signals = match Signals::install() {
         Ok(s) => s,
@@ -572,6 +588,22 @@ fn one_job<S: Store>(
             drained.interrupted = Some(signal);
             return Ok(true);
         }
+        // The job's circuit is open: due when it may close, no attempt
+        // counted, its backoff where it was.
+        End::Refused => {
+            let cooldown = journal.next_delay.unwrap_or(Duration::ZERO);
+            job.next_due = Stamp(job::later(now, cooldown));
+            store.reschedule(claim, &job)?;
+            drained.rescheduled += 1;
+            report.job(&JobReport {
+                result: JobResult::Rescheduled,
+                attempts: job.attempts,
+                last_status: job.last_status(),
+                next_due: Some((job.next_due.to_string(), cooldown)),
+                reason: Some("its --circuit-break circuit is open".to_string()),
+            });
+            return Ok(false);
+        }
         // The budget ran out before the attempt could start.
         _ if outcome.attempts == 0 => return Ok(false),
         End::Exhausted | End::Stopped | End::Deadline | End::ClosedStdout | End::Queued => {}
@@ -635,6 +667,11 @@ fn job_config(job: &Job, opts: &DrainOptions, max_time: Option<Duration>) -> Res
     if opts.stdout.is_some() {
         cli.stdout = opts.stdout;
     }
+    // The store options of the drain win over the job's (the Edge rules).
+    if opts.state_store.is_some() {
+        cli.state_store.clone_from(&opts.state_store);
+    }
+    cli.store_optional |= opts.store_optional;
     // A seeded job draws differently at each step of its schedule.
     cli.seed = cli.seed.map(|s| s ^ u64::from(job.backoff.k).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     // Relative paths were relative to the queueing run's directory.

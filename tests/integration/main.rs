@@ -8,5 +8,6 @@ mod output;
 mod queue;
 mod report;
 mod signals;
+mod store;
 mod summary;
 mod util;

@@ -589,3 +589,53 @@ fn help_describes_the_queue_options() {
         assert!(text.contains(flag), "{flag} missing from --help");
     }
 }
+
+/// The state store options of these tests: one key, a circuit that opens
+/// after one failed run and stays open for an hour.
+fn circuit(t: &T) -> Vec<String> {
+    let store = format!("file:{}", t.path("store").display());
+    s(&["--key", "api", "--state-store", &store, "--circuit-break", "1", "--circuit-cooldown", "1h"])
+}
+
+fn seconds_until(rfc3339: &str) -> u64 {
+    let due = humantime::parse_rfc3339(rfc3339).unwrap();
+    due.duration_since(std::time::SystemTime::now()).unwrap_or_default().as_secs()
+}
+
+#[test]
+fn a_queue_run_refused_by_an_open_circuit_is_queued_due_when_it_may_close() {
+    let t = T::new();
+    // One run that gives up opens the circuit.
+    t.retry().args(circuit(&t)).args(["-n", "0", "false"]).assert().code(1);
+    t.retry()
+        .args(circuit(&t))
+        .args(["-n", "0", "--queue", &q(&t), "--"])
+        .args(sh("touch ran"))
+        .assert()
+        .code(75)
+        .stderr(predicate::str::contains("circuit 'api' open"))
+        .stderr(predicate::str::contains("queued as"));
+    assert!(!t.path("ran").exists(), "COMMAND did not run");
+    let jobs = list(&t);
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0]["attempts"], 0);
+    let due = seconds_until(jobs[0]["next_due"].as_str().unwrap());
+    assert!((3500..=3600).contains(&due), "due in {due}s, not at the cooldown's end");
+}
+
+#[test]
+fn a_drain_honours_a_jobs_open_circuit_and_reschedules_it_to_the_cooldowns_end() {
+    let t = T::new();
+    // The queueing run gives up (opening the circuit) and is queued, due at once.
+    let opts = circuit(&t);
+    let mut opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    opts.extend(["-n", "0", "--wait", "0"]);
+    enqueue(&t, &opts, "echo run >> runs; exit 1");
+    assert_eq!(t.runs("runs"), 1);
+    drain(&t, &[]).code(75);
+    assert_eq!(t.runs("runs"), 1, "the drain did not run a job whose circuit is open");
+    let job = &list(&t)[0];
+    assert_eq!(job["attempts"], 1);
+    let due = seconds_until(job["next_due"].as_str().unwrap());
+    assert!((3500..=3600).contains(&due), "due in {due}s");
+}
