@@ -259,6 +259,13 @@ pub fn pipe_is_broken(fd: RawFd) -> bool {
     matches!(poll(&mut fds, Some(Duration::ZERO)), Ok(1) if fds[0].revents & libc::POLLERR != 0)
 }
 
+/// Ignores SIGPIPE, as std's runtime does before `main` (retry's binary
+/// skips that start-up): writes to a pipe without readers fail with EPIPE.
+pub fn ignore_sigpipe() {
+    // SAFETY: signal() with a constant disposition, no handler code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
 pub fn isatty(fd: RawFd) -> bool {
     // SAFETY: isatty takes an integer.
     unsafe { libc::isatty(fd) == 1 }
