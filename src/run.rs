@@ -6,7 +6,7 @@ use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::Seek as _;
 use std::os::fd::{AsRawFd as _, OwnedFd};
-use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,11 @@ const RETRY_VARS: [&str; 4] = ["RETRY_ATTEMPT", "RETRY_MAX_ATTEMPTS", "RETRY_LAS
 /// The two random streams of a run: backoff and splay. The same seed gives
 /// the same streams in `--dry-run` and in a real run.
 pub fn rngs(seed: Option<u64>) -> (Xoshiro256PlusPlus, Xoshiro256PlusPlus) {
-    let seed = seed.unwrap_or_else(|| rand::make_rng::<Xoshiro256PlusPlus>().random());
+    // Unseeded: 64 bits from std's random hash keys (one getrandom(2) call
+    // at most). rand's OS source goes through the getrandom crate, which in
+    // the static build cannot find libc's getrandom (dlsym) and falls back
+    // to polling /dev/random and reading /dev/urandom: six system calls.
+    let seed = seed.unwrap_or_else(|| std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8));
     let backoff = Xoshiro256PlusPlus::seed_from_u64(seed);
     // A distinct, fixed derivation so the splay draw never shifts backoff.
     let splay = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5bd1_e995_9e37_79b9);
@@ -55,7 +59,20 @@ pub fn splay_delay(max: Duration, rng: &mut Xoshiro256PlusPlus) -> Duration {
 /// The run's temporary state, removed at the end (before a re-raised
 /// signal ends the process).
 pub struct Resources {
-    _state_dir: Option<tempfile::TempDir>,
+    _state_dir: Option<StateDir>,
+}
+
+/// The run's own state dir, removed on drop: one `rmdir` for the usual
+/// empty dir (std's `remove_dir_all` costs nine system calls even then), the
+/// whole tree only when the command left something in it.
+struct StateDir(PathBuf);
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        if std::fs::remove_dir(&self.0).is_err() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// Creates an already-unlinked file in TMPDIR (it vanishes even after
@@ -104,11 +121,16 @@ pub fn run(cfg: &Config, signals: &mut Signals, report: &Reporter) -> Result<(Ou
     let (state_dir, kept) = match &cfg.state_dir {
         Some(dir) => (dir.clone(), None),
         None => {
+            use std::os::unix::fs::PermissionsExt as _;
+            // 0700: the command may keep secrets there (tempfile's default
+            // is 0777 less the umask).
             let tmp = tempfile::Builder::new()
                 .prefix("retry-")
+                .permissions(std::fs::Permissions::from_mode(0o700))
                 .tempdir()
                 .map_err(|e| Error::io(tmpdir_what("cannot create the state directory"), e))?;
-            (tmp.path().to_path_buf(), Some(tmp))
+            let path = tmp.keep();
+            (path.clone(), Some(StateDir(path)))
         }
     };
     if cfg.state_dir.is_some() {
@@ -651,7 +673,9 @@ fn base_env() -> Vec<CString> {
     std::env::vars_os()
         .filter(|(k, _)| !RETRY_VARS.iter().any(|v| OsStr::new(v) == k))
         .filter_map(|(k, v)| {
-            let mut entry = k.into_vec();
+            // Sized once: no reallocation for `=` and CString's NUL.
+            let mut entry = Vec::with_capacity(k.len() + v.len() + 2);
+            entry.extend_from_slice(k.as_bytes());
             entry.push(b'=');
             entry.extend_from_slice(v.as_bytes());
             CString::new(entry).ok()
