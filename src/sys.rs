@@ -1,5 +1,5 @@
 //! Thin, policy-free wrappers over the Linux system calls retry needs
-//! beyond std: pipes, `ppoll`, `splice`/`sendfile`, `memfd`, process-group
+//! beyond std: pipes, `ppoll`, `sendfile`, `memfd`, process-group
 //! signals, `waitid` on a pidfd, subreaping. Every `unsafe` block here is a
 //! plain FFI call on values this module owns or borrows; the SAFETY notes
 //! say what the kernel reads or writes.
@@ -33,6 +33,16 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     let flags = cvt(unsafe { libc::fcntl(raw, libc::F_GETFL) })?;
     cvt(unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
     Ok(())
+}
+
+/// Asks for a pipe buffer of `bytes` (F_SETPIPE_SZ); returns the size the
+/// kernel granted. Fails (EPERM) past `/proc/sys/fs/pipe-max-size` or the
+/// user's pipe quota, which callers may ignore: the pipe keeps its size.
+pub fn set_pipe_size(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
+    let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: fcntl on a valid fd with an integer argument.
+    let granted = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) })?;
+    Ok(usize::try_from(granted).unwrap_or(0))
 }
 
 /// `ppoll` with a timeout (`None` = wait forever). EINTR counts as a wake-up
@@ -98,28 +108,6 @@ pub fn pread(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     loop {
         // SAFETY: buf is valid for writes of buf.len() bytes.
         let ret = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), off) };
-        match cvt_size(ret) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
-}
-
-/// Moves up to `len` bytes from a pipe to a file or pipe inside the kernel.
-/// `Ok(0)` means EOF on `from`.
-pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-    loop {
-        // SAFETY: null offsets: both fds use (and advance) their own offsets.
-        let ret = unsafe {
-            libc::splice(
-                from,
-                std::ptr::null_mut(),
-                to,
-                std::ptr::null_mut(),
-                len,
-                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-            )
-        };
         match cvt_size(ret) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return other,
