@@ -324,6 +324,26 @@ impl Child {
         }
     }
 
+    /// After a timeout, once the leader is reaped: waits (at most `limit`)
+    /// until the SIGKILLed rest of the group is gone, reaping the members
+    /// re-parented to retry (a subreaper). Without it a member still dying
+    /// when retry exits becomes a zombie of PID 1, which some containers'
+    /// PID 1 reaps late or never. Only probes the group (signal 0): the
+    /// leader's id is not reserved any more, so it is never signalled.
+    pub fn wait_group_gone(&self, limit: std::time::Duration) {
+        if !self.own_group {
+            return;
+        }
+        let end = std::time::Instant::now() + limit;
+        loop {
+            sys::reap_orphans(&[]);
+            if !sys::group_exists(self.pid) || std::time::Instant::now() >= end {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// How the process exited, if it has, leaving it unreaped.
     pub fn peek(&self) -> io::Result<Option<Exit>> {
         sys::waitid(self.pidfd.as_fd(), false, false)

@@ -350,6 +350,9 @@ pub fn run(
                     child.kill_group();
                 }
                 let exit = child.reap().unwrap_or(exit);
+                if state.timed_out {
+                    child.wait_group_gone(GRACE);
+                }
                 state.exit = Some((exit, Instant::now()));
                 if let Some(f) = feeder.as_mut() {
                     f.fd = None;

@@ -148,6 +148,14 @@ pub fn kill(pid: libc::pid_t, sig: libc::c_int) {
     unsafe { libc::kill(pid, sig) };
 }
 
+/// Does process group `pgid` still have members (zombies included)? Only
+/// probes (signal 0), so it is harmless even if the id was reused.
+pub fn group_exists(pgid: libc::pid_t) -> bool {
+    // SAFETY: kill with signal 0 sends nothing; integers only.
+    let ret = unsafe { libc::kill(-pgid, 0) };
+    ret == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// What `waitid` reports about an exited child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
