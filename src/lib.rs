@@ -27,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod flush;
 pub mod parse;
 pub mod predicate;
 pub mod report;

@@ -20,6 +20,7 @@ use crate::classify::{self, Facts, Verdict};
 use crate::config::{Config, Stdout};
 use crate::error::Error;
 use crate::exec::{self, Finished, Input, Io, Limits, Output, Sink};
+use crate::flush::{self, Flushed};
 use crate::predicate::{self, Mode, Predicate};
 use crate::report::{AttemptReport, Next, Reporter};
 use crate::signals::Signals;
@@ -176,15 +177,18 @@ pub fn run(cfg: &Config, signals: &mut Signals, report: &Reporter) -> Result<(Ou
     };
     sys::become_subreaper();
     report.command(&cfg.command);
-    let outcome = run.attempts()?;
+    let mut outcome = run.attempts()?;
     sys::reap_orphans(&[]);
     // Captured stdout: the accepted attempt's, or the last one's when retry
     // gave up; nothing when interrupted (SPEC Edge rules, "A closed stdout").
-    if let (Some(spool), Stdout::Captured { tee: false }) = (&run.stdout_spool, cfg.stdout) {
+    if let (Some(spool), Stdout::Captured { tee: false }) = (run.stdout_spool.take(), cfg.stdout) {
         let interrupted = matches!(outcome.end, End::Interrupted { .. } | End::ClosedStdout);
         if !interrupted && outcome.attempts > 0 {
-            // EPIPE here means the reader left; nothing else to do.
-            let _ = spool.write_to(libc::STDOUT_FILENO);
+            // EPIPE here means the reader left; nothing else to do. A signal
+            // while a stalled reader blocks the write ends retry with 128+N.
+            if let Flushed::Interrupted(signal) = flush::write_out(spool, libc::STDOUT_FILENO, run.signals) {
+                outcome.end = End::Interrupted { signal, during_sleep: true };
+            }
         }
     }
     report.done(&outcome, start.elapsed(), cfg.attempts);
