@@ -2,6 +2,7 @@
 //! built `retry` against small child scripts in `tests/fixtures/`.
 
 mod core;
+mod hardening;
 mod output;
 mod signals;
 mod util;
