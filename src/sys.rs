@@ -38,11 +38,18 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// Asks for a pipe buffer of `bytes` (F_SETPIPE_SZ); returns the size the
 /// kernel granted. Fails (EPERM) past `/proc/sys/fs/pipe-max-size` or the
 /// user's pipe quota, which callers may ignore: the pipe keeps its size.
-pub fn set_pipe_size(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
+pub fn set_pipe_size(fd: impl AsRawFd, bytes: usize) -> io::Result<usize> {
     let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: fcntl on a valid fd with an integer argument.
+    // SAFETY: fcntl on an integer fd with an integer argument.
     let granted = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) })?;
     Ok(usize::try_from(granted).unwrap_or(0))
+}
+
+/// The buffer size of a pipe (F_GETPIPE_SZ).
+pub fn pipe_size(fd: RawFd) -> io::Result<usize> {
+    // SAFETY: fcntl on an integer fd, no pointer argument.
+    let size = cvt(unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) })?;
+    Ok(usize::try_from(size).unwrap_or(0))
 }
 
 /// `ppoll` with a timeout (`None` = wait forever). EINTR counts as a wake-up
