@@ -615,8 +615,8 @@ fn a_signal_during_the_sleep_ends_retry_with_128_plus_n() {
 #[test]
 fn a_signal_while_final_stdout_is_flushed_to_a_stalled_reader_ends_retry() {
     let t = T::new();
-    // The reader never reads: retry blocks writing 50 MB of captured stdout.
-    let (read_end, write_end) = std::io::pipe().unwrap();
+    // The reader (this test) never reads: retry blocks writing 50 MB of
+    // captured stdout.
     let mut child = StdCommand::new(bin())
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -625,7 +625,7 @@ fn a_signal_while_final_stdout_is_flushed_to_a_stalled_reader_ends_retry() {
         .current_dir(t.dir.path())
         .args(["-n", "0", "--stdout", "final", "sh", "-c", "head -c 50000000 /dev/zero; touch done"])
         .stdin(Stdio::null())
-        .stdout(write_end)
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -637,7 +637,7 @@ fn a_signal_while_final_stdout_is_flushed_to_a_stalled_reader_ends_retry() {
     let status = wait_exit(&mut child);
     assert!(start.elapsed() < Duration::from_secs(5));
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
-    drop(read_end);
+    drop(child.stdout.take());
     assert_nothing_left(&t, &[]);
     assert_eq!(std::fs::read_dir(t.path("tmp")).unwrap().count(), 0, "state dir removed");
 }
