@@ -82,6 +82,16 @@ fn spill_file() -> Result<File, Error> {
     tempfile::tempfile().map_err(|e| Error::io(tmpdir_what("cannot create a temporary file"), e))
 }
 
+/// tempfile's errors end in "at path \"…/retry-XXXXXX\"", a random name
+/// that was never created; the OS error before it is the clear part.
+fn without_path(e: std::io::Error) -> std::io::Error {
+    let text = e.to_string();
+    match text.split_once(" at path ") {
+        Some((os, _)) => std::io::Error::new(e.kind(), os.to_string()),
+        None => e,
+    }
+}
+
 fn tmpdir_what(what: &str) -> String {
     let dir = std::env::temp_dir();
     format!("{what} in TMPDIR ({})", dir.display())
@@ -129,7 +139,7 @@ pub fn run(cfg: &Config, signals: &mut Signals, report: &Reporter) -> Result<(Ou
                 .prefix("retry-")
                 .permissions(std::fs::Permissions::from_mode(0o700))
                 .tempdir()
-                .map_err(|e| Error::io(tmpdir_what("cannot create the state directory"), e))?;
+                .map_err(|e| Error::io(tmpdir_what("cannot create the state directory"), without_path(e)))?;
             let path = tmp.keep();
             (path.clone(), Some(StateDir(path)))
         }
