@@ -414,7 +414,7 @@ fn a_grandchild_holding_the_pipe_delays_retry_by_at_most_the_grace() {
     // Output within the grace after the exit is kept.
     t.retry()
         .args(["-n", "0", "--stdout", "final"])
-        .args(sh("(sleep 0.3; echo late) & echo early"))
+        .args(sh("(sleep 0.1; echo late) & echo early"))
         .assert()
         .success()
         .stdout("early\nlate\n");
