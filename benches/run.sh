@@ -88,13 +88,24 @@ if [ "$TMPFS" = ext4 ] && findmnt -n -o OPTIONS -T "${TMPDIR:-/tmp}" 2>/dev/null
 fi
 say "start overhead ($ROUNDS rounds; TMPDIR on $TMPFS)"
 : >"$WORK/start"
+# The floor for any wrapper, when a C compiler is at hand: a static
+# posix_spawn + waitpid, nothing else.
+BARE=""
+if command -v cc >/dev/null; then
+    printf '%s\n' '#include <spawn.h>' '#include <sys/wait.h>' 'extern char **environ;' \
+        'int main(int c, char **v) { pid_t p; int s; (void)c;' \
+        '  if (posix_spawn(&p, v[1], 0, 0, v + 1, environ)) return 127;' \
+        '  waitpid(p, &s, 0); return WEXITSTATUS(s); }' >"$WORK/bare.c"
+    cc -O2 -static -o "$WORK/bare" "$WORK/bare.c" 2>/dev/null && BARE=$WORK/bare
+fi
 # One round: true, retry and the peers; appends "TAG TOOL FIELD OVERHEAD".
 start_round() {
     local tag=$1 cmds=(-n true /bin/true -n retry "$R -- /bin/true")
     [ -n "$DEB" ] && cmds+=(-n debian "$DEB -t 1 -- /bin/true")
     [ -n "$ATT" ] && cmds+=(-n attempt "$ATT -a 1 fixed -- /bin/true")
+    [ -n "$BARE" ] && cmds+=(-n bare "$BARE /bin/true")
     hf -N --warmup 30 --runs 300 "${cmds[@]}"
-    for t in retry debian attempt; do
+    for t in retry debian attempt bare; do
         for f in 2 3; do
             base=$(col true "$f"); v=$(col "$t" "$f")
             [ -n "$v" ] && echo "$tag $t $f $(awk -v a="$v" -v b="$base" 'BEGIN {print a - b}')" >>"$WORK/start"
@@ -128,6 +139,11 @@ if [ -n "$DEB" ]; then
         read -r tm tmin < <(start_ratio tmpfs retry debian)
         row "… the same with TMPDIR=$SHM (tmpfs)" "$(fmt "$(ovh tmpfs retry 2)" 0) µs" \
             "Debian retry $(fmt "$(ovh tmpfs debian 2)" 0) µs" "$(fmt "$tm") ($(fmt "$tmin"))" "≤ 0.8×" "$(le "$tm" 0.8)"
+    fi
+    if [ -n "$BARE" ]; then
+        read -r bm bmin < <(start_ratio default bare debian)
+        row "… a bare static C wrapper (\`posix_spawn\` + \`waitpid\`: the floor)" "$(fmt "$(ovh default bare 2)" 0) µs" \
+            "Debian retry" "$(fmt "$bm") ($(fmt "$bmin"))" "" ""
     fi
     if [ -n "$ATT" ]; then
         read -r am amin < <(start_ratio default attempt debian)
