@@ -75,25 +75,6 @@ impl Spool {
         Ok(())
     }
 
-    /// When memory is full, the spill file to splice a pipe into directly.
-    pub fn splice_target(&self) -> Option<RawFd> {
-        match &self.spill {
-            Some(f) if self.mem.len() >= MEM_LIMIT => Some(f.as_raw_fd()),
-            _ => None,
-        }
-    }
-
-    /// Moves bytes from `pipe` into the spill file in the kernel; `Ok(0)` at
-    /// EOF. Only valid when `splice_target` is `Some`.
-    pub fn splice_from(&mut self, pipe: RawFd) -> io::Result<usize> {
-        let Some(target) = self.splice_target() else {
-            return Err(io::Error::other("spool is not spilling"));
-        };
-        let n = sys::splice(pipe, target, 1 << 20)?;
-        self.spilled += n as u64;
-        Ok(n)
-    }
-
     /// Copies bytes `[pos, pos + buf.len())` into `buf`; returns how many.
     pub fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
         let mem_len = self.mem.len() as u64;

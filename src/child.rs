@@ -258,9 +258,11 @@ pub fn spawn(req: &Spawn<'_>) -> Result<Child, SpawnError> {
     if candidates.is_empty() {
         return Err(SpawnError::NotFound(io::Error::from_raw_os_error(libc::ENOENT)));
     }
-    let mut stack = vec![0u8; CHILD_STACK];
+    // Not zeroed: a stack is written before it is read, and zeroing 64 KiB
+    // cost 16 page faults and ~65,000 instructions per spawn.
+    let mut stack: Vec<u8> = Vec::with_capacity(CHILD_STACK);
     // The stack grows down: pass its 16-byte aligned top.
-    // SAFETY: the offset stays inside the allocation.
+    // SAFETY: the offset is the end of the allocation (capacity CHILD_STACK).
     let top = unsafe { stack.as_mut_ptr().add(CHILD_STACK) };
     let top = ((top as usize) & !15) as *mut c_void;
     let mut pidfd: c_int = -1;

@@ -32,6 +32,7 @@ pub mod config;
 pub mod countdown;
 pub mod error;
 pub mod exec;
+pub mod flush;
 pub mod parse;
 pub mod predicate;
 pub mod queue;
@@ -203,4 +204,16 @@ fn dry_run(cfg: &Config) -> ExitCode {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(141),
         Err(_) => ExitCode::from(EXIT_USAGE),
     }
+}
+
+/// The binary's entry point (`main.rs` is `no_main`): what retry needs of
+/// std's runtime start-up — SIGPIPE ignored, so a closed stdout is an EPIPE
+/// retry handles (exit 141), and stdout flushed at the end — around
+/// [`main_entry`]. Returns the exit status.
+pub fn c_main() -> u8 {
+    sys::ignore_sigpipe();
+    let code = main_entry();
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    // `ExitCode` has no stable accessor; it is one of 256 values.
+    (0..=u8::MAX).find(|&c| ExitCode::from(c) == code).unwrap_or(EXIT_USAGE)
 }

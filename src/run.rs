@@ -20,6 +20,7 @@ use crate::classify::{self, Facts, Verdict};
 use crate::config::{Config, Stdout};
 use crate::error::Error;
 use crate::exec::{self, Finished, Input, Io, Limits, Output, Sink};
+use crate::flush::{self, Flushed};
 use crate::predicate::{self, Mode, Predicate};
 use crate::report::{AttemptReport, Next, Reporter};
 use crate::signals::Signals;
@@ -40,7 +41,11 @@ const RETRY_VARS: [&str; 4] = ["RETRY_ATTEMPT", "RETRY_MAX_ATTEMPTS", "RETRY_LAS
 /// The two random streams of a run: backoff and splay. The same seed gives
 /// the same streams in `--dry-run` and in a real run.
 pub fn rngs(seed: Option<u64>) -> (Xoshiro256PlusPlus, Xoshiro256PlusPlus) {
-    let seed = seed.unwrap_or_else(|| rand::make_rng::<Xoshiro256PlusPlus>().random());
+    // Unseeded: 64 bits from std's random hash keys (one getrandom(2) call
+    // at most). rand's OS source goes through the getrandom crate, which in
+    // the static build cannot find libc's getrandom (dlsym) and falls back
+    // to polling /dev/random and reading /dev/urandom: six system calls.
+    let seed = seed.unwrap_or_else(|| std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8));
     let backoff = Xoshiro256PlusPlus::seed_from_u64(seed);
     // A distinct, fixed derivation so the splay draw never shifts backoff.
     let splay = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5bd1_e995_9e37_79b9);
@@ -56,7 +61,29 @@ pub fn splay_delay(max: Duration, rng: &mut Xoshiro256PlusPlus) -> Duration {
 /// The run's temporary state, removed at the end (before a re-raised
 /// signal ends the process).
 pub struct Resources {
-    _state_dir: Option<tempfile::TempDir>,
+    _state_dir: Option<StateDir>,
+}
+
+/// The run's own state dir, removed on drop: one `rmdir` for the usual
+/// empty dir (std's `remove_dir_all` costs nine system calls even then), the
+/// whole tree only when the command left something in it.
+struct StateDir(Option<PathBuf>);
+
+impl StateDir {
+    /// Leaves the directory in place (a queued job keeps it).
+    fn keep(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            if std::fs::remove_dir(dir).is_err() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
 }
 
 /// A run that continues a queued job (one attempt of it in a drain): what
@@ -131,6 +158,16 @@ pub struct AttemptRecord {
 /// SIGKILL).
 fn spill_file() -> Result<File, Error> {
     tempfile::tempfile().map_err(|e| Error::io(tmpdir_what("cannot create a temporary file"), e))
+}
+
+/// tempfile's errors end in "at path \"…/retry-XXXXXX\"", a random name
+/// that was never created; the OS error before it is the clear part.
+fn without_path(e: std::io::Error) -> std::io::Error {
+    let text = e.to_string();
+    match text.split_once(" at path ") {
+        Some((os, _)) => std::io::Error::new(e.kind(), os.to_string()),
+        None => e,
+    }
 }
 
 fn tmpdir_what(what: &str) -> String {
@@ -211,16 +248,21 @@ fn run_with(
         (Some(dir), _, _) => (dir.clone(), None),
         (None, Some(c), _) => (c.state_dir.clone(), None),
         (None, None, Some(target)) => {
-            let (id, tmp) = target.state_dir(wall)?;
+            let (id, path) = target.state_dir(wall)?;
             queue_id = Some(id);
-            (tmp.path().to_path_buf(), Some(tmp))
+            (path.clone(), Some(StateDir(Some(path))))
         }
         (None, None, None) => {
+            use std::os::unix::fs::PermissionsExt as _;
+            // 0700: the command may keep secrets there (tempfile's default
+            // is 0777 less the umask).
             let tmp = tempfile::Builder::new()
                 .prefix("retry-")
+                .permissions(std::fs::Permissions::from_mode(0o700))
                 .tempdir()
-                .map_err(|e| Error::io(tmpdir_what("cannot create the state directory"), e))?;
-            (tmp.path().to_path_buf(), Some(tmp))
+                .map_err(|e| Error::io(tmpdir_what("cannot create the state directory"), without_path(e)))?;
+            let path = tmp.keep();
+            (path.clone(), Some(StateDir(Some(path))))
         }
     };
     if cfg.state_dir.is_some() || carry.is_some() {
@@ -330,7 +372,9 @@ fn run_with(
                     report.queued(id, &queued.file, &outcome, start.elapsed(), queued.due);
                     outcome.end = End::Queued;
                     // The job's state dir lives on in the queue.
-                    kept.take().map(tempfile::TempDir::keep);
+                    if let Some(dir) = kept.as_mut() {
+                        dir.keep();
+                    }
                 }
                 // A signal came while the rest of stdin was read: not queued.
                 Err(signal) => outcome.end = End::Interrupted { signal, during_sleep: true },
@@ -340,13 +384,16 @@ fn run_with(
     // Captured stdout: the accepted attempt's, or the last one's when retry
     // gave up; nothing when interrupted or queued (SPEC Edge rules, "A
     // closed stdout"), and for a drained job only its success.
-    if let (Some(spool), Stdout::Captured { tee: false }) = (&run.stdout_spool, cfg.stdout) {
+    if let (Some(spool), Stdout::Captured { tee: false }) = (run.stdout_spool.take(), cfg.stdout) {
         let silent =
             matches!(outcome.end, End::Interrupted { .. } | End::ClosedStdout | End::Queued | End::Refused)
                 || (carried.is_some() && outcome.end != End::Success);
         if !silent && outcome.attempts > 0 {
-            // EPIPE here means the reader left; nothing else to do.
-            let _ = spool.write_to(libc::STDOUT_FILENO);
+            // EPIPE here means the reader left; nothing else to do. A signal
+            // while a stalled reader blocks the write ends retry with 128+N.
+            if let Flushed::Interrupted(signal) = flush::write_out(spool, libc::STDOUT_FILENO, run.signals) {
+                outcome.end = End::Interrupted { signal, during_sleep: true };
+            }
         }
     }
     if carried.is_none() {
@@ -928,7 +975,9 @@ fn base_env() -> Vec<CString> {
     std::env::vars_os()
         .filter(|(k, _)| !RETRY_VARS.iter().any(|v| OsStr::new(v) == k))
         .filter_map(|(k, v)| {
-            let mut entry = k.into_vec();
+            // Sized once: no reallocation for `=` and CString's NUL.
+            let mut entry = Vec::with_capacity(k.len() + v.len() + 2);
+            entry.extend_from_slice(k.as_bytes());
             entry.push(b'=');
             entry.extend_from_slice(v.as_bytes());
             CString::new(entry).ok()

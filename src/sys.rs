@@ -1,5 +1,5 @@
 //! Thin, policy-free wrappers over the Linux system calls retry needs
-//! beyond std: pipes, `ppoll`, `splice`/`sendfile`, `memfd`, process-group
+//! beyond std: pipes, `ppoll`, `sendfile`, `memfd`, process-group
 //! signals, `waitid` on a pidfd, subreaping. Every `unsafe` block here is a
 //! plain FFI call on values this module owns or borrows; the SAFETY notes
 //! say what the kernel reads or writes.
@@ -33,6 +33,23 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     let flags = cvt(unsafe { libc::fcntl(raw, libc::F_GETFL) })?;
     cvt(unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
     Ok(())
+}
+
+/// Asks for a pipe buffer of `bytes` (F_SETPIPE_SZ); returns the size the
+/// kernel granted. Fails (EPERM) past `/proc/sys/fs/pipe-max-size` or the
+/// user's pipe quota, which callers may ignore: the pipe keeps its size.
+pub fn set_pipe_size(fd: impl AsRawFd, bytes: usize) -> io::Result<usize> {
+    let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: fcntl on an integer fd with an integer argument.
+    let granted = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) })?;
+    Ok(usize::try_from(granted).unwrap_or(0))
+}
+
+/// The buffer size of a pipe (F_GETPIPE_SZ).
+pub fn pipe_size(fd: RawFd) -> io::Result<usize> {
+    // SAFETY: fcntl on an integer fd, no pointer argument.
+    let size = cvt(unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) })?;
+    Ok(usize::try_from(size).unwrap_or(0))
 }
 
 /// `ppoll` with a timeout (`None` = wait forever). EINTR counts as a wake-up
@@ -105,28 +122,6 @@ pub fn pread(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     }
 }
 
-/// Moves up to `len` bytes from a pipe to a file or pipe inside the kernel.
-/// `Ok(0)` means EOF on `from`.
-pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-    loop {
-        // SAFETY: null offsets: both fds use (and advance) their own offsets.
-        let ret = unsafe {
-            libc::splice(
-                from,
-                std::ptr::null_mut(),
-                to,
-                std::ptr::null_mut(),
-                len,
-                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-            )
-        };
-        match cvt_size(ret) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
-}
-
 /// Copies `count` bytes of file `from` starting at `offset` to `to` (any
 /// descriptor) inside the kernel; returns the bytes moved.
 pub fn sendfile(to: RawFd, from: RawFd, offset: &mut u64, count: usize) -> io::Result<usize> {
@@ -158,6 +153,14 @@ pub fn kill(pid: libc::pid_t, sig: libc::c_int) {
     // SAFETY: kill takes plain integers. Callers only name pids/groups they
     // have not reaped yet, so the id cannot have been reused.
     unsafe { libc::kill(pid, sig) };
+}
+
+/// Does process group `pgid` still have members (zombies included)? Only
+/// probes (signal 0), so it is harmless even if the id was reused.
+pub fn group_exists(pgid: libc::pid_t) -> bool {
+    // SAFETY: kill with signal 0 sends nothing; integers only.
+    let ret = unsafe { libc::kill(-pgid, 0) };
+    ret == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// What `waitid` reports about an exited child.
@@ -245,8 +248,7 @@ pub fn reap_group(pgid: libc::pid_t, limit: Duration) {
                 break;
             }
         }
-        // SAFETY: signal 0 only checks whether any member (zombies too) exists.
-        if unsafe { libc::kill(-pgid, 0) } != 0 || std::time::Instant::now() >= deadline {
+        if !group_exists(pgid) || std::time::Instant::now() >= deadline {
             return;
         }
         std::thread::sleep(Duration::from_millis(1));
@@ -285,6 +287,13 @@ pub fn is_fifo(fd: RawFd) -> bool {
 pub fn pipe_is_broken(fd: RawFd) -> bool {
     let mut fds = [pollfd(fd, libc::POLLOUT)];
     matches!(poll(&mut fds, Some(Duration::ZERO)), Ok(1) if fds[0].revents & libc::POLLERR != 0)
+}
+
+/// Ignores SIGPIPE, as std's runtime does before `main` (retry's binary
+/// skips that start-up): writes to a pipe without readers fail with EPIPE.
+pub fn ignore_sigpipe() {
+    // SAFETY: signal() with a constant disposition, no handler code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
 pub fn isatty(fd: RawFd) -> bool {

@@ -119,7 +119,7 @@ impl Target {
 
     /// A new job id and its state dir `DIR/state/<id>` (mode 0700), removed
     /// when dropped unless the job is queued.
-    pub fn state_dir(&self, now: SystemTime) -> Result<(String, tempfile::TempDir), Error> {
+    pub fn state_dir(&self, now: SystemTime) -> Result<(String, PathBuf), Error> {
         let id = self.new_id(now);
         let parent = self.dir.join("state");
         let err =
@@ -131,7 +131,8 @@ impl Target {
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir_in(&parent)
             .map_err(err)?;
-        Ok((id, tmp))
+        // The run removes it at its end, unless the job is queued.
+        Ok((id, tmp.keep()))
     }
 }
 

@@ -4,6 +4,7 @@
 mod core;
 mod countdown;
 mod generated;
+mod hardening;
 mod output;
 mod queue;
 mod report;
