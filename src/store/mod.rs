@@ -179,7 +179,9 @@ impl Shared {
             (None, None) => ("--state-store", None),
         };
         let store = match text {
-            Some(text) => url::parse(&text).map_err(|why| Error::usage(option, url::mask(&text), why))?,
+            Some(text) => {
+                url::parse(&text).map_err(|why| Error::usage(option, crate::parse::mask_url(&text), why))?
+            }
             None => StoreUrl::File(default_dir().ok_or_else(|| {
                 Error::Conflict(
                     "cannot find the default state store: neither XDG_STATE_HOME nor HOME is set; \
