@@ -3,10 +3,12 @@
 
 mod core;
 mod countdown;
+mod fleet;
 mod generated;
 mod output;
 mod queue;
 mod report;
+mod server;
 mod signals;
 mod store;
 mod summary;
