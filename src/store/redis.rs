@@ -266,7 +266,33 @@ struct Conn {
     url: RedisUrl,
     /// `state store 'redis://…'` (password masked), for messages.
     name: String,
-    con: Mutex<Option<redis::Connection>>,
+    con: Mutex<Option<Link>>,
+}
+
+/// A live connection, and how many replies of commands sent without
+/// waiting (slot releases) are still to be read from it.
+struct Link {
+    con: redis::Connection,
+    unread: usize,
+}
+
+impl Link {
+    fn new(con: redis::Connection) -> Link {
+        Link { con, unread: 0 }
+    }
+
+    /// The connection, once the replies still owed are read (they came
+    /// long ago: reading them costs no wait). Their content does not
+    /// matter; a lost connection does.
+    fn ready(&mut self) -> Result<&mut redis::Connection, RedisError> {
+        while self.unread > 0 {
+            match self.con.recv_response() {
+                Err(e) if lost(&e) => return Err(e),
+                Ok(_) | Err(_) => self.unread -= 1,
+            }
+        }
+        Ok(&mut self.con)
+    }
 }
 
 /// Is the connection itself in doubt (rather than the server saying no)?
@@ -275,7 +301,7 @@ fn lost(e: &RedisError) -> bool {
 }
 
 impl Conn {
-    fn lock(&self) -> MutexGuard<'_, Option<redis::Connection>> {
+    fn lock(&self) -> MutexGuard<'_, Option<Link>> {
         // A renewer that panicked cannot leave the connection half-used
         // in a way that matters: the next error reconnects.
         self.con.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -362,7 +388,7 @@ impl Conn {
         mut op: impl FnMut(&mut redis::Connection) -> Result<T, RedisError>,
     ) -> Result<T, StoreError> {
         let mut guard = self.lock();
-        let mut why = match guard.as_mut().map(&mut op) {
+        let mut why = match guard.as_mut().map(|link| link.ready().and_then(&mut op)) {
             Some(Ok(value)) => return Ok(value),
             Some(Err(e)) if !lost(&e) => return Err(self.failed(doing, &e)),
             Some(Err(e)) => self.failed(doing, &e),
@@ -382,11 +408,11 @@ impl Conn {
             match self.connect(left.min(CONNECT_TIMEOUT)) {
                 Ok(mut con) => match op(&mut con) {
                     Ok(value) => {
-                        *guard = Some(con);
+                        *guard = Some(Link::new(con));
                         return Ok(value);
                     }
                     Err(e) if !lost(&e) => {
-                        *guard = Some(con);
+                        *guard = Some(Link::new(con));
                         return Err(self.failed(doing, &e));
                     }
                     Err(e) => why = self.failed(doing, &e),
@@ -403,9 +429,22 @@ impl Conn {
     /// leases run out by themselves).
     fn once(&self, op: impl FnOnce(&mut redis::Connection) -> Result<(), RedisError>) {
         let mut guard = self.lock();
-        if let Some(con) = guard.as_mut() {
-            if op(con).is_err_and(|e| lost(&e)) {
+        if let Some(link) = guard.as_mut() {
+            if link.ready().and_then(op).is_err_and(|e| lost(&e)) {
                 *guard = None;
+            }
+        }
+    }
+
+    /// Sends `cmd` if connected, without waiting for its reply (read
+    /// before the next command); never reconnects. Redis runs a
+    /// connection's commands in order, so what follows sees its effect.
+    fn send(&self, cmd: &redis::Cmd) {
+        let mut guard = self.lock();
+        if let Some(link) = guard.as_mut() {
+            match link.con.send_packed_command(&cmd.get_packed_command()) {
+                Ok(()) => link.unread += 1,
+                Err(_) => *guard = None,
             }
         }
     }
@@ -530,10 +569,11 @@ impl Drop for Lease {
             return;
         }
         let (k, t) = (&self.redis_key, &self.token);
-        self.conn.once(|con| match self.held {
-            Held::Slot => redis::cmd("ZREM").arg(k).arg(t).query::<i64>(con).map(drop),
-            Held::Trial => RELEASE_TRIAL.key(k).arg(t).invoke::<i64>(con).map(drop),
-        });
+        match self.held {
+            // Once per attempt: not worth a round trip of waiting.
+            Held::Slot => self.conn.send(redis::cmd("ZREM").arg(k).arg(t)),
+            Held::Trial => self.conn.once(|con| RELEASE_TRIAL.key(k).arg(t).invoke::<i64>(con).map(drop)),
+        }
     }
 }
 
@@ -572,7 +612,7 @@ impl RedisStore {
         let conn = Conn { url: url.clone(), name, con: Mutex::new(None) };
         let mut con = conn.connect(CONNECT_TIMEOUT)?;
         redis::cmd("PING").query::<String>(&mut con).map_err(|e| conn.failed("cannot connect", &e))?;
-        *conn.lock() = Some(con);
+        *conn.lock() = Some(Link::new(con));
         let random: u64 = {
             use rand::RngExt as _;
             rand::make_rng::<rand::rngs::Xoshiro256PlusPlus>().random()
