@@ -45,9 +45,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs as _};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redis::{
@@ -497,7 +496,6 @@ enum Held {
 /// dropped, which releases it.
 struct Lease {
     stop: Option<mpsc::Sender<()>>,
-    renewer: Option<JoinHandle<()>>,
     conn: Arc<Conn>,
     held: Held,
     redis_key: String,
@@ -522,7 +520,8 @@ impl Lease {
             Held::Slot => format!("its --concurrency slot of key '{}'", key.as_str()),
             Held::Trial => format!("the circuit trial of key '{}'", key.as_str()),
         };
-        let renewer = std::thread::Builder::new()
+        // Detached: it ends when told to (stop_renewing) or with the process.
+        let _renewer = std::thread::Builder::new()
             .name("lease".to_string())
             .spawn(move || {
                 // Until the lease is dropped (the sender goes away).
@@ -538,6 +537,11 @@ impl Lease {
                             RENEW_TRIAL.key(&k).arg(&t).arg(millis(timing.lease)).invoke::<i64>(con)
                         }
                     });
+                    if let Err(TryRecvError::Disconnected) = stopped.try_recv() {
+                        // Released meanwhile: a renewal that found nothing
+                        // (or failed) is no news.
+                        break;
+                    }
                     let message = match renewed {
                         Ok(1) => continue,
                         Ok(_) => format!(
@@ -551,14 +555,15 @@ impl Lease {
                 }
             })
             .ok();
-        Lease { stop: Some(stop), renewer, conn: Arc::clone(conn), held, redis_key, token, release: true }
+        Lease { stop: Some(stop), conn: Arc::clone(conn), held, redis_key, token, release: true }
     }
 
+    /// Tells the renewer to stop, without waiting for it (a thread's
+    /// wake-up costs more than a round trip on a busy machine). A renewal
+    /// already under way may still run, after the release: it finds the
+    /// lease gone (the renew scripts never recreate one) and ends quietly.
     fn stop_renewing(&mut self) {
         drop(self.stop.take());
-        if let Some(renewer) = self.renewer.take() {
-            let _ = renewer.join();
-        }
     }
 }
 
