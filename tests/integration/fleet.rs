@@ -238,14 +238,14 @@ fn a_slot_lease_is_renewed_while_its_attempt_runs_and_released_after() {
     let t = T::new();
     let server = RedisServer::start();
     let url = server.url();
-    let lease = [(LEASE_ENV, "600")];
+    let lease = [(LEASE_ENV, "1000")];
     let mut args = store_args(&url, "k");
-    args.extend(s(&["--concurrency", "1", "sh", "-c", "touch holding; sleep 2"]));
+    args.extend(s(&["--concurrency", "1", "sh", "-c", "touch holding; sleep 3"]));
     let mut holder = spawn_with(&t, &args, &lease);
     t.wait_for("holding");
-    // Far longer than the 600 ms lease: only renewals keep it held.
+    // Twice the 1 s lease: only renewals (every 300 ms) keep it held.
     let mut args = store_args(&url, "k");
-    args.extend(s(&["--concurrency", "1", "--max-time", "1200ms"]));
+    args.extend(s(&["--concurrency", "1", "--max-time", "2s"]));
     args.extend(counted(0));
     let mut waiter = spawn_with(&t, &args, &lease);
     assert_eq!(wait_exit(&mut waiter).code(), Some(124), "{}", stderr_of(waiter));
