@@ -355,8 +355,14 @@ pub struct Cli {
     /// Also taken from the environment variable RETRY_STATE_STORE. Default:
     /// file:$XDG_STATE_HOME/retry, else file:~/.local/state/retry. A file store's DIR is
     /// created with mode 0700; one that is group- or world-writable or owned by another
-    /// user is refused (exit 125). Passwords are masked in every message. This build has the
-    /// file store only: a redis URL is refused.
+    /// user is refused (exit 125). A Redis store serves a fleet of machines: every update is
+    /// atomic on the server and timed by its clock; keys retry:key:NAME:* expire after 30
+    /// days unused (or the cooldown, when longer). Give a password as redis://:pass@host or
+    /// redis://user:pass@host (a % in it written %25); it is masked in every output. An
+    /// unreachable server or a refused password exits 125 before the first attempt; a
+    /// connection lost later is re-tried for 2s. rediss:// (TLS) is not supported: use a
+    /// local TLS tunnel.
+    /// Example: RETRY_STATE_STORE=redis://:s3cret@cache.internal:6379/2
     #[arg(allow_hyphen_values = true, long, value_name = "URL", help_heading = "Across runs: shared state")]
     pub state_store: Option<String>,
 
@@ -391,7 +397,8 @@ pub struct Cli {
     ///
     /// A slot is held only while an attempt runs, not during the backoff sleep; an attempt
     /// waits for a free slot (re-checking every 50ms; the wait counts towards --max-time).
-    /// A slot of a process that died, even by SIGKILL, is free at once.
+    /// A slot of a process that died, even by SIGKILL, is free at once (file store) or
+    /// within 10s (Redis: a lease the holder renews every 3s).
     #[arg(allow_hyphen_values = true, long, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=i64::from(store::CONCURRENCY_MAX)),
           help_heading = "Across runs: shared state")]
@@ -399,7 +406,9 @@ pub struct Cli {
 
     /// When the state store cannot be used, warn and run without coordination
     ///
-    /// Instead of exiting 125. It never overrides a refused (insecure) store directory.
+    /// Instead of exiting 125: at the start (an unreachable server, a refused password), or
+    /// when the store is lost during the run (after 2s of reconnecting), the run goes on
+    /// uncoordinated. It never overrides a refused (insecure) store directory.
     #[arg(long, help_heading = "Across runs: shared state")]
     pub store_optional: bool,
 

@@ -110,8 +110,9 @@ pub fn main_entry() -> ExitCode {
             }
             ExitCode::from(code)
         }
-        Err(Error::Store(message)) => {
-            report.store_error(message);
+        Err(e @ Error::Store(_)) => {
+            report.store_error(e.to_string());
+            report.write_summary(Some(&e));
             ExitCode::from(EXIT_USAGE)
         }
         Err(e) => {

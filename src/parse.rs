@@ -246,27 +246,24 @@ pub fn human(d: Duration) -> String {
 /// A URL with its password replaced by `***`, for every output that shows
 /// one (logs, `--summary`, `-v`): `redis://user:secret@host:6379/0` →
 /// `redis://user:***@host:6379/0`, `redis://:pass@h` → `redis://:***@h`.
-/// Text without `://` (`file:DIR`, a path) or without a password comes back
-/// unchanged. The authority ends at the first `/`, `?` or `#` after `://`,
-/// and the user info at its last `@`, so a raw `@` in a password is masked
-/// too.
+/// The user info ends at the LAST `@` after `://`, so a password with a
+/// raw `@`, `/`, `#` or `?` in it (base64 makes `/`) is masked whole; a
+/// user info without a colon may be a password alone (redis-cli reads
+/// `redis://secret@host` so) and is masked whole: `redis://***@host`.
+/// Text without `://` (`file:DIR`, a path) or without an `@` comes back
+/// unchanged. This is the one masker of text a user typed; a parsed store
+/// URL prints itself masked (`StoreUrl::masked`).
 pub fn mask_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();
     };
-    let authority_start = scheme_end + 3;
-    let rest = &url[authority_start..];
-    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_len];
-    let Some(at) = authority.rfind('@') else {
+    let start = scheme_end + 3;
+    let rest = &url[start..];
+    let Some(at) = rest.rfind('@') else {
         return url.to_string();
     };
-    let Some(colon) = authority[..at].find(':') else {
-        return url.to_string();
-    };
-    let password_start = authority_start + colon + 1;
-    let password_end = authority_start + at;
-    format!("{}***{}", &url[..password_start], &url[password_end..])
+    let password_start = start + rest[..at].find(':').map_or(0, |colon| colon + 1);
+    format!("{}***{}", &url[..password_start], &url[start + at..])
 }
 
 #[cfg(test)]
@@ -384,9 +381,13 @@ mod tests {
             ("redis://:pass@h", "redis://:***@h"),
             ("redis://u:p@ss@host/1", "redis://u:***@host/1"),
             ("redis://:@h", "redis://:***@h"),
-            ("redis://user@host:6379", "redis://user@host:6379"),
+            ("redis://user@host:6379", "redis://***@host:6379"),
+            ("rediss://hunter2@h", "rediss://***@h"),
+            ("redis://u:ab/c+d==@h:1/2", "redis://u:***@h:1/2"),
+            ("redis://:p#w?x@h", "redis://:***@h"),
             ("redis://host:6379/0", "redis://host:6379/0"),
-            ("redis://host/0#a:b@c", "redis://host/0#a:b@c"),
+            // Not a valid URL (a name has no `@`): masked rather than trusted.
+            ("redis://host/0#a:b@c", "redis://host/0#a:***@c"),
             ("file:/var/lib/retry", "file:/var/lib/retry"),
             ("file:", "file:"),
             ("", ""),

@@ -116,6 +116,8 @@ pub enum Event<'a> {
     },
     /// The state store cannot be used: exit 125 (printed even with `-q`).
     StoreError { message: String },
+    /// `-v`: the store a `--key` shares its state in (password masked).
+    StoreOpen { key: &'a str, store: String },
 }
 
 fn ms(d: Duration) -> u64 {
@@ -500,6 +502,15 @@ impl Reporter {
             None => format!("attempt {attempt} waits for a --{wait} slot"),
         };
         self.emit(&Event::StoreWait { attempt, wait, delay_ms: delay.map(ms) }, Some(text), None);
+    }
+
+    /// `-v`: where the key's state lives; `store` is already masked.
+    pub fn store_open(&self, key: &str, store: String) {
+        if !self.verbose() {
+            return;
+        }
+        let text = format!("key '{key}' shares its state in {store}");
+        self.emit(&Event::StoreOpen { key, store }, Some(text), None);
     }
 
     /// Why retry exits 125 because of the state store; shown even with `-q`.

@@ -74,8 +74,8 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 /// The options in force, typed (durations in milliseconds, defaults
-/// filled in), not the raw argv. Options whose value is a URL go through
-/// [`crate::parse::mask_url`] so a password never reaches the file.
+/// filled in), not the raw argv. The store URL is shown masked
+/// ([`crate::store::StoreUrl::masked`]) so a password never reaches the file.
 #[derive(Serialize, Debug)]
 pub struct Options {
     /// `-n`; null with `--forever`.
@@ -112,6 +112,27 @@ pub struct Options {
     pub verbosity: &'static str,
     pub log_format: &'static str,
     pub summary: String,
+    /// `--key`; null without one (then the shared-state options are null too).
+    pub key: Option<String>,
+    /// The store in use (option, `RETRY_STATE_STORE` or the default), masked.
+    pub state_store: Option<String>,
+    pub circuit_break: Option<u32>,
+    /// In force with `--circuit-break` (default 5m), else null.
+    pub circuit_cooldown_ms: Option<u64>,
+    pub rate: Option<RateOption>,
+    pub concurrency: Option<u32>,
+    pub store_optional: bool,
+    /// `--queue DIR`.
+    pub queue: Option<String>,
+    /// In force with `--queue` (default 3 days), else null.
+    pub max_age_ms: Option<u64>,
+}
+
+/// `--rate N/DURATION`, typed.
+#[derive(Serialize, Debug)]
+pub struct RateOption {
+    pub n: u32,
+    pub window_ms: u64,
 }
 
 impl Options {
@@ -120,6 +141,7 @@ impl Options {
         let sources = |ps: &[crate::config::Pattern]| ps.iter().map(|p| p.source.clone()).collect();
         let exprs = |ps: &[crate::predicate::Predicate]| ps.iter().map(|p| p.source().to_string()).collect();
         let lossy = |p: &Path| p.to_string_lossy().into_owned();
+        let shared = cfg.shared.as_ref();
         Options {
             retries: cfg.attempts.map(|t| t.saturating_sub(1)),
             forever: cfg.attempts.is_none(),
@@ -169,6 +191,15 @@ impl Options {
                 LogFormat::Github => "github",
             },
             summary: lossy(summary),
+            key: shared.map(|sh| sh.key.as_str().to_string()),
+            state_store: shared.map(|sh| sh.store.masked()),
+            circuit_break: shared.and_then(|sh| sh.circuit).map(|c| c.threshold),
+            circuit_cooldown_ms: shared.and_then(|sh| sh.circuit).map(|c| ms(c.cooldown)),
+            rate: shared.and_then(|sh| sh.rate).map(|r| RateOption { n: r.n, window_ms: ms(r.window) }),
+            concurrency: shared.and_then(|sh| sh.concurrency),
+            store_optional: shared.is_some_and(|sh| sh.optional),
+            queue: cfg.queue.as_ref().map(|q| lossy(&q.dir)),
+            max_age_ms: cfg.queue.as_ref().map(|_| ms(cfg.max_age.unwrap_or(crate::queue::DEFAULT_MAX_AGE))),
         }
     }
 }

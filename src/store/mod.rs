@@ -34,6 +34,7 @@ use crate::report::Reporter;
 use crate::status::{End, Outcome};
 
 pub mod file;
+pub mod redis;
 pub mod url;
 
 pub use url::StoreUrl;
@@ -179,7 +180,9 @@ impl Shared {
             (None, None) => ("--state-store", None),
         };
         let store = match text {
-            Some(text) => url::parse(&text).map_err(|why| Error::usage(option, url::mask(&text), why))?,
+            Some(text) => {
+                url::parse(&text).map_err(|why| Error::usage(option, crate::parse::mask_url(&text), why))?
+            }
             None => StoreUrl::File(default_dir().ok_or_else(|| {
                 Error::Conflict(
                     "cannot find the default state store: neither XDG_STATE_HOME nor HOME is set; \
@@ -196,14 +199,8 @@ impl Shared {
                     "a #NAME names a queue; a state store takes none",
                 ));
             }
-            StoreUrl::Redis(r) => {
-                return Err(Error::usage(
-                    option,
-                    r.masked(),
-                    "the redis store is not available in this build",
-                ));
-            }
-            StoreUrl::File(_) => {}
+            StoreUrl::Redis(r) if r.tls => return Err(Error::usage(option, r.masked(), redis::TLS_REFUSED)),
+            StoreUrl::Redis(_) | StoreUrl::File(_) => {}
         }
         Ok(Some(Shared {
             key,
@@ -327,11 +324,7 @@ pub trait Store: Send {
 pub fn open(url: &StoreUrl) -> Result<Box<dyn Store>, StoreError> {
     match url {
         StoreUrl::File(dir) => Ok(Box::new(file::FileStore::open(dir)?)),
-        // Config refuses redis URLs until the Redis store exists.
-        StoreUrl::Redis(r) => Err(StoreError::unavailable(format!(
-            "{}: the redis store is not available in this build",
-            r.masked()
-        ))),
+        StoreUrl::Redis(r) => Ok(Box::new(redis::RedisStore::open(r)?)),
     }
 }
 
@@ -368,6 +361,7 @@ impl Coordination {
         let Some(shared) = shared.filter(|s| s.active()) else {
             return Ok(None);
         };
+        report.store_open(shared.key.as_str(), shared.store.masked());
         let store = match open(&shared.store) {
             Ok(store) => Some(store),
             Err(e) if shared.optional && !e.insecure => {

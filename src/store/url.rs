@@ -4,9 +4,8 @@
 //!
 //! A password never reaches an output: [`RedisUrl`]'s `Debug` and
 //! [`RedisUrl::masked`] print `***` in its place, parse errors never
-//! quote it, and [`mask`] hides it in text a user typed before it is
-//! echoed in a usage error. (A crate-wide `mask_url` may replace this
-//! private helper once one exists.)
+//! quote it, and text a user typed goes through the crate's one masker,
+//! [`crate::parse::mask_url`], before it is echoed in a usage error.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -54,7 +53,8 @@ impl RedisUrl {
         match (&self.user, &self.password) {
             (Some(u), Some(_)) => out.push_str(&format!("{u}:***@")),
             (None, Some(_)) => out.push_str(":***@"),
-            (Some(u), None) => out.push_str(&format!("{u}@")),
+            // Not produced by `parse` (a user needs a password); masked anyway.
+            (Some(_), None) => out.push_str("***@"),
             (None, None) => {}
         }
         if self.host.contains(':') {
@@ -107,6 +107,13 @@ fn parse_file(rest: &str) -> Result<PathBuf, String> {
 }
 
 fn parse_redis(tls: bool, rest: &str) -> Result<RedisUrl, String> {
+    // The user info ends at the last `@` (a name after `#` has none), so
+    // a password may hold a raw `/`, `#`, `?` or `@` (base64 makes `/`);
+    // it is split off first and never quoted in an error.
+    let (userinfo, rest) = match rest.rfind('@') {
+        Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+        None => (None, rest),
+    };
     let (rest, name) = match rest.split_once('#') {
         Some((r, n)) => {
             if !super::valid_name(n) {
@@ -119,31 +126,28 @@ fn parse_redis(tls: bool, rest: &str) -> Result<RedisUrl, String> {
     if rest.contains('?') {
         return Err(format!("query parameters are not supported; {HINT}"));
     }
-    let (authority, path) = match rest.find('/') {
+    let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], Some(&rest[i + 1..])),
         None => (rest, None),
-    };
-    let (userinfo, hostport) = match authority.rfind('@') {
-        Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
-        None => (None, authority),
     };
     let (user, password) = match userinfo {
         None => (None, None),
         Some(info) => {
-            let (u, p) = match info.split_once(':') {
-                Some((u, p)) => (u, Some(p)),
-                None => (info, None),
+            // `user@` alone is not in the grammar: AUTH needs a password,
+            // and redis-cli reads `redis://secret@host` as a password, so
+            // it is refused (and masked in the message) rather than guessed.
+            let Some((u, p)) = info.split_once(':') else {
+                return Err("a user name needs a password: write redis://user:pass@host, \
+                            or redis://:pass@host for the default user"
+                    .to_string());
             };
             let user = if u.is_empty() {
                 None
             } else {
                 Some(percent_decode(u).ok_or_else(|| "bad %-escape in the user name".to_string())?)
             };
-            let password = match p {
-                Some(p) => Some(percent_decode(p).ok_or_else(|| "bad %-escape in the password".to_string())?),
-                None => None,
-            };
-            (user, password)
+            let password = percent_decode(p).ok_or_else(|| "bad %-escape in the password".to_string())?;
+            (user, Some(password))
         }
     };
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
@@ -200,26 +204,6 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Text a user typed, safe to echo: in `scheme://user:pass@…` the
-/// password (or a user-info without a colon, which may be one) becomes
-/// `***`.
-pub fn mask(text: &str) -> String {
-    let Some(start) = text.find("://").map(|i| i + 3) else {
-        return text.to_string();
-    };
-    let rest = &text[start..];
-    let end = rest.find(['/', '#', '?']).unwrap_or(rest.len());
-    let Some(at) = rest[..end].rfind('@') else {
-        return text.to_string();
-    };
-    let info = &rest[..at];
-    let masked = match info.split_once(':') {
-        Some((user, _)) => format!("{user}:***"),
-        None => "***".to_string(),
-    };
-    format!("{}{masked}{}", &text[..start], &rest[at..])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +242,10 @@ mod tests {
         assert_eq!((r.user, r.password.as_deref(), r.host.as_str(), r.port), (None, Some("pw"), "::1", 7000));
         let r = redis("redis://user:p:w@h");
         assert_eq!(r.password.as_deref(), Some("p:w"));
+        // Raw `/`, `#`, `?`, `@` in a password: the last `@` ends it.
+        let r = redis("redis://u:a/b#c?d@e@h:1/2#q");
+        assert_eq!(r.password.as_deref(), Some("a/b#c?d@e"));
+        assert_eq!((r.host.as_str(), r.port, r.db, r.name.as_deref()), ("h", 1, 2, Some("q")));
     }
 
     #[test]
@@ -275,6 +263,8 @@ mod tests {
             "redis://u:pw@",
             "redis://u:%zz@h",
             "redis://h o",
+            "redis://pw@h",
+            "redis://u:pw/1#x@h:x",
         ] {
             let err = parse(bad).expect_err(bad);
             assert!(!err.contains("pw") && !err.contains("%zz"), "{bad}: {err}");
@@ -287,9 +277,5 @@ mod tests {
         assert_eq!(r.masked(), "redis://app:***@h:1/3#q");
         assert_eq!(format!("{r:?}"), "redis://app:***@h:1/3#q");
         assert_eq!(redis("redis://[::1]").masked(), "redis://[::1]:6379/0");
-        assert_eq!(mask("redis://app:hunter2@h:1/3"), "redis://app:***@h:1/3");
-        assert_eq!(mask("rediss://hunter2@h"), "rediss://***@h");
-        assert_eq!(mask("redis://h/1#a@b"), "redis://h/1#a@b");
-        assert_eq!(mask("file:/x@y"), "file:/x@y");
     }
 }

@@ -3,11 +3,13 @@
 
 mod core;
 mod countdown;
+mod fleet;
 mod generated;
 mod hardening;
 mod output;
 mod queue;
 mod report;
+mod server;
 mod signals;
 mod store;
 mod summary;

@@ -1,6 +1,9 @@
-//! Shared state across runs on the file store: the circuit breaker and its
-//! trial run, the sliding-window rate limit and the concurrency limit
-//! across real processes, crash recovery, and the store's refusals.
+//! Shared state across runs: the circuit breaker and its trial run, the
+//! sliding-window rate limit and the concurrency limit across real
+//! processes, and crash recovery, each on BOTH stores (the file store and a
+//! real `redis-server`: `name::file`, `name::redis`); then the file store's
+//! own refusals. Redis-only behaviour (lost server, auth, leases, key
+//! expiry) is in `fleet.rs`.
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::os::unix::process::ExitStatusExt as _;
@@ -9,11 +12,27 @@ use std::time::{Duration, Instant};
 
 use predicates::prelude::*;
 
+use crate::on_both_stores;
+use crate::server::{Backend, LEASE_ENV, spawn_with};
 use crate::util::*;
+
+on_both_stores!(
+    circuit_opens_after_n_runs_that_gave_up_and_refuses_with_75_without_running,
+    refused_run_in_json_reports_circuit_open_and_outcome_refused,
+    after_the_cooldown_one_trial_runs_while_others_are_refused_and_its_result_decides,
+    a_trial_killed_by_sigkill_does_not_wedge_the_circuit,
+    a_run_ended_by_a_signal_does_not_count_towards_the_circuit,
+    a_hundred_concurrent_runs_on_one_key_lose_no_count_and_respect_rate_and_concurrency,
+    rate_limit_holds_as_a_sliding_window_across_processes,
+    concurrency_never_exceeds_n_across_processes,
+    a_slot_is_free_during_the_backoff_sleep_and_soon_after_sigkill,
+    a_rate_wait_is_interrupted_by_a_signal,
+    a_rate_wait_past_max_time_ends_with_the_last_attempts_status,
+);
 
 /// `--key KEY --state-store file:<sandbox>/store`.
 fn store_args(t: &T, key: &str) -> Vec<String> {
-    s(&["--key", key, "--state-store", &format!("file:{}", path_str(&t.path("store")))])
+    Backend::file(t).args(key)
 }
 
 /// A child that appends a line to `count`, then exits CODE.
@@ -21,35 +40,31 @@ fn counted(code: u32) -> Vec<String> {
     s(&["sh", "-c", &format!("echo run >> count; exit {code}")])
 }
 
-fn circuit(t: &T, key: &str, n: &str, cooldown: &str) -> Vec<String> {
-    let mut args = store_args(t, key);
+fn circuit(b: &Backend, key: &str, n: &str, cooldown: &str) -> Vec<String> {
+    let mut args = b.args(key);
     args.extend(s(&["--circuit-break", n, "--circuit-cooldown", cooldown, "-n", "0"]));
     args
 }
 
-#[test]
-fn circuit_opens_after_n_runs_that_gave_up_and_refuses_with_75_without_running() {
-    let t = T::new();
+fn circuit_opens_after_n_runs_that_gave_up_and_refuses_with_75_without_running(t: &T, b: &Backend) {
     for _ in 0..2 {
-        t.retry().args(circuit(&t, "api", "2", "1h")).args(counted(1)).assert().code(1);
+        t.retry().args(circuit(b, "api", "2", "1h")).args(counted(1)).assert().code(1);
     }
-    t.retry().args(circuit(&t, "api", "2", "1h")).args(counted(0)).assert().code(75).stderr(
+    t.retry().args(circuit(b, "api", "2", "1h")).args(counted(0)).assert().code(75).stderr(
         predicate::str::is_match(r"^retry: circuit 'api' open for (59m\d+s|1h) more after 2 failed runs\n$")
             .unwrap(),
     );
     assert_eq!(t.runs("count"), 2, "a refused run does not run COMMAND");
     // Another key is not affected.
-    t.retry().args(circuit(&t, "other", "2", "1h")).args(counted(0)).assert().success();
+    t.retry().args(circuit(b, "other", "2", "1h")).args(counted(0)).assert().success();
 }
 
-#[test]
-fn refused_run_in_json_reports_circuit_open_and_outcome_refused() {
-    let t = T::new();
-    t.retry().args(circuit(&t, "api", "1", "1h")).args(counted(3)).assert().code(3);
+fn refused_run_in_json_reports_circuit_open_and_outcome_refused(t: &T, b: &Backend) {
+    t.retry().args(circuit(b, "api", "1", "1h")).args(counted(3)).assert().code(3);
     let out = t
         .retry()
         .args(["--log-format", "json"])
-        .args(circuit(&t, "api", "1", "1h"))
+        .args(circuit(b, "api", "1", "1h"))
         .args(counted(0))
         .assert()
         .code(75)
@@ -69,10 +84,8 @@ fn refused_run_in_json_reports_circuit_open_and_outcome_refused() {
     assert_eq!(lines[1]["attempts"], 0);
 }
 
-#[test]
-fn after_the_cooldown_one_trial_runs_while_others_are_refused_and_its_result_decides() {
-    let t = T::new();
-    let args = circuit(&t, "api", "2", "300ms");
+fn after_the_cooldown_one_trial_runs_while_others_are_refused_and_its_result_decides(t: &T, b: &Backend) {
+    let args = circuit(b, "api", "2", "300ms");
     for _ in 0..2 {
         t.retry().args(&args).args(counted(1)).assert().code(1);
     }
@@ -108,40 +121,47 @@ fn after_the_cooldown_one_trial_runs_while_others_are_refused_and_its_result_dec
     assert_eq!(t.runs("count"), 5);
 }
 
-#[test]
-fn a_trial_killed_by_sigkill_does_not_wedge_the_circuit() {
-    let t = T::new();
-    let args = circuit(&t, "api", "1", "100ms");
+fn a_trial_killed_by_sigkill_does_not_wedge_the_circuit(t: &T, b: &Backend) {
+    let args = circuit(b, "api", "1", "100ms");
     t.retry().args(&args).args(counted(1)).assert().code(1);
     std::thread::sleep(Duration::from_millis(150));
     let mut trial_args = args.clone();
     trial_args.extend(s(&["sh", "-c", "touch started; sleep 30"]));
-    let trial_args: Vec<&str> = trial_args.iter().map(String::as_str).collect();
-    let mut trial = t.spawn(&trial_args);
+
+    // (The Redis store's trial lease is shortened to 1s here; the file
+    // store ignores the variable.)
+    let mut trial = spawn_with(t, &trial_args, &[(LEASE_ENV, "1000")]);
     t.wait_for("started");
     kill(trial.id(), libc::SIGKILL);
     wait_exit(&mut trial);
-    // The dead trial's lock is gone: this run is the next trial, and closes it.
-    t.retry()
-        .args(&args)
-        .args(counted(0))
-        .assert()
-        .success()
-        .stderr(predicate::str::contains("this run is the trial"));
+    let killed = Instant::now();
+    // The dead trial's lock is gone at once (file store), or its lease runs
+    // out (Redis): then this run is the next trial, and closes the circuit.
+    loop {
+        let out = t.retry().args(&args).args(counted(0)).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() == Some(0) {
+            assert!(stderr.contains("this run is the trial"), "{stderr}");
+            break;
+        }
+        assert_eq!(out.status.code(), Some(75), "{stderr}");
+        assert!(stderr.contains("a trial run is in progress"), "{stderr}");
+        assert!(b.is_redis(), "the file store's trial lock died with its holder");
+        assert!(killed.elapsed() < Duration::from_secs(4), "the dead trial's lease never ran out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     t.retry().args(&args).args(counted(0)).assert().success().stderr("");
 }
 
-#[test]
-fn a_run_ended_by_a_signal_does_not_count_towards_the_circuit() {
-    let t = T::new();
-    let mut args = circuit(&t, "api", "1", "1h");
+fn a_run_ended_by_a_signal_does_not_count_towards_the_circuit(t: &T, b: &Backend) {
+    let mut args = circuit(b, "api", "1", "1h");
     args.extend(s(&["sh", "-c", "touch started; sleep 30"]));
     let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut child = t.spawn(&args_ref);
     t.wait_for("started");
     kill(child.id(), libc::SIGTERM);
     wait_exit(&mut child);
-    t.retry().args(circuit(&t, "api", "1", "1h")).args(counted(0)).assert().success();
+    t.retry().args(circuit(b, "api", "1", "1h")).args(counted(0)).assert().success();
 }
 
 /// Spawns `n` retry processes with `args` at once and waits for them all;
@@ -180,18 +200,23 @@ fn crowd_output(t: &T, n: usize, args: &[String]) -> Vec<(Option<i32>, String)> 
         .collect()
 }
 
-#[test]
-fn a_hundred_concurrent_runs_on_one_key_lose_no_count() {
-    let t = T::new();
-    let mut args = store_args(&t, "crowd");
+fn a_hundred_concurrent_runs_on_one_key_lose_no_count_and_respect_rate_and_concurrency(t: &T, b: &Backend) {
+    let mut args = b.args("crowd");
     args.extend(s(&["--circuit-break", "100", "--circuit-cooldown", "1h", "--rate", "100/1h", "-n", "0"]));
-    args.extend(counted(1));
-    let codes = crowd(&t, 100, &args);
+    args.extend(s(&["--concurrency", "10"]));
+    args.extend(s(&[
+        "sh",
+        "-c",
+        "echo \"s $(date +%s%N)\" >> events; sleep 0.02; echo \"e $(date +%s%N)\" >> events; \
+         echo run >> count; exit 1",
+    ]));
+    let codes = crowd(t, 100, &args);
     assert!(codes.iter().all(|c| *c == Some(1)), "{codes:?}");
     assert_eq!(t.runs("count"), 100, "the children counted themselves");
+    assert!(most_at_once(t) <= 10, "{} attempts ran at once", most_at_once(t));
     // The circuit counted every one of them: exactly 100.
     t.retry()
-        .args(store_args(&t, "crowd"))
+        .args(b.args("crowd"))
         .args(["--circuit-break", "100", "--circuit-cooldown", "1h"])
         .args(counted(0))
         .assert()
@@ -199,14 +224,28 @@ fn a_hundred_concurrent_runs_on_one_key_lose_no_count() {
         .stderr(predicate::str::contains("after 100 failed runs"));
     // And the rate limit every start: 100 of 100 used, one more fits in 101.
     t.retry()
-        .args(store_args(&t, "crowd"))
+        .args(b.args("crowd"))
         .args(["--rate", "100/1h", "--max-time", "300ms"])
         .args(counted(0))
         .assert()
         .code(124)
         .stderr(predicate::str::contains("before any attempt could start"));
-    t.retry().args(store_args(&t, "crowd")).args(["--rate", "101/1h"]).args(counted(0)).assert().success();
+    t.retry().args(b.args("crowd")).args(["--rate", "101/1h"]).args(counted(0)).assert().success();
     assert_eq!(t.runs("count"), 101);
+}
+
+/// The most attempts that ran at once, from the `s`/`e` lines of `events`.
+fn most_at_once(t: &T) -> i32 {
+    let mut events: Vec<(i128, i32)> = times(t, "events", "s ").into_iter().map(|t| (t, 1)).collect();
+    events.extend(times(t, "events", "e ").into_iter().map(|t| (t, -1)));
+    // Ends before starts at the same instant.
+    events.sort_unstable();
+    let (mut running, mut most) = (0, 0);
+    for (_, d) in events {
+        running += d;
+        most = most.max(running);
+    }
+    most
 }
 
 /// Nanosecond timestamps from `date +%s%N` lines, sorted.
@@ -221,17 +260,15 @@ fn times(t: &T, file: &str, prefix: &str) -> Vec<i128> {
     v
 }
 
-#[test]
-fn rate_limit_holds_as_a_sliding_window_across_processes() {
-    let t = T::new();
-    let mut args = store_args(&t, "rate");
+fn rate_limit_holds_as_a_sliding_window_across_processes(t: &T, b: &Backend) {
+    let mut args = b.args("rate");
     // Splay and short waits make the processes ask at scattered times.
     args.extend(s(&["--rate", "4/500ms", "-n", "2", "--wait", "70ms", "--splay", "300ms"]));
     // Each attempt is `date` itself (no shell, so it reads the clock right
     // after its exec) and fails validation, so all of them print.
     args.extend(s(&["--until-match", "^never$", "--stdout", "live", "date", "+%s%N"]));
     let started = Instant::now();
-    let outs = crowd_output(&t, 4, &args);
+    let outs = crowd_output(t, 4, &args);
     assert!(outs.iter().all(|(c, _)| *c == Some(1)), "{outs:?}");
     let mut starts: Vec<i128> =
         outs.iter().flat_map(|(_, out)| out.lines().map(|l| l.trim().parse::<i128>().unwrap())).collect();
@@ -248,35 +285,25 @@ fn rate_limit_holds_as_a_sliding_window_across_processes() {
     assert!(started.elapsed() >= Duration::from_millis(900), "12 starts at 4 per 500ms take 2 windows");
 }
 
-#[test]
-fn concurrency_never_exceeds_n_across_processes() {
-    let t = T::new();
-    let mut args = store_args(&t, "conc");
+fn concurrency_never_exceeds_n_across_processes(t: &T, b: &Backend) {
+    let mut args = b.args("conc");
     args.extend(s(&["--concurrency", "2", "-n", "1", "--wait", "0"]));
     args.extend(s(&[
         "sh",
         "-c",
         "echo \"s $(date +%s%N)\" >> events; sleep 0.05; echo \"e $(date +%s%N)\" >> events; exit 1",
     ]));
-    let codes = crowd(&t, 8, &args);
+    let codes = crowd(t, 8, &args);
     assert!(codes.iter().all(|c| *c == Some(1)), "{codes:?}");
-    let mut events: Vec<(i128, i32)> = times(&t, "events", "s ").into_iter().map(|t| (t, 1)).collect();
-    events.extend(times(&t, "events", "e ").into_iter().map(|t| (t, -1)));
-    assert_eq!(events.len(), 32);
-    // Ends before starts at the same instant.
-    events.sort_unstable();
-    let (mut running, mut most) = (0, 0);
-    for (_, d) in events {
-        running += d;
-        most = most.max(running);
-    }
+    assert_eq!(t.lines("events").len(), 32);
+    let most = most_at_once(t);
     assert!(most <= 2, "{most} attempts ran at once");
 }
 
-#[test]
-fn a_slot_is_free_during_the_backoff_sleep_and_at_once_after_sigkill() {
-    let t = T::new();
-    let mut args = store_args(&t, "slot");
+/// A slot of a SIGKILLed holder is free at once on the file store (the lock
+/// dies with the process) and within the 10 s lease on Redis.
+fn a_slot_is_free_during_the_backoff_sleep_and_soon_after_sigkill(t: &T, b: &Backend) {
+    let mut args = b.args("slot");
     args.extend(s(&["--concurrency", "1", "-n", "1", "--wait", "30s"]));
     args.extend(s(&["sh", "-c", "touch started; exit 1"]));
     let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -284,21 +311,21 @@ fn a_slot_is_free_during_the_backoff_sleep_and_at_once_after_sigkill() {
     t.wait_for("started");
     std::thread::sleep(Duration::from_millis(100));
     t.retry()
-        .args(store_args(&t, "slot"))
+        .args(b.args("slot"))
         .args(["--concurrency", "1", "--max-time", "5s", "true"])
         .assert()
         .success();
     kill(sleeper.id(), libc::SIGKILL);
     wait_exit(&mut sleeper);
 
-    let mut args = store_args(&t, "slot");
+    let mut args = b.args("slot");
     args.extend(s(&["--concurrency", "1", "sh", "-c", "touch holding; sleep 30"]));
     let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut holder = t.spawn(&args_ref);
     t.wait_for("holding");
     // Held: another attempt waits, here until --max-time.
     t.retry()
-        .args(store_args(&t, "slot"))
+        .args(b.args("slot"))
         .args(["--concurrency", "1", "--max-time", "300ms"])
         .args(counted(0))
         .assert()
@@ -308,19 +335,23 @@ fn a_slot_is_free_during_the_backoff_sleep_and_at_once_after_sigkill() {
     wait_exit(&mut holder);
     let start = Instant::now();
     t.retry()
-        .args(store_args(&t, "slot"))
-        .args(["--concurrency", "1", "--max-time", "5s"])
+        .args(b.args("slot"))
+        .args(["--concurrency", "1", "--max-time", "20s"])
         .args(counted(0))
         .assert()
         .success();
-    assert!(start.elapsed() < Duration::from_secs(2), "the dead holder's slot was free at once");
+    if b.is_redis() {
+        // The lease ends at most 10 s after its last renewal, which came
+        // before the kill.
+        assert!(start.elapsed() < Duration::from_secs(11), "the dead holder's lease did not run out");
+    } else {
+        assert!(start.elapsed() < Duration::from_secs(2), "the dead holder's slot was free at once");
+    }
 }
 
-#[test]
-fn a_rate_wait_is_interrupted_by_a_signal() {
-    let t = T::new();
-    t.retry().args(store_args(&t, "r")).args(["--rate", "1/1h", "true"]).assert().success();
-    let mut args = store_args(&t, "r");
+fn a_rate_wait_is_interrupted_by_a_signal(t: &T, b: &Backend) {
+    t.retry().args(b.args("r")).args(["--rate", "1/1h", "true"]).assert().success();
+    let mut args = b.args("r");
     args.extend(s(&["-v", "--rate", "1/1h", "true"]));
     let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut waiter = t.spawn(&args_ref);
@@ -333,12 +364,10 @@ fn a_rate_wait_is_interrupted_by_a_signal() {
     assert!(stderr_of(waiter).contains("attempt 1 waits 1h for its --rate turn"), "-v says why it waits");
 }
 
-#[test]
-fn a_rate_wait_past_max_time_ends_with_the_last_attempts_status() {
-    let t = T::new();
+fn a_rate_wait_past_max_time_ends_with_the_last_attempts_status(t: &T, b: &Backend) {
     let start = Instant::now();
     t.retry()
-        .args(store_args(&t, "r"))
+        .args(b.args("r"))
         .args(["--rate", "1/1h", "-n", "3", "--wait", "0", "--max-time", "20s"])
         .args(counted(3))
         .assert()
@@ -444,9 +473,10 @@ fn bad_option_values_are_usage_errors() {
 fn a_redis_url_is_parsed_and_its_password_never_shown() {
     let t = T::new();
     for (url, says) in [
-        ("redis://app:hunter2@cache:6380/2", "the redis store is not available in this build"),
+        ("rediss://app:hunter2@cache:6380/2", "TLS (rediss://) is not supported by this build"),
         ("rediss://app:hunter2@cache:port/2", "'port' is not a port"),
         ("redis://app:hunter2@cache#jobs", "a #NAME names a queue"),
+        ("redis://app:hunter2@cache/x", "'/x' is not a database number"),
     ] {
         let out = t
             .retry()
@@ -461,12 +491,12 @@ fn a_redis_url_is_parsed_and_its_password_never_shown() {
         assert!(!text.contains("hunter2") && text.contains("app:***@cache"), "{text}");
     }
     t.retry()
-        .env("RETRY_STATE_STORE", "redis://:hunter2@cache")
+        .env("RETRY_STATE_STORE", "redis://:hunter2@cache:0")
         .args(["--key", "k", "--rate", "1/s", "true"])
         .assert()
         .code(125)
         .stderr(
-            predicate::str::contains("for 'RETRY_STATE_STORE'")
+            predicate::str::contains("for 'RETRY_STATE_STORE': '0' is not a port")
                 .and(predicate::str::contains("hunter2").not()),
         );
 }
@@ -482,13 +512,18 @@ fn a_corrupt_state_file_is_reported_and_reset() {
     for garbage in [bytes, b"{\"failures\": 7".to_vec()] {
         std::fs::write(&state, garbage).unwrap();
         t.retry()
-            .args(circuit(&t, "k", "1", "1h"))
+            .args(circuit(&Backend::file(&t), "k", "1", "1h"))
             .args(counted(0))
             .assert()
             .success()
             .stderr(predicate::str::is_match(r"^retry: warning: state store 'file:.*': state file '.*/k.state' was corrupt \([^)]+\); it was reset\n$").unwrap());
         // Reset to a valid, empty state: the next run has nothing to say.
-        t.retry().args(circuit(&t, "k", "1", "1h")).args(counted(0)).assert().success().stderr("");
+        t.retry()
+            .args(circuit(&Backend::file(&t), "k", "1", "1h"))
+            .args(counted(0))
+            .assert()
+            .success()
+            .stderr("");
     }
     assert_eq!(t.runs("count"), 4);
 }
