@@ -52,7 +52,8 @@ pub fn write_out(spool: Spool, fd: RawFd, signals: &mut Signals) -> Flushed {
     });
     let writer = match writer {
         Ok(w) => w,
-        // No thread: write here; a signal then waits for the reader.
+        // No thread could start (the system is out of them): the output
+        // moved into the failed closure is lost; say why.
         Err(e) => return Flushed::Done(Err(e)),
     };
     loop {

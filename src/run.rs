@@ -389,10 +389,16 @@ fn run_with(
             matches!(outcome.end, End::Interrupted { .. } | End::ClosedStdout | End::Queued | End::Refused)
                 || (carried.is_some() && outcome.end != End::Success);
         if !silent && outcome.attempts > 0 {
-            // EPIPE here means the reader left; nothing else to do. A signal
-            // while a stalled reader blocks the write ends retry with 128+N.
-            if let Flushed::Interrupted(signal) = flush::write_out(spool, libc::STDOUT_FILENO, run.signals) {
-                outcome.end = End::Interrupted { signal, during_sleep: true };
+            // A signal while a stalled reader blocks the write ends retry
+            // with 128+N. EPIPE means the reader left on purpose (`| head`);
+            // any other failure (a full disk) loses the output: retry's own
+            // failure, 125, never a silent success.
+            match flush::write_out(spool, libc::STDOUT_FILENO, run.signals) {
+                Flushed::Interrupted(signal) => outcome.end = End::Interrupted { signal, during_sleep: true },
+                Flushed::Done(Err(e)) if e.raw_os_error() != Some(libc::EPIPE) => {
+                    return Err(Error::io("cannot write the captured stdout", e));
+                }
+                Flushed::Done(_) => {}
             }
         }
     }

@@ -439,3 +439,18 @@ fn binary_stdout_is_passed_byte_for_byte_when_captured() {
     assert_eq!(out.stdout, data);
     drop(t);
 }
+
+#[test]
+fn captured_stdout_that_cannot_be_written_is_an_error_not_a_silent_success() {
+    let t = T::new();
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["--stdout", "final", "echo", "hi"])
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot write the captured stdout"));
+    drop(t);
+}
