@@ -7,8 +7,9 @@
 //! the drain: one attempt, its `--max-time`, its output options) and runs
 //! the attempt through [`run::run_queued`] — the same loop, child handling
 //! and rules as any run, continuing the job's attempt count, clock and
-//! backoff. Storage sits behind [`Store`]; [`dir::DirStore`] is the first
-//! implementation.
+//! backoff. Storage sits behind [`Store`]: [`dir::DirStore`] keeps jobs in
+//! a directory, [`redis::RedisQueue`] in Redis (`redis://…#NAME`, a fleet
+//! queue: leases instead of locks); [`Place`] says which a value names.
 
 use std::ffi::{CString, OsString};
 use std::io::Write as _;

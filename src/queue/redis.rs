@@ -2,7 +2,7 @@
 //! `redis://[user:pass@]host[:port][/db]#NAME`): the same jobs as a queue
 //! directory (the same JSON document, format version 1) in Redis, so that
 //! drains on many machines share them. The connection is the state
-//! store's ([`crate::store::redis::Conn`]: timeouts, reconnecting for at
+//! store's (`store::redis::Conn`: timeouts, reconnecting for at
 //! most 2 s, `localhost` fallback, the password masked in every message).
 //!
 //! Layout, all under `retry:queue:NAME:`:

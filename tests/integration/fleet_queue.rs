@@ -616,3 +616,43 @@ fn help_describes_the_fleet_queue() {
         assert!(help.contains(words), "{words} missing from --help");
     }
 }
+
+#[test]
+fn unreadable_records_are_buried_with_their_bytes_or_left_alone_when_newer() {
+    let t = T::new();
+    let server = RedisServer::start();
+    let mut con = server.client();
+    let put = |con: &mut redis::Connection, id: &str, doc: &str| {
+        let key = format!("retry:queue:jobs:job:{id}");
+        let () = redis::cmd("HSET").arg(&key).arg("doc").arg(doc).arg("due").arg(0).query(con).unwrap();
+        let () = redis::cmd("HSET").arg(&key).arg("claim").arg(0).arg("holder").arg("").query(con).unwrap();
+        let _: i64 = redis::cmd("ZADD").arg("retry:queue:jobs:due").arg(0).arg(id).query(con).unwrap();
+    };
+    let corrupt = "20200101T000000.000000Z-0badf00d";
+    let newer = "20300101T000000.000000Z-00000002";
+    put(&mut con, corrupt, "{\"version\": 1, \"id\": trunc");
+    put(&mut con, newer, &format!("{{\"version\": 2, \"id\": \"{newer}\", \"new\": true}}"));
+    drain(&t, &server, &[])
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "job {corrupt}: moved to the dead letters: corrupt job record"
+        )))
+        .stderr(predicate::str::contains(format!(
+            "job {newer}: warning: skipped: written by a newer retry (job format version 2"
+        )));
+    let raw: Vec<u8> = redis::cmd("HGET")
+        .arg(format!("retry:queue:jobs:dead:{corrupt}"))
+        .arg("corrupt")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(raw, b"{\"version\": 1, \"id\": trunc", "the bytes are kept");
+    // The newer job is left as it was, for a newer drain; and said again.
+    drain(&t, &server, &[]).code(0).stderr(predicate::str::contains("skipped: written by a newer retry"));
+    let out = t.retry().args(["--list", &q(&server)]).output().unwrap();
+    assert!(text(&out.stderr).contains("newer retry"), "{}", text(&out.stderr));
+    let listed = json_lines(&out.stdout);
+    let states: Vec<(&str, &str)> =
+        listed.iter().map(|j| (j["id"].as_str().unwrap(), j["state"].as_str().unwrap())).collect();
+    assert_eq!(states, [(corrupt, "dead"), (newer, "queued")]);
+    assert!(listed[0]["reason"].as_str().unwrap().starts_with("corrupt job record"));
+}
