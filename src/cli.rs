@@ -457,10 +457,10 @@ pub struct Cli {
     /// its status as without --queue. Job files are mode 0600: they hold the environment.
     /// A fleet queue: redis://[user:pass@]host[:port][/db]#NAME keeps the job in Redis (keys
     /// retry:queue:NAME:*), where a drain on any machine runs it; such a job keeps only the
-    /// variables named by --queue-env and at most 16 MiB of recorded stdin. The server is
-    /// checked before the first attempt: unreachable, or a refused password, exits 125.
+    /// variables named by --queue-env and at most 16 MiB of recorded stdin (e.g. --queue-env
+    /// API_TOKEN --queue redis://:pw@cache:6379/0#jobs). The server is checked before the
+    /// first attempt: unreachable, or a refused password, exits 125.
     /// Example: retry -n 2 --wait 1m --queue ~/.local/state/retry/queue -- ./upload.sh
-    /// Example: retry -n 2 --queue-env API_TOKEN --queue redis://:pw@cache:6379/0#jobs -- ./upload.sh
     #[arg(allow_hyphen_values = true, long, value_name = "DIR", conflicts_with_all = ["drain", "list"],
           help_heading = "Durable queue")]
     pub queue: Option<PathBuf>,
