@@ -656,3 +656,32 @@ fn unreadable_records_are_buried_with_their_bytes_or_left_alone_when_newer() {
     assert_eq!(states, [(corrupt, "dead"), (newer, "queued")]);
     assert!(listed[0]["reason"].as_str().unwrap().starts_with("corrupt job record"));
 }
+
+#[test]
+fn a_connection_dropped_mid_drain_is_made_again_and_the_result_written() {
+    let t = T::new();
+    let server = RedisServer::start();
+    enqueue(
+        &t,
+        &server,
+        &[],
+        "[ \"$RETRY_ATTEMPT\" = 1 ] && exit 1; touch started; while [ ! -e go ]; do sleep 0.01; done",
+    );
+    let mut d = spawn_drain(&t, &server, &[]);
+    t.wait_for("started");
+    // The server drops every client but this one (the drain's connection).
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(&mut server.client())
+        .unwrap();
+    assert!(killed >= 1);
+    std::fs::write(t.path("go"), "").unwrap();
+    assert_eq!(wait_exit(&mut d).code(), Some(0));
+    let stderr = stderr_of(d);
+    assert!(stderr.contains("succeeded on attempt 2; removed from the queue"), "{stderr}");
+    assert!(list(&t, &server).is_empty());
+}
