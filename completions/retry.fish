@@ -40,9 +40,11 @@ complete -c retry -l log-format -d 'Format of retry\'s messages on stderr [defau
 json\t'one JSON object per line'
 github\t'GitHub Actions workflow commands (::warning::, ::error::)'"
 complete -c retry -l summary -d 'At the end of the run, write a JSON report of it to FILE (atomically)' -r -F
-complete -c retry -l queue -d 'When the run gives up, keep the job in the queue directory DIR and exit 75' -r -F
-complete -c retry -l drain -d 'Run every due job of the queue DIR once (no COMMAND), then exit 0, 1 or 75' -r -F
-complete -c retry -l list -d 'Print the jobs of the queue DIR and DIR/dead/, one JSON object per line' -r -F
+complete -c retry -l queue -d 'When the run gives up, keep the job in the queue DIR (or redis://…#NAME) and exit 75' -r -F
+complete -c retry -l queue-env -d 'The environment variables a job on a Redis queue keeps (comma list, repeatable)' -r
+complete -c retry -l drain -d 'Run every due job of the queue DIR (or redis://…#NAME) once, then exit 0, 1 or 75' -r -F
+complete -c retry -l lease -d 'How long a drain holds a job of a Redis queue without renewing it [default: 30s]' -r
+complete -c retry -l list -d 'Print the jobs of the queue DIR (or redis://…#NAME) and its dead letters, as JSON lines' -r -F
 complete -c retry -l max-age -d 'A queued job older than this (since its first attempt) goes to dead/ [default: 3days]' -r
 complete -c retry -l forever -d 'Retry without limit (until success, a stop rule, --max-time or a signal)'
 complete -c retry -l dry-run -d 'Print the planned delays and exit without running anything'

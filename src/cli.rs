@@ -59,6 +59,10 @@ Examples:
     $ retry -n 2 --queue ~/.local/state/retry/queue -- ./upload.sh
     crontab: */5 * * * * retry --drain ~/.local/state/retry/queue --max-time 4m
 
+  The same for a fleet: one queue in Redis, drained from cron on every machine:
+    $ retry -n 2 --queue-env API_TOKEN --queue redis://:pw@cache:6379/0#uploads -- ./upload.sh
+    crontab: */5 * * * * retry --drain redis://:pw@cache:6379/0#uploads --max-time 4m
+
   A cron job that stops calling a broken API for a while after 3 failed runs, and starts
   at most 10 attempts a minute however many copies of it run:
     $ retry --key nightly-sync --circuit-break 3 --rate 10/1m -- ./sync.sh
@@ -442,7 +446,7 @@ pub struct Cli {
     pub summary: Option<PathBuf>,
 
     // ----- Durable queue -----
-    /// When the run gives up, keep the job in the queue directory DIR and exit 75
+    /// When the run gives up, keep the job in the queue DIR (or redis://…#NAME) and exit 75
     ///
     /// When the attempts run out or --max-time is reached, the job is written to DIR
     /// (created 0700; refused when group- or world-writable or owned by another user):
@@ -451,12 +455,35 @@ pub struct Cli {
     /// backoff schedule. A `retry --drain DIR` (from cron) then retries it for up to
     /// --max-age. A permanent failure (a stop rule, 126/127) is not queued: retry exits with
     /// its status as without --queue. Job files are mode 0600: they hold the environment.
+    /// A fleet queue: redis://[user:pass@]host[:port][/db]#NAME keeps the job in Redis (keys
+    /// retry:queue:NAME:*), where a drain on any machine runs it; such a job keeps only the
+    /// variables named by --queue-env and at most 16 MiB of recorded stdin (e.g. --queue-env
+    /// API_TOKEN --queue redis://:pw@cache:6379/0#jobs). The server is checked before the
+    /// first attempt: unreachable, or a refused password, exits 125.
     /// Example: retry -n 2 --wait 1m --queue ~/.local/state/retry/queue -- ./upload.sh
     #[arg(allow_hyphen_values = true, long, value_name = "DIR", conflicts_with_all = ["drain", "list"],
           help_heading = "Durable queue")]
     pub queue: Option<PathBuf>,
 
-    /// Run every due job of the queue DIR once (no COMMAND), then exit 0, 1 or 75
+    /// The environment variables a job on a Redis queue keeps (comma list, repeatable)
+    ///
+    /// A job on redis://…#NAME keeps only these variables of the queueing run (names that
+    /// are not set are left out); a drain runs it with its own environment and these over
+    /// it, since the draining machine may be another one. Without --queue-env a Redis job
+    /// keeps no variable. A directory queue keeps the whole environment and refuses this
+    /// option. Values are never printed (not by --list, -v or --summary either).
+    /// Example: --queue-env API_TOKEN,HTTPS_PROXY
+    #[arg(
+        allow_hyphen_values = true,
+        long,
+        value_name = "NAME[,NAME...]",
+        value_delimiter = ',',
+        requires = "queue",
+        help_heading = "Durable queue"
+    )]
+    pub queue_env: Vec<String>,
+
+    /// Run every due job of the queue DIR (or redis://…#NAME) once, then exit 0, 1 or 75
     ///
     /// Each due job gets one attempt with its saved options, continuing its backoff: a
     /// success removes it; a failure reschedules it; a permanent failure (a stop rule,
@@ -464,9 +491,10 @@ pub struct Cli {
     /// Overlapping drains are safe (a job runs in one drain at a time) and a drain killed
     /// at any point loses no job (one killed mid-run runs again). A drain accepts only
     /// --max-age (applied to every job), --max-time (its own budget: no job starts after
-    /// it, a job still running at it is killed and rescheduled), --stdout, -q, -v and
-    /// --log-format. Exit 1 when a job died in this drain, else 75 when one was
-    /// rescheduled, else 0 (also when nothing was due).
+    /// it, a job still running at it is killed and rescheduled), --lease (Redis), --stdout,
+    /// -q, -v, --log-format and the store options. Exit 1 when a job died in this drain,
+    /// else 75 when one was rescheduled, else 0 (also when nothing was due). Drains on many
+    /// machines may share one Redis queue: each job is leased to one drain at a time.
     /// Example (crontab): */5 * * * * retry --drain ~/.local/state/retry/queue --max-time 4m
     #[arg(
         allow_hyphen_values = true,
@@ -477,7 +505,19 @@ pub struct Cli {
     )]
     pub drain: Option<PathBuf>,
 
-    /// Print the jobs of the queue DIR and DIR/dead/, one JSON object per line
+    /// How long a drain holds a job of a Redis queue without renewing it [default: 30s]
+    ///
+    /// A drain claims each job of a redis://…#NAME queue with a lease of this length, renewed
+    /// every third of it while the job runs. A drain that dies (SIGKILL, a lost machine, a
+    /// network cut longer than the lease) gives its job back to the queue when its lease
+    /// runs out, so another drain runs it again (at least once, never lost). At least 100ms.
+    /// Only with --drain on a Redis queue (a directory queue's lock ends with its drain).
+    /// Example: retry --drain redis://cache:6379/0#jobs --lease 2m
+    #[arg(allow_hyphen_values = true, long, value_name = "DURATION", value_parser = parse::duration,
+          requires = "drain", help_heading = "Durable queue")]
+    pub lease: Option<Duration>,
+
+    /// Print the jobs of the queue DIR (or redis://…#NAME) and its dead letters, as JSON lines
     ///
     /// Fields: id (sorts by creation time), state (queued or dead), argv, attempts,
     /// next_due (RFC 3339; null when dead), last_status and reason (the last failure of a

@@ -157,6 +157,7 @@ impl Config {
                 "it is the life of a queued job: give it with --queue or --drain",
             ));
         }
+        let queue = crate::queue::target(cli.queue.as_deref(), cli.queue_env)?;
         let verbosity = match (cli.quiet, cli.verbose) {
             (true, _) => Verbosity::Quiet,
             (false, true) => Verbosity::Verbose,
@@ -203,7 +204,7 @@ impl Config {
             verbosity,
             log_format: cli.log_format.unwrap_or(LogFormat::Text),
             summary: cli.summary,
-            queue: cli.queue.map(crate::queue::Target::new),
+            queue,
             max_age: cli.max_age,
             shared,
         })

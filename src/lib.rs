@@ -16,6 +16,8 @@
 //! `queue` is the durable queue (`--queue`, `--drain`, `--list`): a job
 //! saves retry's option arguments, and a drain parses them back into a
 //! `Config` and runs the attempt through `run::run_queued`, the same loop.
+//! Its storage is a directory (`queue::dir`) or Redis (`queue::redis`, on
+//! the state store's connection).
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -84,7 +84,7 @@ pub enum Event<'a> {
     /// `--queue`: the run gave up and its job was written to the queue.
     Queued { id: String, file: String, attempts: u32, last_status: Option<u8>, next_due: String },
     /// `--drain`: what became of one job (`result`: succeeded, rescheduled,
-    /// dead or skipped).
+    /// dead, skipped, or lost: its claim was lost and its result dropped).
     Job {
         id: String,
         result: &'a str,
@@ -141,6 +141,9 @@ pub enum JobResult {
     Rescheduled,
     Dead,
     Skipped,
+    /// This drain's claim on a Redis job was lost (its lease ran out and
+    /// another drain claimed it): its result is dropped.
+    Lost,
 }
 
 /// Writes events to stderr in the chosen format, and hands them to the
@@ -156,6 +159,8 @@ pub struct Reporter {
     prefix: String,
     /// The job these lines are about (a drain's).
     job: Option<String>,
+    /// Where a drain's dead jobs go, for text lines: `dead/`.
+    dead_letters: &'static str,
 }
 
 impl Reporter {
@@ -164,7 +169,15 @@ impl Reporter {
             && verbosity != Verbosity::Quiet
             && std::io::stderr().is_terminal()
             && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
-        Reporter { format, verbosity, countdown, summary: None, prefix: String::new(), job: None }
+        Reporter {
+            format,
+            verbosity,
+            countdown,
+            summary: None,
+            prefix: String::new(),
+            job: None,
+            dead_letters: "dead/",
+        }
     }
 
     /// Records the run for `--summary`.
@@ -190,6 +203,12 @@ impl Reporter {
     pub fn countdown(&self, next: u32, total: Option<u32>, wake: Instant) -> Option<Countdown> {
         let long = wake.saturating_duration_since(Instant::now()) > Duration::from_secs(1);
         (self.countdown && long).then(|| Countdown::new(of(next, total)))
+    }
+
+    /// Says "moved to `place`" for a drain's dead jobs (instead of `dead/`).
+    pub fn with_dead_letters(mut self, place: &'static str) -> Reporter {
+        self.dead_letters = place;
+        self
     }
 
     /// The same reporter for the lines about one queued job in a drain:
@@ -430,8 +449,12 @@ impl Reporter {
                 ("rescheduled", t.clone(), Some(("warning", t)))
             }
             JobResult::Dead => {
-                let t = format!("moved to dead/: {}", j.reason.as_deref().unwrap_or("dead"));
+                let t = format!("moved to {}: {}", self.dead_letters, j.reason.as_deref().unwrap_or("dead"));
                 ("dead", t.clone(), Some(("error", t)))
+            }
+            JobResult::Lost => {
+                let t = format!("warning: {}", j.reason.as_deref().unwrap_or("its claim was lost"));
+                ("lost", t.clone(), Some(("warning", t)))
             }
             JobResult::Skipped => {
                 let t = format!("warning: skipped: {}", j.reason.as_deref().unwrap_or("skipped"));

@@ -316,6 +316,10 @@ fn run_with(
         cfg.stderr_rules.retry.iter().chain(&cfg.stderr_rules.stop).map(|p| p.regex.clone()).collect();
     let tails = !cfg.retry_if.is_empty();
     let coord = Coordination::open(cfg.shared.as_ref(), report)?;
+    // A Redis queue that cannot be reached now would lose the job later.
+    if let (Some(target), None) = (&cfg.queue, carried) {
+        target.check()?;
+    }
     let mut run = Run {
         cfg,
         report,
@@ -371,8 +375,8 @@ fn run_with(
                 Ok(queued) => {
                     report.queued(id, &queued.file, &outcome, start.elapsed(), queued.due);
                     outcome.end = End::Queued;
-                    // The job's state dir lives on in the queue.
-                    if let Some(dir) = kept.as_mut() {
+                    // The job's state dir lives on in a directory queue.
+                    if let (Some(dir), true) = (kept.as_mut(), target.keeps_state_dir()) {
                         dir.keep();
                     }
                 }
@@ -977,7 +981,7 @@ fn memfd_with(
 
 /// retry's environment without the RETRY_* variables it sets itself (a
 /// nested retry's values win over its parent's).
-fn base_env() -> Vec<CString> {
+pub(crate) fn base_env() -> Vec<CString> {
     std::env::vars_os()
         .filter(|(k, _)| !RETRY_VARS.iter().any(|v| OsStr::new(v) == k))
         .filter_map(|(k, v)| {

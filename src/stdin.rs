@@ -42,11 +42,16 @@ impl Replay {
     }
 
     /// Records the rest of retry's stdin, to EOF: a queued job keeps all of
-    /// it. Returns a signal that came meanwhile (the recording is then cut
-    /// short and must not be used).
-    pub fn record_rest(&mut self, signals: &mut crate::signals::Signals) -> io::Result<Option<libc::c_int>> {
+    /// it. Stops early once more than `limit` bytes are recorded (the
+    /// caller refuses such a recording). Returns a signal that came
+    /// meanwhile (the recording is then cut short and must not be used).
+    pub fn record_rest(
+        &mut self,
+        signals: &mut crate::signals::Signals,
+        limit: u64,
+    ) -> io::Result<Option<libc::c_int>> {
         let mut buf = vec![0u8; 64 << 10];
-        while !self.eof {
+        while !self.eof && self.len() <= limit {
             let mut fds =
                 [sys::pollfd(libc::STDIN_FILENO, libc::POLLIN), sys::pollfd(signals.fd(), libc::POLLIN)];
             sys::poll(&mut fds, None)?;

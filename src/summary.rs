@@ -122,8 +122,10 @@ pub struct Options {
     pub rate: Option<RateOption>,
     pub concurrency: Option<u32>,
     pub store_optional: bool,
-    /// `--queue DIR`.
+    /// `--queue DIR|URL` (a URL's password masked).
     pub queue: Option<String>,
+    /// `--queue-env`: the names of the variables a Redis job keeps.
+    pub queue_env: Vec<String>,
     /// In force with `--queue` (default 3 days), else null.
     pub max_age_ms: Option<u64>,
 }
@@ -198,7 +200,8 @@ impl Options {
             rate: shared.and_then(|sh| sh.rate).map(|r| RateOption { n: r.n, window_ms: ms(r.window) }),
             concurrency: shared.and_then(|sh| sh.concurrency),
             store_optional: shared.is_some_and(|sh| sh.optional),
-            queue: cfg.queue.as_ref().map(|q| lossy(&q.dir)),
+            queue: cfg.queue.as_ref().map(|q| q.place.display()),
+            queue_env: cfg.queue.as_ref().map(|q| q.env.clone()).unwrap_or_default(),
             max_age_ms: cfg.queue.as_ref().map(|_| ms(cfg.max_age.unwrap_or(crate::queue::DEFAULT_MAX_AGE))),
         }
     }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::job::{self, Job, Listed, Parsed};
-use super::{Claim, Found, Store};
+use super::{Claim, Filed, Found, Store};
 use crate::error::Error;
 use crate::stdin::Replay;
 use crate::sys;
@@ -320,29 +320,32 @@ impl Store for DirStore {
         }
     }
 
-    fn complete(&mut self, claim: DirClaim) -> Result<(), Error> {
+    fn complete(&mut self, claim: DirClaim) -> Result<Filed, Error> {
         let id = &claim.job.id;
         // No fsync: if a crash undoes the removal, the job runs once more.
         fs::remove_file(self.job_path(id)).map_err(|e| self.io(&format!("cannot remove job {id}"), e))?;
         self.remove_side_files(id);
-        Ok(())
+        // The lock is held until here: a claim is never lost.
+        Ok(Filed::Saved)
     }
 
-    fn reschedule(&mut self, claim: DirClaim, job: &Job) -> Result<(), Error> {
+    fn reschedule(&mut self, claim: DirClaim, job: &Job) -> Result<Filed, Error> {
         let id = &claim.job.id;
         write_atomic(&self.dir, &format!("{id}.job"), &to_json(job)?)
             .map_err(|e| self.io(&format!("cannot reschedule job {id}"), e))?;
-        self.sync(&self.dir)
+        self.sync(&self.dir)?;
+        Ok(Filed::Saved)
     }
 
-    fn bury(&mut self, claim: DirClaim, job: &Job) -> Result<(), Error> {
+    fn bury(&mut self, claim: DirClaim, job: &Job) -> Result<Filed, Error> {
         let id = &claim.job.id;
         let dead = self.dead_dir()?;
         self.write_dead(&dead, job)?;
         self.sync(&dead)?;
         fs::remove_file(self.job_path(id)).map_err(|e| self.io(&format!("cannot remove job {id}"), e))?;
         self.remove_side_files(id);
-        self.sync(&self.dir)
+        self.sync(&self.dir)?;
+        Ok(Filed::Saved)
     }
 
     fn list(&mut self) -> Result<Vec<(Listed, Option<String>)>, Error> {

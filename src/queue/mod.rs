@@ -7,8 +7,9 @@
 //! the drain: one attempt, its `--max-time`, its output options) and runs
 //! the attempt through [`run::run_queued`] — the same loop, child handling
 //! and rules as any run, continuing the job's attempt count, clock and
-//! backoff. Storage sits behind [`Store`]; [`dir::DirStore`] is the first
-//! implementation.
+//! backoff. Storage sits behind [`Store`]: [`dir::DirStore`] keeps jobs in
+//! a directory, [`redis::RedisQueue`] in Redis (`redis://…#NAME`, a fleet
+//! queue: leases instead of locks); [`Place`] says which a value names.
 
 use std::ffi::{CString, OsString};
 use std::io::Write as _;
@@ -28,10 +29,12 @@ use crate::run::{self, Carry, JOURNAL_ATTEMPTS, Journal};
 use crate::signals::Signals;
 use crate::status::{Drained, End, Outcome, Status};
 use crate::stdin::Replay;
+use crate::store::{self, url::RedisUrl};
 use crate::sys;
 
 pub mod dir;
 pub mod job;
+pub mod redis;
 
 use dir::DirStore;
 use job::{Bytes, Death, Job, Listed, Position, Record, Stamp};
@@ -60,18 +63,36 @@ pub trait Store {
     fn claim_next(&mut self, cutoff: SystemTime) -> Result<Option<Found<Self::Claim>>, Error>;
 
     /// The job succeeded: remove it (and its stdin and state dir).
-    fn complete(&mut self, claim: Self::Claim) -> Result<(), Error>;
+    fn complete(&mut self, claim: Self::Claim) -> Result<Filed, Error>;
 
     /// The job failed again: save it as `job` (new history, next due time).
-    fn reschedule(&mut self, claim: Self::Claim, job: &Job) -> Result<(), Error>;
+    fn reschedule(&mut self, claim: Self::Claim, job: &Job) -> Result<Filed, Error>;
 
     /// The job is hopeless: move it to the dead letters as `job` (with
     /// `dead` set), keeping its stdin; remove its state dir.
-    fn bury(&mut self, claim: Self::Claim, job: &Job) -> Result<(), Error>;
+    fn bury(&mut self, claim: Self::Claim, job: &Job) -> Result<Filed, Error>;
 
     /// Every job, queued and dead, sorted by id; with what made a file
     /// unreadable, if something did.
     fn list(&mut self) -> Result<Vec<(Listed, Option<String>)>, Error>;
+
+    /// What went wrong meanwhile without stopping the drain (a lease that
+    /// could not be renewed), to be said as warnings.
+    fn take_warnings(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// What became of a finished claim's result.
+#[must_use]
+#[derive(Debug, PartialEq, Eq)]
+pub enum Filed {
+    /// Written.
+    Saved,
+    /// Not written: the claim was lost (its lease ran out and another
+    /// drain claimed the job since, or finished it); why. The newer
+    /// claim's result stands.
+    Lost(String),
 }
 
 /// A job held by this drain. Dropping it releases the job unchanged.
@@ -81,6 +102,10 @@ pub trait Claim {
     fn stdin(&self) -> std::io::Result<Option<std::fs::File>>;
     /// The job's `RETRY_STATE_DIR`, kept until it succeeds or dies.
     fn state_dir(&self) -> PathBuf;
+    /// The environment the job's attempt runs with: the saved one.
+    fn env(&self) -> Vec<CString> {
+        self.job().env.iter().filter_map(|e| CString::new(e.0.clone()).ok()).collect()
+    }
 }
 
 /// What [`Store::claim_next`] found.
@@ -98,17 +123,73 @@ pub enum Found<C> {
     },
 }
 
-/// `--queue DIR` of a run.
+/// Where a queue lives: `--queue`, `--drain` and `--list` take a directory
+/// or `redis[s]://[user:pass@]host[:port][/db]#NAME`.
+#[derive(Clone, Debug)]
+pub enum Place {
+    Dir(PathBuf),
+    Redis(RedisUrl),
+}
+
+impl Place {
+    /// Reads the value of `option`. A value that starts with `redis://` or
+    /// `rediss://` is a Redis queue (it needs `#NAME`; TLS is refused as
+    /// the state store refuses it); anything else with `://` is refused; the
+    /// rest is a directory. Errors never show the password.
+    pub fn parse(raw: &std::path::Path, option: &str) -> Result<Place, Error> {
+        let Some(text) = raw.to_str().filter(|t| t.contains("://")) else {
+            return Ok(Place::Dir(raw.to_path_buf()));
+        };
+        let masked = || crate::parse::mask_url(text);
+        if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
+            return Err(Error::usage(
+                option,
+                masked(),
+                "expected a directory or redis://[user:pass@]host[:port][/db]#NAME",
+            ));
+        }
+        let url = match store::url::parse(text) {
+            Ok(store::StoreUrl::Redis(url)) => url,
+            Ok(store::StoreUrl::File(_)) => return Err(Error::usage(option, masked(), "not a Redis URL")),
+            Err(why) => return Err(Error::usage(option, masked(), why)),
+        };
+        if url.tls {
+            return Err(Error::usage(option, url.masked(), store::redis::TLS_REFUSED));
+        }
+        if url.name.is_none() {
+            return Err(Error::usage(
+                option,
+                url.masked(),
+                "a Redis queue needs a name after '#', e.g. redis://cache:6379/0#jobs",
+            ));
+        }
+        Ok(Place::Redis(url))
+    }
+
+    /// The queue as messages show it: the directory, or the URL with its
+    /// password masked.
+    pub fn display(&self) -> String {
+        match self {
+            Place::Dir(dir) => dir.display().to_string(),
+            Place::Redis(url) => url.masked(),
+        }
+    }
+}
+
+/// `--queue DIR|URL` of a run.
 #[derive(Clone, Debug)]
 pub struct Target {
-    pub dir: PathBuf,
-    /// retry's arguments before COMMAND, as given (set by [`prepare`]).
+    pub place: Place,
+    /// retry's arguments before COMMAND, as given (set by [`prepare`]; a
+    /// Redis URL's password masked).
     pub options: Vec<OsString>,
+    /// `--queue-env`: the only variables a Redis job keeps.
+    pub env: Vec<String>,
 }
 
 impl Target {
-    pub fn new(dir: PathBuf) -> Target {
-        Target { dir, options: Vec::new() }
+    pub fn new(place: Place) -> Target {
+        Target { place, options: Vec::new(), env: Vec::new() }
     }
 
     /// A new job id created at `now`.
@@ -117,37 +198,126 @@ impl Target {
         job::new_id(now, rand::make_rng::<rand::rngs::Xoshiro256PlusPlus>().random())
     }
 
-    /// A new job id and its state dir `DIR/state/<id>` (mode 0700), removed
-    /// when dropped unless the job is queued.
+    /// Does a queued job keep the state dir of its queueing run? A
+    /// directory job does (`DIR/state/<id>`); a Redis job may run on
+    /// another machine, so its run's state dir goes at the run's end.
+    pub fn keeps_state_dir(&self) -> bool {
+        matches!(self.place, Place::Dir(_))
+    }
+
+    /// A new job id and its state dir (mode 0700), removed when dropped
+    /// unless the job is queued: `DIR/state/<id>`, or for a Redis queue a
+    /// `retry-*` dir in TMPDIR.
     pub fn state_dir(&self, now: SystemTime) -> Result<(String, PathBuf), Error> {
         let id = self.new_id(now);
-        let parent = self.dir.join("state");
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o700);
+        let dir = match &self.place {
+            Place::Dir(dir) => dir,
+            Place::Redis(_) => {
+                let tmp =
+                    tempfile::Builder::new().prefix("retry-").permissions(mode).tempdir().map_err(|e| {
+                        Error::io("cannot create the state directory in TMPDIR (or /tmp when it is unset)", e)
+                    })?;
+                return Ok((id, tmp.keep()));
+            }
+        };
+        let parent = dir.join("state");
         let err =
             |e| Error::io(format!("cannot create the job's state directory in '{}'", parent.display()), e);
         dir::secure_dir(&parent, true)?;
         let tmp = tempfile::Builder::new()
             .prefix(&id)
             .rand_bytes(0)
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .permissions(mode)
             .tempdir_in(&parent)
             .map_err(err)?;
         // The run removes it at its end, unless the job is queued.
         Ok((id, tmp.keep()))
     }
+
+    /// Before the first attempt of a `--queue` run on Redis: can the queue
+    /// be reached (and the password is right)? If not, the run does not
+    /// start (125, a `store_error`): a job that could not be queued when
+    /// it gives up would be lost.
+    pub fn check(&self) -> Result<(), Error> {
+        match &self.place {
+            Place::Dir(_) => Ok(()),
+            Place::Redis(url) => redis::RedisQueue::open(url, None).map(drop),
+        }
+    }
+}
+
+/// `--queue DIR|URL` with `--queue-env NAME,...` (which only a Redis queue
+/// takes: a directory queue keeps the whole environment).
+pub fn target(raw: Option<&std::path::Path>, env: Vec<String>) -> Result<Option<Target>, Error> {
+    for name in &env {
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            return Err(Error::usage(
+                "--queue-env",
+                name,
+                "expected variable names, e.g. API_TOKEN,HTTPS_PROXY",
+            ));
+        }
+    }
+    let Some(raw) = raw else {
+        return match env.first() {
+            Some(name) => Err(Error::usage(
+                "--queue-env",
+                name,
+                "it names what a queued job keeps: give it with --queue",
+            )),
+            None => Ok(None),
+        };
+    };
+    let place = Place::parse(raw, "--queue")?;
+    if let (Place::Dir(_), Some(name)) = (&place, env.first()) {
+        return Err(Error::usage(
+            "--queue-env",
+            name,
+            "a directory queue keeps the whole environment; --queue-env is for a Redis queue (redis://…#NAME)",
+        ));
+    }
+    Ok(Some(Target { env, ..Target::new(place) }))
 }
 
 /// Before a `--queue` run: keep retry's own arguments and check (or make)
 /// the queue directory, so a bad one fails with 125 before anything runs.
 pub fn prepare(cfg: &mut Config, args: &[OsString]) -> Result<(), Error> {
     let command = &cfg.command;
+    let replay = cfg.stdin_replay;
     let Some(target) = &mut cfg.queue else { return Ok(()) };
     let Some(options) = options_before(args, command) else {
         return Err(Error::Conflict("cannot tell retry's options from COMMAND".to_string()));
     };
-    target.options = options;
-    target.dir = absolute(&target.dir);
-    dir::secure_dir(&target.dir, true)?;
+    match &mut target.place {
+        Place::Dir(dir) => {
+            *dir = absolute(dir);
+            dir::secure_dir(dir, true)?;
+            target.options = options;
+        }
+        Place::Redis(url) => {
+            // The job keeps the URL without its password (a drain does
+            // not use it: it has its own).
+            target.options = options.into_iter().map(|a| mask_queue_arg(a, url)).collect();
+            if replay {
+                redis::check_stdin_size()?;
+            }
+        }
+    }
     Ok(())
+}
+
+/// An argument with the password of the queue URL `url` masked: the URL
+/// itself, or `--queue=URL`.
+fn mask_queue_arg(arg: OsString, url: &RedisUrl) -> OsString {
+    let Some(text) = arg.to_str() else { return arg };
+    let (flag, value) = match text.strip_prefix("--queue=") {
+        Some(value) => ("--queue=", value),
+        None => ("", text),
+    };
+    let is_it = value.contains("://")
+        && matches!(store::url::parse(value), Ok(store::StoreUrl::Redis(ref u)) if u == url);
+    if is_it && url.password.is_some() { OsString::from(format!("{flag}{}", url.masked())) } else { arg }
 }
 
 /// retry's arguments before COMMAND, exactly as given. COMMAND and its
@@ -196,7 +366,11 @@ pub fn enqueue(
     signals: &mut Signals,
 ) -> Result<Result<Queued, i32>, Error> {
     if let Some(r) = replay.as_deref_mut() {
-        match r.record_rest(signals) {
+        let limit = match target.place {
+            Place::Dir(_) => u64::MAX,
+            Place::Redis(_) => redis::MAX_STDIN,
+        };
+        match r.record_rest(signals, limit) {
             Ok(None) => {}
             Ok(Some(signal)) => return Ok(Err(signal)),
             Err(e) => return Err(Error::io("cannot read the rest of stdin for the queue", e)),
@@ -204,13 +378,22 @@ pub fn enqueue(
     }
     let now = SystemTime::now();
     let first_start = draft.journal.started.unwrap_or(now);
+    // A Redis job keeps only the variables --queue-env names.
+    let keep = |entry: &&CString| match target.place {
+        Place::Dir(_) => true,
+        Place::Redis(_) => {
+            let bytes = entry.as_bytes();
+            let name = bytes.split(|b| *b == b'=').next().unwrap_or(bytes);
+            target.env.iter().any(|n| n.as_bytes() == name)
+        }
+    };
     let mut job = Job {
         version: job::VERSION,
         id: draft.id.to_string(),
         argv: draft.cfg.command.iter().map(|a| Bytes::from_os(a)).collect(),
         cwd: std::env::current_dir().map(|d| Bytes::from_os(d.as_os_str())).unwrap_or(Bytes(Vec::new())),
         options: target.options.iter().map(|a| Bytes::from_os(a)).collect(),
-        env: draft.env.iter().map(|e| Bytes(e.as_bytes().to_vec())).collect(),
+        env: draft.env.iter().filter(keep).map(|e| Bytes(e.as_bytes().to_vec())).collect(),
         stdin: replay.is_some(),
         first_start: Stamp(first_start),
         max_age_ms: millis(draft.cfg.max_age.unwrap_or(DEFAULT_MAX_AGE)),
@@ -221,10 +404,26 @@ pub fn enqueue(
         dead: None,
     };
     absorb(&mut job, draft.outcome, draft.journal, now);
-    let mut store = DirStore::open(&target.dir, true)?.ok_or_else(|| {
-        Error::io("cannot open the queue", std::io::Error::from(std::io::ErrorKind::NotFound))
-    })?;
-    store.enqueue(&job, replay.as_deref())?;
+    let replay = replay.as_deref();
+    match &target.place {
+        Place::Dir(dir) => {
+            let store = DirStore::open(dir, true)?.ok_or_else(|| {
+                Error::io("cannot open the queue", std::io::Error::from(std::io::ErrorKind::NotFound))
+            })?;
+            put(store, &job, replay, now)
+        }
+        Place::Redis(url) => put(redis::RedisQueue::open(url, None)?, &job, replay, now),
+    }
+}
+
+/// Writes `job` to `store`: where it went and when it is due.
+fn put<S: Store>(
+    mut store: S,
+    job: &Job,
+    replay: Option<&Replay>,
+    now: SystemTime,
+) -> Result<Result<Queued, i32>, Error> {
+    store.enqueue(job, replay)?;
     let due = job.next_due.0.duration_since(now).unwrap_or(Duration::ZERO);
     Ok(Ok(Queued { file: store.location(&job.id), due: (job.next_due.to_string(), due) }))
 }
@@ -263,10 +462,11 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// The options a drain takes for itself (clap ids).
-const DRAIN_OPTIONS: [&str; 9] = [
+const DRAIN_OPTIONS: [&str; 10] = [
     "drain",
     "max_age",
     "max_time",
+    "lease",
     "stdout",
     "quiet",
     "verbose",
@@ -280,7 +480,8 @@ const LIST_OPTIONS: [&str; 4] = ["list", "quiet", "verbose", "log_format"];
 /// A drain's own options.
 #[derive(Clone, Debug)]
 pub struct DrainOptions {
-    pub dir: PathBuf,
+    /// The queue, for messages (a URL's password masked).
+    pub name: String,
     pub max_age: Option<Duration>,
     pub max_time: Option<Duration>,
     pub stdout: Option<StdoutMode>,
@@ -309,7 +510,8 @@ fn check_options(matches: &ArgMatches, mode: &str, allowed: &[&str]) -> Result<(
         }
         let name = arg.get_long().map_or_else(|| id.to_string(), |l| format!("--{l}"));
         let takes = if mode == "--drain" {
-            "a drain takes only --max-age, --max-time, --stdout, -q, -v and --log-format; each job runs with the options saved with it"
+            "a drain takes only --max-age, --max-time, --lease, --stdout, -q, -v, --log-format, \
+             --state-store and --store-optional; each job runs with the options saved with it"
         } else {
             "--list takes only -q, -v and --log-format"
         };
@@ -318,7 +520,16 @@ fn check_options(matches: &ArgMatches, mode: &str, allowed: &[&str]) -> Result<(
     Ok(())
 }
 
-/// `--drain DIR` and `--list DIR`: their own small main.
+/// Why retry exits 125: a store's failure as `store_error`, others as `error`.
+fn failed(report: &Reporter, e: &Error) -> ExitCode {
+    match e {
+        Error::Store(message) => report.store_error(message.clone()),
+        Error::Usage { .. } | Error::Conflict(_) | Error::Io { .. } => report.error(e.to_string()),
+    }
+    ExitCode::from(crate::EXIT_USAGE)
+}
+
+/// `--drain DIR|URL` and `--list DIR|URL`: their own small main.
 pub fn main(cli: Cli, matches: &ArgMatches) -> ExitCode {
     let verbosity = match (cli.quiet, cli.verbose) {
         (true, _) => Verbosity::Quiet,
@@ -333,18 +544,46 @@ pub fn main(cli: Cli, matches: &ArgMatches) -> ExitCode {
         }
         ExitCode::from(crate::EXIT_USAGE)
     };
-    if let Some(dir) = cli.list.as_deref().map(absolute) {
+    if let Some(raw) = cli.list.as_deref() {
         if let Err(e) = check_options(matches, "--list", &LIST_OPTIONS) {
             return usage(e);
         }
-        return list(&dir, &report);
+        return match Place::parse(raw, "--list") {
+            Ok(Place::Dir(dir)) => list_dir(&absolute(&dir), &report),
+            Ok(Place::Redis(url)) => match redis::RedisQueue::open(&url, None) {
+                Ok(store) => list(store, &report),
+                Err(e) => failed(&report, &e),
+            },
+            Err(e) => usage(e),
+        };
     }
-    let Some(dir) = cli.drain else { return ExitCode::from(crate::EXIT_USAGE) };
+    let Some(raw) = cli.drain.as_deref() else { return ExitCode::from(crate::EXIT_USAGE) };
     if let Err(e) = check_options(matches, "--drain", &DRAIN_OPTIONS) {
         return usage(e);
     }
+    let place = match Place::parse(raw, "--drain") {
+        Ok(place) => place,
+        Err(e) => return usage(e),
+    };
+    match (&place, cli.lease) {
+        (Place::Dir(_), Some(lease)) => {
+            return usage(Error::usage(
+                "--lease",
+                human(lease),
+                "a lease is for a Redis queue; a directory queue's lock ends with its drain",
+            ));
+        }
+        (Place::Redis(_), Some(lease)) if lease < redis::MIN_LEASE => {
+            return usage(Error::usage("--lease", human(lease), "a lease is at least 100ms"));
+        }
+        (Place::Dir(_) | Place::Redis(_), _) => {}
+    }
+    let place = match place {
+        Place::Dir(dir) => Place::Dir(absolute(&dir)),
+        Place::Redis(url) => Place::Redis(url),
+    };
     let opts = DrainOptions {
-        dir: absolute(&dir),
+        name: place.display(),
         max_age: cli.max_age,
         max_time: cli.max_time,
         stdout: cli.stdout,
@@ -356,52 +595,56 @@ pub fn main(cli: Cli, matches: &ArgMatches) -> ExitCode {
     };
     let mut signals = match Signals::install() {
         Ok(s) => s,
-        Err(e) => {
-            report.error(Error::io("cannot install signal handlers", e).to_string());
-            return ExitCode::from(crate::EXIT_USAGE);
-        }
+        Err(e) => return failed(&report, &Error::io("cannot install signal handlers", e)),
     };
+    match place {
+        Place::Dir(dir) => match DirStore::open(&dir, true) {
+            Ok(Some(store)) => drain_main(store, &opts, &mut signals, &report),
+            Ok(None) => ExitCode::from(crate::EXIT_USAGE),
+            Err(e) => failed(&report, &e),
+        },
+        Place::Redis(url) => {
+            let lease = cli.lease.unwrap_or(redis::DEFAULT_LEASE);
+            match redis::RedisQueue::open(&url, Some(lease)) {
+                Ok(store) => {
+                    let report = report.with_dead_letters("the dead letters");
+                    drain_main(store, &opts, &mut signals, &report)
+                }
+                Err(e) => failed(&report, &e),
+            }
+        }
+    }
+}
+
+/// Drains `store` and says how it went: the drain's exit status.
+fn drain_main<S: Store>(store: S, opts: &DrainOptions, signals: &mut Signals, report: &Reporter) -> ExitCode {
     let start = Instant::now();
-    let store = match DirStore::open(&opts.dir, true) {
-        Ok(Some(store)) => store,
-        Ok(None) => return ExitCode::from(crate::EXIT_USAGE),
-        Err(e) => {
-            report.error(e.to_string());
-            return ExitCode::from(crate::EXIT_USAGE);
-        }
-    };
-    match drain(store, &opts, &mut signals, &report) {
+    match drain(store, opts, signals, report) {
         Ok(drained) => {
-            report.drained(&opts.dir.display().to_string(), &drained, start.elapsed());
+            report.drained(&opts.name, &drained, start.elapsed());
             if let Some(sig) = drained.interrupted {
                 sys::die_by_signal(sig);
             }
             ExitCode::from(drained.exit_code())
         }
-        Err(e) => {
-            report.error(e.to_string());
-            ExitCode::from(crate::EXIT_USAGE)
-        }
+        Err(e) => failed(report, &e),
+    }
+}
+
+/// `--list DIR`: a queue nothing was ever queued to is empty.
+fn list_dir(dir: &std::path::Path, report: &Reporter) -> ExitCode {
+    match DirStore::open(dir, false) {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(store)) => list(store, report),
+        Err(e) => failed(report, &e),
     }
 }
 
 /// `--list`: one JSON object per job on stdout.
-fn list(dir: &std::path::Path, report: &Reporter) -> ExitCode {
-    let mut store = match DirStore::open(dir, false) {
-        // A queue nothing was ever queued to is empty.
-        Ok(None) => return ExitCode::SUCCESS,
-        Ok(Some(s)) => s,
-        Err(e) => {
-            report.error(e.to_string());
-            return ExitCode::from(crate::EXIT_USAGE);
-        }
-    };
+fn list<S: Store>(mut store: S, report: &Reporter) -> ExitCode {
     let items = match store.list() {
         Ok(items) => items,
-        Err(e) => {
-            report.error(e.to_string());
-            return ExitCode::from(crate::EXIT_USAGE);
-        }
+        Err(e) => return failed(report, &e),
     };
     let mut out = String::new();
     for (line, problem) in items {
@@ -502,7 +745,10 @@ fn one_job<S: Store>(
     let now = SystemTime::now();
     let bury = |store: &mut S, claim: S::Claim, mut job: Job, reason: String, drained: &mut Drained| {
         job.dead = Some(Death { at: Stamp(SystemTime::now()), reason: reason.clone() });
-        store.bury(claim, &job)?;
+        if let Filed::Lost(why) = store.bury(claim, &job)? {
+            lost(&report, &job, "moved to the dead letters", why, drained);
+            return Ok(false);
+        }
         drained.died += 1;
         report.job(&JobReport {
             result: JobResult::Dead,
@@ -563,17 +809,24 @@ fn one_job<S: Store>(
         backoff: (job.backoff.k, job.backoff.prev()),
         limit: 1,
         state_dir: claim.state_dir(),
-        env: job.env.iter().filter_map(|e| CString::new(e.0.clone()).ok()).collect(),
+        env: claim.env(),
         cwd,
         stdin,
     };
     let (outcome, journal, resources) = run::run_queued(&cfg, signals, &report, carry)?;
     drop(resources);
+    for warning in store.take_warnings() {
+        report.warning(warning);
+    }
     let now = SystemTime::now();
     match outcome.end {
         End::Success => {
             job.attempts = job.attempts.saturating_add(outcome.attempts);
-            store.complete(claim)?;
+            if let Filed::Lost(why) = store.complete(claim)? {
+                let what = format!("succeeded on attempt {}", job.attempts);
+                lost(&report, &job, &what, why, drained);
+                return Ok(false);
+            }
             drained.succeeded += 1;
             report.job(&JobReport {
                 result: JobResult::Succeeded,
@@ -594,7 +847,10 @@ fn one_job<S: Store>(
         End::Refused => {
             let cooldown = journal.next_delay.unwrap_or(Duration::ZERO);
             job.next_due = Stamp(job::later(now, cooldown));
-            store.reschedule(claim, &job)?;
+            if let Filed::Lost(why) = store.reschedule(claim, &job)? {
+                lost(&report, &job, "rescheduled (its circuit is open)", why, drained);
+                return Ok(false);
+            }
             drained.rescheduled += 1;
             report.job(&JobReport {
                 result: JobResult::Rescheduled,
@@ -624,21 +880,38 @@ fn one_job<S: Store>(
         );
         return bury(store, claim, job, reason, drained);
     }
-    store.reschedule(claim, &job)?;
-    drained.rescheduled += 1;
-    let due = job.next_due.0.duration_since(now).unwrap_or(Duration::ZERO);
-    report.job(&JobReport {
-        result: JobResult::Rescheduled,
-        attempts: job.attempts,
-        last_status: job.last_status(),
-        next_due: Some((job.next_due.to_string(), due)),
-        reason: job.last_reason(),
-    });
+    if let Filed::Lost(why) = store.reschedule(claim, &job)? {
+        lost(&report, &job, &format!("rescheduled after attempt {}", job.attempts), why, drained);
+    } else {
+        drained.rescheduled += 1;
+        let due = job.next_due.0.duration_since(now).unwrap_or(Duration::ZERO);
+        report.job(&JobReport {
+            result: JobResult::Rescheduled,
+            attempts: job.attempts,
+            last_status: job.last_status(),
+            next_due: Some((job.next_due.to_string(), due)),
+            reason: job.last_reason(),
+        });
+    }
     if outcome.end == End::ClosedStdout {
         drained.closed_stdout = true;
         return Ok(true);
     }
     Ok(false)
+}
+
+/// A result this drain could not file because its claim was lost: said
+/// as a `lost` job (counted with the skipped ones), the newer claim's
+/// result standing.
+fn lost(report: &Reporter, job: &Job, result: &str, why: String, drained: &mut Drained) {
+    drained.skipped += 1;
+    report.job(&JobReport {
+        result: JobResult::Lost,
+        attempts: job.attempts,
+        last_status: job.last_status(),
+        next_due: None,
+        reason: Some(format!("its result ({result}) is dropped: {why}")),
+    });
 }
 
 /// The [`Config`] of one drained attempt: the job's saved options parsed
@@ -662,6 +935,8 @@ fn job_config(job: &Job, opts: &DrainOptions, max_time: Option<Duration>) -> Res
     cli.drain = None;
     cli.list = None;
     cli.max_age = None;
+    cli.queue_env = Vec::new();
+    cli.lease = None;
     cli.quiet = opts.quiet;
     cli.verbose = opts.verbose;
     cli.log_format = opts.log_format;

@@ -86,7 +86,7 @@ const LEASE_ENV: &str = "RETRY_TEST_REDIS_LEASE_MS";
 /// goes back to Redis as text (a score, a member, a field) is formatted
 /// here first. Numbers returned from a script become integers exactly
 /// (µs since the epoch fit a double's 53 bits).
-const PRELUDE: &str = r"
+pub(crate) const PRELUDE: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
 local function fmt(x) return string.format('%.0f', x) end
 local t = redis.call('TIME')
@@ -218,12 +218,12 @@ return 1
     )
 });
 
-fn micros(d: Duration) -> u64 {
+pub(crate) fn micros(d: Duration) -> u64 {
     // A double holds integers exactly up to 2^53 µs (285 years).
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).min(1 << 53)
 }
 
-fn millis(d: Duration) -> u64 {
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
@@ -260,8 +260,8 @@ impl Timing {
 }
 
 /// One connection, shared by the store and its lease renewers, and how to
-/// make it again.
-struct Conn {
+/// make it again. The fleet queue (`crate::queue::redis`) uses it too.
+pub(crate) struct Conn {
     url: RedisUrl,
     /// `state store 'redis://…'` (password masked), for messages.
     name: String,
@@ -300,6 +300,20 @@ fn lost(e: &RedisError) -> bool {
 }
 
 impl Conn {
+    /// Connects (with timeouts), authenticates, selects the database and
+    /// checks that the server answers `PING`. `name` says what the server
+    /// is for in messages (`state store 'redis://…'`), password masked.
+    pub(crate) fn open(url: &RedisUrl, name: String) -> Result<Arc<Conn>, StoreError> {
+        if url.tls {
+            return Err(StoreError::unavailable(format!("{name}: {TLS_REFUSED}")));
+        }
+        let conn = Conn { url: url.clone(), name, con: Mutex::new(None) };
+        let mut con = conn.connect(CONNECT_TIMEOUT)?;
+        redis::cmd("PING").query::<String>(&mut con).map_err(|e| conn.failed("cannot connect", &e))?;
+        *conn.lock() = Some(Link::new(con));
+        Ok(Arc::new(conn))
+    }
+
     fn lock(&self) -> MutexGuard<'_, Option<Link>> {
         // A renewer that panicked cannot leave the connection half-used
         // in a way that matters: the next error reconnects.
@@ -381,7 +395,7 @@ impl Conn {
     /// Runs `op` on the connection; when the connection is lost (or was
     /// lost before), reconnects and runs it again, for at most
     /// [`RECONNECT`]. A server's "no" is an error at once.
-    fn run<T>(
+    pub(crate) fn run<T>(
         &self,
         doing: &str,
         mut op: impl FnMut(&mut redis::Connection) -> Result<T, RedisError>,
@@ -426,7 +440,7 @@ impl Conn {
 
     /// Runs `op` once if connected; never reconnects (for releases, whose
     /// leases run out by themselves).
-    fn once(&self, op: impl FnOnce(&mut redis::Connection) -> Result<(), RedisError>) {
+    pub(crate) fn once(&self, op: impl FnOnce(&mut redis::Connection) -> Result<(), RedisError>) {
         let mut guard = self.lock();
         if let Some(link) = guard.as_mut() {
             if link.ready().and_then(op).is_err_and(|e| lost(&e)) {
@@ -485,6 +499,51 @@ fn resolve(host: &str, port: u16, budget: Duration) -> Result<Vec<SocketAddr>, S
     }
 }
 
+/// Starts a detached thread that calls `renew` every `every` until the
+/// returned sender is dropped: a lease's renewer. `renew` answers 1 when
+/// the lease was renewed, anything else when it was lost (then, and when
+/// the server cannot be reached for [`RECONNECT`], a warning naming `what`
+/// goes to `warnings`). Dropping the sender does not wait for the thread
+/// (a thread's wake-up costs more than a round trip on a busy machine): a
+/// renewal already under way may still run after the release, so a renew
+/// script must never recreate a released lease.
+pub(crate) fn renew_every(
+    conn: &Arc<Conn>,
+    every: Duration,
+    what: String,
+    warnings: &Arc<Mutex<Vec<String>>>,
+    mut renew: impl FnMut(&mut redis::Connection) -> Result<i64, RedisError> + Send + 'static,
+) -> mpsc::Sender<()> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let (c, w) = (Arc::clone(conn), Arc::clone(warnings));
+    // Detached: it ends when told to or with the process.
+    let _renewer = std::thread::Builder::new()
+        .name("lease".to_string())
+        .spawn(move || {
+            // Until the lease is dropped (the sender goes away).
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                let renewed = c.run("cannot renew a lease", &mut renew);
+                if let Err(TryRecvError::Disconnected) = stopped.try_recv() {
+                    // Released meanwhile: a renewal that found nothing
+                    // (or failed) is no news.
+                    break;
+                }
+                let message = match renewed {
+                    Ok(1) => continue,
+                    Ok(_) => format!(
+                        "{}: lost {what}: its lease ran out before it was renewed; \
+                         another process may hold it now",
+                        c.name
+                    ),
+                    Err(e) => format!("{}; {what} runs out unless renewed soon", e.message),
+                };
+                w.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(message);
+            }
+        })
+        .ok();
+    stop
+}
+
 /// What a lease is of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Held {
@@ -513,48 +572,21 @@ impl Lease {
         store: &RedisStore,
         key: &Key,
     ) -> Lease {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let (c, k, t, w) = (Arc::clone(conn), redis_key.clone(), token.clone(), Arc::clone(&store.warnings));
+        let (k, t) = (redis_key.clone(), token.clone());
         let timing = store.timing;
         let what = match held {
             Held::Slot => format!("its --concurrency slot of key '{}'", key.as_str()),
             Held::Trial => format!("the circuit trial of key '{}'", key.as_str()),
         };
-        // Detached: it ends when told to (stop_renewing) or with the process.
-        let _renewer = std::thread::Builder::new()
-            .name("lease".to_string())
-            .spawn(move || {
-                // Until the lease is dropped (the sender goes away).
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(timing.renew) {
-                    let renewed = c.run("cannot renew a lease", |con| match held {
-                        Held::Slot => RENEW_SLOT
-                            .key(&k)
-                            .arg(&t)
-                            .arg(micros(timing.lease))
-                            .arg(ttl(Duration::ZERO))
-                            .invoke::<i64>(con),
-                        Held::Trial => {
-                            RENEW_TRIAL.key(&k).arg(&t).arg(millis(timing.lease)).invoke::<i64>(con)
-                        }
-                    });
-                    if let Err(TryRecvError::Disconnected) = stopped.try_recv() {
-                        // Released meanwhile: a renewal that found nothing
-                        // (or failed) is no news.
-                        break;
-                    }
-                    let message = match renewed {
-                        Ok(1) => continue,
-                        Ok(_) => format!(
-                            "{}: lost {what}: its lease ran out before it was renewed; \
-                             another process may hold it now",
-                            c.name
-                        ),
-                        Err(e) => format!("{}; {what} runs out unless renewed soon", e.message),
-                    };
-                    w.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(message);
-                }
-            })
-            .ok();
+        let stop = renew_every(conn, timing.renew, what, &store.warnings, move |con| match held {
+            Held::Slot => RENEW_SLOT
+                .key(&k)
+                .arg(&t)
+                .arg(micros(timing.lease))
+                .arg(ttl(Duration::ZERO))
+                .invoke::<i64>(con),
+            Held::Trial => RENEW_TRIAL.key(&k).arg(&t).arg(millis(timing.lease)).invoke::<i64>(con),
+        });
         Lease { stop: Some(stop), conn: Arc::clone(conn), held, redis_key, token, release: true }
     }
 
@@ -595,8 +627,17 @@ pub struct RedisStore {
     warnings: Arc<Mutex<Vec<String>>>,
 }
 
-/// This machine's name, for tokens (so `ZRANGE … slots` shows who holds
-/// what); `-` when unknown.
+/// A process's tokens start so: `host:pid:random` (so `ZRANGE … slots`
+/// shows who holds what).
+pub(crate) fn token_base() -> String {
+    let random: u64 = {
+        use rand::RngExt as _;
+        rand::make_rng::<rand::rngs::Xoshiro256PlusPlus>().random()
+    };
+    format!("{}:{}:{random:016x}", hostname(), std::process::id())
+}
+
+/// This machine's name, for tokens; `-` when unknown.
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -610,22 +651,11 @@ impl RedisStore {
     /// checks that the server answers: an unreachable server or a refused
     /// password is an error here, before any attempt.
     pub fn open(url: &RedisUrl) -> Result<RedisStore, StoreError> {
-        let name = format!("state store '{}'", url.masked());
-        if url.tls {
-            return Err(StoreError::unavailable(format!("{name}: {TLS_REFUSED}")));
-        }
-        let conn = Conn { url: url.clone(), name, con: Mutex::new(None) };
-        let mut con = conn.connect(CONNECT_TIMEOUT)?;
-        redis::cmd("PING").query::<String>(&mut con).map_err(|e| conn.failed("cannot connect", &e))?;
-        *conn.lock() = Some(Link::new(con));
-        let random: u64 = {
-            use rand::RngExt as _;
-            rand::make_rng::<rand::rngs::Xoshiro256PlusPlus>().random()
-        };
+        let conn = Conn::open(url, format!("state store '{}'", url.masked()))?;
         Ok(RedisStore {
-            conn: Arc::new(conn),
+            conn,
             timing: Timing::from_env(),
-            token_base: format!("{}:{}:{random:016x}", hostname(), std::process::id()),
+            token_base: token_base(),
             tokens: 0,
             trials: HashMap::new(),
             warnings: Arc::new(Mutex::new(Vec::new())),

@@ -4,6 +4,7 @@
 mod core;
 mod countdown;
 mod fleet;
+mod fleet_queue;
 mod generated;
 mod hardening;
 mod output;
