@@ -58,9 +58,8 @@ pub const PREDICATE_MEMORY: u64 = 4 << 30;
 /// Exit status for retry's own failures.
 pub const EXIT_USAGE: u8 = 125;
 
-/// Entry point of the binary.
-pub fn main_entry() -> ExitCode {
-    let args: Vec<OsString> = std::env::args_os().collect();
+/// Entry point of the binary; `args` is argv, the program's name first.
+pub fn main_entry(args: Vec<OsString>) -> ExitCode {
     if args.get(1).is_some_and(|a| a == predicate::HELPER_ARG) {
         // Parsing 64 MiB of JSON can take ~1.1 GiB; an expression that
         // builds an endless array must fail, not swap the machine.
@@ -212,10 +211,12 @@ fn dry_run(cfg: &Config) -> ExitCode {
 /// The binary's entry point (`main.rs` is `no_main`): what retry needs of
 /// std's runtime start-up — SIGPIPE ignored, so a closed stdout is an EPIPE
 /// retry handles (exit 141), and stdout flushed at the end — around
-/// [`main_entry`]. Returns the exit status.
-pub fn c_main() -> u8 {
+/// [`main_entry`]. `args` is argv as the C runtime passed it to `main`
+/// (std fills `std::env::args_os` only on glibc when its own start-up is
+/// skipped; musl leaves it empty). Returns the exit status.
+pub fn c_main(args: Vec<OsString>) -> u8 {
     sys::ignore_sigpipe();
-    let code = main_entry();
+    let code = main_entry(args);
     let _ = std::io::Write::flush(&mut std::io::stdout());
     // `ExitCode` has no stable accessor; it is one of 256 values.
     (0..=u8::MAX).find(|&c| ExitCode::from(c) == code).unwrap_or(EXIT_USAGE)

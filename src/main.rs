@@ -6,8 +6,8 @@
 //! eight system calls) and installs stack-overflow handlers — about 50 µs
 //! of every run, measured (README "Performance"). `retry::c_main` does the
 //! two parts retry relies on: SIGPIPE ignored (EPIPE, not death, on a
-//! closed stdout) and stdout flushed at the end. std still captures argv
-//! on glibc (`.init_array`), so `std::env::args_os` works as usual.
+//! closed stdout) and stdout flushed at the end. argv is taken from
+//! `main`'s arguments (std would fill `std::env::args_os` on glibc only).
 #![cfg_attr(not(test), no_main)]
 
 /// SAFETY: the C runtime calls this once as the program's `main`; no other
@@ -15,6 +15,15 @@
 /// test build, whose harness provides its own).
 #[cfg(not(test))]
 #[unsafe(no_mangle)]
-extern "C" fn main(_argc: std::ffi::c_int, _argv: *const *const std::ffi::c_char) -> std::ffi::c_int {
-    std::ffi::c_int::from(retry::c_main())
+extern "C" fn main(argc: std::ffi::c_int, argv: *const *const std::ffi::c_char) -> std::ffi::c_int {
+    use std::os::unix::ffi::OsStrExt as _;
+    let n = usize::try_from(argc).unwrap_or(0);
+    let mut args = Vec::with_capacity(n);
+    for i in 0..n {
+        // SAFETY: the C runtime passes `argc` valid pointers in `argv`, each
+        // to a NUL-terminated string that lives as long as the process.
+        let arg = unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) };
+        args.push(std::ffi::OsStr::from_bytes(arg.to_bytes()).to_os_string());
+    }
+    std::ffi::c_int::from(retry::c_main(args))
 }

@@ -56,7 +56,9 @@ pub fn pipe_size(fd: RawFd) -> io::Result<usize> {
 /// with nothing ready: the caller re-checks its signal pipe and clocks.
 pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
     let ts = timeout.map(|t| libc::timespec {
-        tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+        // At most 68 years, which fits `time_t` on every libc (and musl's
+        // `time_t` alias is deprecated: it is named only through `as _`).
+        tv_sec: t.as_secs().min(i32::MAX as u64) as _,
         tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
     });
     let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
