@@ -36,6 +36,12 @@ impl Replay {
         self.record.read_at(pos, buf)
     }
 
+    /// The whole recording, when it is at most `limit` bytes (a Redis job's
+    /// stdin).
+    pub fn to_vec(&self, limit: u64) -> io::Result<Option<Vec<u8>>> {
+        self.record.to_vec(limit)
+    }
+
     /// Writes the whole recording to `fd` (a queued job's side file).
     pub fn write_to(&self, fd: std::os::fd::RawFd) -> io::Result<()> {
         self.record.write_to(fd)

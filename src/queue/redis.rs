@@ -552,9 +552,10 @@ impl Store for RedisQueue {
     fn enqueue(&mut self, job: &Job, stdin: Option<&Replay>) -> Result<(), Error> {
         let id = &job.id;
         let what = || format!("cannot queue job {id} in {}", self.url.masked());
-        let stdin = match stdin {
+        let stdin = match stdin.map(|r| r.to_vec(MAX_STDIN)).transpose().map_err(|e| Error::io(what(), e))? {
             None => None,
-            Some(r) if r.len() > MAX_STDIN => {
+            Some(Some(bytes)) => Some(bytes),
+            Some(None) => {
                 return Err(Error::io(
                     what(),
                     io::Error::other(format!(
@@ -563,19 +564,6 @@ impl Store for RedisQueue {
                         MAX_STDIN >> 20
                     )),
                 ));
-            }
-            Some(r) => {
-                let mut bytes = vec![0u8; usize::try_from(r.len()).unwrap_or(0)];
-                let mut at = 0;
-                while at < bytes.len() {
-                    match r.read_at(at as u64, &mut bytes[at..]) {
-                        Ok(0) => break,
-                        Ok(n) => at += n,
-                        Err(e) => return Err(Error::io(what(), e)),
-                    }
-                }
-                bytes.truncate(at);
-                Some(bytes)
             }
         };
         let doc = to_json(job)?;
