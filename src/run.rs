@@ -170,6 +170,18 @@ fn without_path(e: std::io::Error) -> std::io::Error {
     }
 }
 
+/// A fresh `retry-*` directory in TMPDIR for a run's `RETRY_STATE_DIR`,
+/// mode 0700: the command may keep secrets there (tempfile's default is
+/// 0777 less the umask). `what` begins the error message.
+pub(crate) fn temp_state_dir(what: &str) -> Result<tempfile::TempDir, Error> {
+    use std::os::unix::fs::PermissionsExt as _;
+    tempfile::Builder::new()
+        .prefix("retry-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .map_err(|e| Error::io(tmpdir_what(what), without_path(e)))
+}
+
 fn tmpdir_what(what: &str) -> String {
     let dir = std::env::temp_dir();
     format!("{what} in TMPDIR ({})", dir.display())
@@ -253,15 +265,7 @@ fn run_with(
             (path.clone(), Some(StateDir(Some(path))))
         }
         (None, None, None) => {
-            use std::os::unix::fs::PermissionsExt as _;
-            // 0700: the command may keep secrets there (tempfile's default
-            // is 0777 less the umask).
-            let tmp = tempfile::Builder::new()
-                .prefix("retry-")
-                .permissions(std::fs::Permissions::from_mode(0o700))
-                .tempdir()
-                .map_err(|e| Error::io(tmpdir_what("cannot create the state directory"), without_path(e)))?;
-            let path = tmp.keep();
+            let path = temp_state_dir("cannot create the state directory")?.keep();
             (path.clone(), Some(StateDir(Some(path))))
         }
     };

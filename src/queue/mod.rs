@@ -210,15 +210,10 @@ impl Target {
     /// `retry-*` dir in TMPDIR.
     pub fn state_dir(&self, now: SystemTime) -> Result<(String, PathBuf), Error> {
         let id = self.new_id(now);
-        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o700);
         let dir = match &self.place {
             Place::Dir(dir) => dir,
             Place::Redis(_) => {
-                let tmp =
-                    tempfile::Builder::new().prefix("retry-").permissions(mode).tempdir().map_err(|e| {
-                        Error::io("cannot create the state directory in TMPDIR (or /tmp when it is unset)", e)
-                    })?;
-                return Ok((id, tmp.keep()));
+                return Ok((id, run::temp_state_dir("cannot create the state directory")?.keep()));
             }
         };
         let parent = dir.join("state");
@@ -228,7 +223,7 @@ impl Target {
         let tmp = tempfile::Builder::new()
             .prefix(&id)
             .rand_bytes(0)
-            .permissions(mode)
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir_in(&parent)
             .map_err(err)?;
         // The run removes it at its end, unless the job is queued.

@@ -348,11 +348,7 @@ impl RedisQueue {
     /// run on any machine, so it gets a fresh one each time).
     fn state_path(&mut self, id: &str) -> Result<PathBuf, Error> {
         if self.scratch.is_none() {
-            let mode = std::os::unix::fs::PermissionsExt::from_mode(0o700);
-            let dir = tempfile::Builder::new().prefix("retry-").permissions(mode).tempdir().map_err(|e| {
-                Error::io("cannot create the jobs' state directory in TMPDIR (or /tmp when it is unset)", e)
-            })?;
-            self.scratch = Some(dir);
+            self.scratch = Some(crate::run::temp_state_dir("cannot create the jobs' state directory")?);
         }
         Ok(self.scratch.as_ref().map_or_else(std::env::temp_dir, |d| d.path().to_path_buf()).join(id))
     }
