@@ -17,6 +17,19 @@ pub enum Algo {
     Decorrelated,
 }
 
+impl Algo {
+    /// The `--algo` word.
+    pub fn word(self) -> &'static str {
+        match self {
+            Algo::Exponential => "exponential",
+            Algo::Linear => "linear",
+            Algo::Fibonacci => "fibonacci",
+            Algo::Constant => "constant",
+            Algo::Decorrelated => "decorrelated",
+        }
+    }
+}
+
 /// The options that shape the schedule.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Backoff {

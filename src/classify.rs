@@ -42,12 +42,21 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// The `verdict` word of logs and the summary.
-    pub fn word(&self) -> &'static str {
+    /// The verdict as records keep it.
+    pub fn verdict(&self) -> crate::record::Verdict {
         match self {
-            Verdict::Success => "success",
-            Verdict::Retry(_) => "retry",
-            Verdict::Stop(_) => "stop",
+            Verdict::Success => crate::record::Verdict::Success,
+            Verdict::Retry(_) => crate::record::Verdict::Retry,
+            Verdict::Stop(_) => crate::record::Verdict::Stop,
+        }
+    }
+
+    /// The rule that decided, or why the failure is permanent.
+    pub fn rule(&self) -> Option<&str> {
+        match self {
+            Verdict::Success => None,
+            Verdict::Retry(rule) => rule.as_deref(),
+            Verdict::Stop(why) => Some(why),
         }
     }
 }
@@ -159,7 +168,7 @@ mod tests {
     }
 
     fn word(f: &Facts, r: &Rules) -> &'static str {
-        classify(f, r).word()
+        classify(f, r).verdict().word()
     }
 
     #[test]

@@ -12,7 +12,6 @@ use std::time::Duration;
 use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::parse;
-use crate::store;
 
 const ABOUT: &str = "Run a command again until it works.";
 
@@ -350,9 +349,9 @@ pub struct Cli {
     /// Needed by --circuit-break, --rate and --concurrency: every run with the same key
     /// and the same --state-store shares one circuit, one rate and one set of slots.
     /// Example: --key nightly-sync
-    #[arg(allow_hyphen_values = true, long, value_name = "NAME", value_parser = store::parse_key,
+    #[arg(allow_hyphen_values = true, long, value_name = "NAME", value_parser = parse::parse_key,
           help_heading = "Across runs: shared state")]
-    pub key: Option<store::Key>,
+    pub key: Option<parse::Key>,
 
     /// Where shared state lives: file:DIR (one machine) or redis://[user:pass@]host[:port][/db]
     ///
@@ -393,9 +392,9 @@ pub struct Cli {
     /// 10000; `100/s` means 100/1s). An attempt waits for its turn; the wait can be
     /// interrupted by a signal and counts towards --max-time (a wait that would end past
     /// it is not taken).
-    #[arg(allow_hyphen_values = true, long, value_name = "N/DURATION", value_parser = store::parse_rate,
+    #[arg(allow_hyphen_values = true, long, value_name = "N/DURATION", value_parser = parse::parse_rate,
           help_heading = "Across runs: shared state")]
-    pub rate: Option<store::Rate>,
+    pub rate: Option<parse::Rate>,
 
     /// At most N attempts of the key run at once, across processes (N up to 1000)
     ///
@@ -404,7 +403,7 @@ pub struct Cli {
     /// A slot of a process that died, even by SIGKILL, is free at once (file store) or
     /// within 10s (Redis: a lease the holder renews every 3s).
     #[arg(allow_hyphen_values = true, long, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..=i64::from(store::CONCURRENCY_MAX)),
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(parse::CONCURRENCY_MAX)),
           help_heading = "Across runs: shared state")]
     pub concurrency: Option<u32>,
 

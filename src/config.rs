@@ -1,26 +1,51 @@
-//! `Cli` → `Config`: typed, validated, with every regex and jq expression
-//! compiled, so that a typo fails with 125 before any attempt runs. After
-//! this module nothing is a usage error.
+//! argv → [`Mode`]: what retry is asked to do, typed and validated, with
+//! every regex and jq expression compiled, so that a typo fails with 125
+//! before any attempt runs. This is the one place for usage errors and
+//! the only module below `lib` that knows clap (through `cli`); after it
+//! nothing is a usage error.
+//!
+//! A drain also comes here for each job: [`for_job`] parses the job's
+//! saved options with the same parser into the same [`Config`], then
+//! applies what belongs to the drain.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory as _, FromArgMatches as _, Parser as _};
 use regex::bytes::Regex;
 
 use crate::backoff::{Algo, Backoff};
 use crate::classify::Rules;
-use crate::cli::{self, Cli, LogFormat, StdinMode, StdoutMode};
+use crate::cli::{self, Cli, StdinMode, StdoutMode};
 use crate::error::Error;
-use crate::parse::CodeSet;
+use crate::parse::{CodeSet, human};
 use crate::predicate::Predicate;
+use crate::record::ms;
+use crate::report::summary;
+use crate::report::{Format, Verbosity};
+use crate::store::{self, StoreUrl, url::RedisUrl};
 
-/// How much retry says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Verbosity {
-    Quiet,
-    Normal,
-    Verbose,
+/// How long a queued job lives without `--max-age`.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(3 * 24 * 3600);
+
+/// The shortest `--lease` of a Redis queue's drain.
+pub const MIN_LEASE: Duration = Duration::from_millis(100);
+
+/// What retry was asked to do.
+#[derive(Debug)]
+pub enum Mode {
+    /// `--help` or `--version`: clap prints it, retry exits 0.
+    Help(clap::Error),
+    /// Run COMMAND until it works.
+    Run(Box<Config>),
+    /// `--dry-run`: print the planned sleeps.
+    DryRun(Box<Config>),
+    /// `--drain`: one attempt for every due job of a queue.
+    Drain(Box<DrainConfig>),
+    /// `--list`: the jobs of a queue.
+    List(ListConfig),
 }
 
 /// What happens to an attempt's stdout.
@@ -54,6 +79,72 @@ impl StreamRules {
     }
 }
 
+/// Where a queue lives: `--queue`, `--drain` and `--list` take a directory
+/// or `redis[s]://[user:pass@]host[:port][/db]#NAME`.
+#[derive(Clone, Debug)]
+pub enum Place {
+    Dir(PathBuf),
+    Redis(RedisUrl),
+}
+
+impl Place {
+    /// Reads the value of `option`. A value that starts with `redis://` or
+    /// `rediss://` is a Redis queue (it needs `#NAME`; TLS is refused as
+    /// the state store refuses it); anything else with `://` is refused; the
+    /// rest is a directory, made absolute (without resolving links). Errors
+    /// never show the password.
+    pub fn parse(raw: &Path, option: &str) -> Result<Place, Error> {
+        let Some(text) = raw.to_str().filter(|t| t.contains("://")) else {
+            return Ok(Place::Dir(std::path::absolute(raw).unwrap_or_else(|_| raw.to_path_buf())));
+        };
+        let masked = || crate::parse::mask_url(text);
+        if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
+            return Err(Error::usage(
+                option,
+                masked(),
+                "expected a directory or redis://[user:pass@]host[:port][/db]#NAME",
+            ));
+        }
+        let url = match store::url::parse(text) {
+            Ok(StoreUrl::Redis(url)) => url,
+            Ok(StoreUrl::File(_)) => return Err(Error::usage(option, masked(), "not a Redis URL")),
+            Err(why) => return Err(Error::usage(option, masked(), why)),
+        };
+        if url.tls {
+            return Err(Error::usage(option, url.masked(), store::redis::TLS_REFUSED));
+        }
+        if url.name.is_none() {
+            return Err(Error::usage(
+                option,
+                url.masked(),
+                "a Redis queue needs a name after '#', e.g. redis://cache:6379/0#jobs",
+            ));
+        }
+        Ok(Place::Redis(url))
+    }
+
+    /// The queue as messages show it: the directory, or the URL with its
+    /// password masked.
+    pub fn display(&self) -> String {
+        match self {
+            Place::Dir(dir) => dir.display().to_string(),
+            Place::Redis(url) => url.masked(),
+        }
+    }
+}
+
+/// `--queue DIR|URL` of a run.
+#[derive(Clone, Debug)]
+pub struct QueueTarget {
+    pub place: Place,
+    /// retry's arguments before COMMAND, as given (a Redis URL's password
+    /// masked): a job saves them, and a drain parses them again.
+    pub options: Vec<OsString>,
+    /// `--queue-env`: the only variables a Redis job keeps.
+    pub env: Vec<String>,
+}
+
+/// A run's options.
 #[derive(Debug)]
 pub struct Config {
     /// COMMAND and its arguments; empty only with `--dry-run`.
@@ -68,7 +159,6 @@ pub struct Config {
     pub reset_after: Option<Duration>,
     pub splay: Option<Duration>,
     pub seed: Option<u64>,
-    pub dry_run: bool,
     pub on_retry: Option<OsString>,
     pub rules: Rules,
     pub stdout_rules: StreamRules,
@@ -81,19 +171,148 @@ pub struct Config {
     pub foreground: bool,
     pub state_dir: Option<PathBuf>,
     pub verbosity: Verbosity,
-    pub log_format: LogFormat,
+    pub format: Format,
     /// `--summary FILE`; its directory exists (checked here).
     pub summary: Option<PathBuf>,
     /// `--queue DIR`: where the job goes when the run gives up.
-    pub queue: Option<crate::queue::Target>,
-    /// `--max-age`: how long a queued job lives (default in `queue`).
+    pub queue: Option<QueueTarget>,
+    /// `--max-age`: how long a queued job lives (default [`DEFAULT_MAX_AGE`]).
     pub max_age: Option<Duration>,
     /// `--key` and the options that share state across runs.
-    pub shared: Option<crate::store::Shared>,
+    pub shared: Option<store::Shared>,
+}
+
+/// A drain's own options (a job runs with the options saved with it).
+#[derive(Clone, Debug)]
+pub struct DrainConfig {
+    pub place: Place,
+    /// `--max-age`, for every job of this drain (else each job's own).
+    pub max_age: Option<Duration>,
+    /// The drain's budget: no job starts after it.
+    pub max_time: Option<Duration>,
+    /// `--lease` of a Redis queue.
+    pub lease: Option<Duration>,
+    /// `--stdout`, for every job (else each job's own).
+    pub stdout: Option<StdoutMode>,
+    pub verbosity: Verbosity,
+    pub format: Format,
+    /// `--state-store` for the jobs' shared state (else each job's own).
+    pub state_store: Option<String>,
+    /// `--store-optional` for every job.
+    pub store_optional: bool,
+}
+
+/// `--list`'s options.
+#[derive(Clone, Debug)]
+pub struct ListConfig {
+    pub place: Place,
+    pub verbosity: Verbosity,
+    pub format: Format,
+}
+
+/// The options a drain takes for itself (clap ids).
+const DRAIN_OPTIONS: [&str; 10] = [
+    "drain",
+    "max_age",
+    "max_time",
+    "lease",
+    "stdout",
+    "quiet",
+    "verbose",
+    "log_format",
+    "state_store",
+    "store_optional",
+];
+
+/// The options `--list` takes.
+const LIST_OPTIONS: [&str; 4] = ["list", "quiet", "verbose", "log_format"];
+
+/// The command line (argv, the program's name first) as a [`Mode`].
+pub fn mode(args: &[OsString]) -> Result<Mode, Error> {
+    let matches = match Cli::command().try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) => return clap_error(e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(e),
+    };
+    if let Some(raw) = cli.list.as_deref() {
+        check_options(&matches, "--list", &LIST_OPTIONS)?;
+        let place = Place::parse(raw, "--list")?;
+        return Ok(Mode::List(ListConfig { place, verbosity: verbosity(&cli), format: format(&cli) }));
+    }
+    if let Some(raw) = cli.drain.as_deref() {
+        check_options(&matches, "--drain", &DRAIN_OPTIONS)?;
+        return drain(&cli, raw).map(|d| Mode::Drain(Box::new(d)));
+    }
+    let dry_run = cli.dry_run;
+    let mut cfg = Config::from_cli(cli)?;
+    if let Some(target) = &mut cfg.queue {
+        target.options = queue_options(args, &cfg.command, &target.place)?;
+    }
+    Ok(if dry_run { Mode::DryRun(Box::new(cfg)) } else { Mode::Run(Box::new(cfg)) })
+}
+
+/// The [`Config`] of one drained attempt of a queued job: its saved
+/// `options` (retry's arguments before COMMAND) parsed as they were given,
+/// then what belongs to the drain. The job's `-n` and `--max-time`
+/// governed the queueing run only: a drain makes one attempt (no limit
+/// shown: `RETRY_MAX_ATTEMPTS` is empty) within `budget`, what is left of
+/// its own. `cwd` is the job's saved working directory (relative paths
+/// were relative to it); `step` where its schedule stands (a seeded job
+/// draws differently at each step). Errors say why the options are not
+/// valid any more.
+pub fn for_job(
+    options: &[OsString],
+    argv: &[OsString],
+    drain: &DrainConfig,
+    budget: Option<Duration>,
+    cwd: &Path,
+    step: u32,
+) -> Result<Config, String> {
+    let args =
+        std::iter::once(OsString::from("retry")).chain(options.iter().cloned()).chain(argv.iter().cloned());
+    let mut cli = Cli::try_parse_from(args).map_err(|e| {
+        let text = e.render().to_string();
+        text.lines().next().unwrap_or("cannot parse").trim_start_matches("error: ").to_string()
+    })?;
+    cli.retries = None;
+    cli.forever = true;
+    cli.max_time = budget;
+    cli.splay = None;
+    cli.dry_run = false;
+    cli.queue = None;
+    cli.drain = None;
+    cli.list = None;
+    cli.max_age = None;
+    cli.queue_env = Vec::new();
+    cli.lease = None;
+    cli.quiet = drain.verbosity == Verbosity::Quiet;
+    cli.verbose = drain.verbosity == Verbosity::Verbose;
+    cli.log_format = Some(match drain.format {
+        Format::Text => cli::LogFormat::Text,
+        Format::Json => cli::LogFormat::Json,
+        Format::Github => cli::LogFormat::Github,
+    });
+    if drain.stdout.is_some() {
+        cli.stdout = drain.stdout;
+    }
+    // The store options of the drain win over the job's (the Edge rules).
+    if drain.state_store.is_some() {
+        cli.state_store.clone_from(&drain.state_store);
+    }
+    cli.store_optional |= drain.store_optional;
+    cli.seed = cli.seed.map(|s| s ^ u64::from(step).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    if let Some(dir) = cli.state_dir.take() {
+        cli.state_dir =
+            Some(if dir.is_relative() && !cwd.as_os_str().is_empty() { cwd.join(dir) } else { dir });
+    }
+    Config::from_cli(cli).map_err(|e| e.to_string())
 }
 
 impl Config {
-    pub fn from_cli(cli: Cli) -> Result<Config, Error> {
+    fn from_cli(cli: Cli) -> Result<Config, Error> {
         let patterns = |option: &str, sources: Vec<String>| -> Result<Vec<Pattern>, Error> {
             sources
                 .into_iter()
@@ -138,7 +357,7 @@ impl Config {
             (None, true) => Stdout::Captured { tee: false },
         };
         if let Some(path) = &cli.summary {
-            crate::summary::check_target(path)?;
+            summary::check_target(path)?;
         }
         if cli.command.first().is_some_and(|c| c.is_empty()) {
             return Err(Error::usage("COMMAND", "", "the command name is empty"));
@@ -153,17 +372,14 @@ impl Config {
         if let (Some(age), None, None) = (cli.max_age, &cli.queue, &cli.drain) {
             return Err(Error::usage(
                 "--max-age",
-                crate::parse::human(age),
+                human(age),
                 "it is the life of a queued job: give it with --queue or --drain",
             ));
         }
-        let queue = crate::queue::target(cli.queue.as_deref(), cli.queue_env)?;
-        let verbosity = match (cli.quiet, cli.verbose) {
-            (true, _) => Verbosity::Quiet,
-            (false, true) => Verbosity::Verbose,
-            (false, false) => Verbosity::Normal,
-        };
-        let shared = crate::store::Shared::from_options(crate::store::Options {
+        let queue = queue_target(cli.queue.as_deref(), cli.queue_env)?;
+        let verbosity = verbosity_of(cli.quiet, cli.verbose);
+        let format = format_of(cli.log_format);
+        let shared = store::Shared::from_options(store::Options {
             key: cli.key,
             state_store: cli.state_store,
             circuit_break: cli.circuit_break,
@@ -189,7 +405,6 @@ impl Config {
             reset_after: cli.reset_after,
             splay: cli.splay,
             seed: cli.seed,
-            dry_run: cli.dry_run,
             on_retry: cli.on_retry,
             rules,
             stdout_rules,
@@ -202,7 +417,7 @@ impl Config {
             foreground: cli.foreground,
             state_dir: cli.state_dir,
             verbosity,
-            log_format: cli.log_format.unwrap_or(LogFormat::Text),
+            format,
             summary: cli.summary,
             queue,
             max_age: cli.max_age,
@@ -220,6 +435,240 @@ impl Config {
     pub fn jitter_ignored(&self) -> bool {
         self.backoff.algo == Algo::Decorrelated && self.backoff.jitter > 0.0
     }
+
+    /// The command as `--summary` and `-v` show it.
+    pub fn command_lossy(&self) -> Vec<String> {
+        self.command.iter().map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    /// The options in force as `--summary FILE` shows them: typed, with
+    /// defaults filled in, passwords masked.
+    pub fn summary_options(&self, summary: &Path) -> summary::Options {
+        let b = &self.backoff;
+        let sources = |ps: &[Pattern]| ps.iter().map(|p| p.source.clone()).collect();
+        let exprs = |ps: &[Predicate]| ps.iter().map(|p| p.source().to_string()).collect();
+        let lossy = |p: &Path| p.to_string_lossy().into_owned();
+        let shared = self.shared.as_ref();
+        summary::Options {
+            retries: self.attempts.map(|t| t.saturating_sub(1)),
+            forever: self.attempts.is_none(),
+            timeout_ms: self.timeout.map(ms),
+            kill_after_ms: ms(self.kill_after),
+            kill_signal: crate::parse::signal_name(self.kill_signal),
+            max_time_ms: self.max_time.map(ms),
+            algo: b.algo.word(),
+            wait_ms: ms(b.wait),
+            multiplier: b.multiplier,
+            max_wait_ms: (b.cap != Duration::MAX).then(|| ms(b.cap)),
+            jitter: b.jitter,
+            reset_after_ms: self.reset_after.map(ms),
+            splay_ms: self.splay.map(ms),
+            seed: self.seed,
+            on_retry: self.on_retry.as_ref().map(|c| c.to_string_lossy().into_owned()),
+            retry_on_exit: self.rules.retry_on_exit.map(|c| c.to_text()),
+            stop_on_exit: self.rules.stop_on_exit.map(|c| c.to_text()),
+            retry_on_stdout: sources(&self.stdout_rules.retry),
+            retry_on_stderr: sources(&self.stderr_rules.retry),
+            stop_on_stdout: sources(&self.stdout_rules.stop),
+            stop_on_stderr: sources(&self.stderr_rules.stop),
+            retry_if: exprs(&self.retry_if),
+            until: exprs(&self.until),
+            until_match: sources(&self.until_match),
+            stdout: match self.stdout {
+                Stdout::Live | Stdout::Captured { tee: true } => "live",
+                Stdout::Captured { tee: false } => "final",
+            },
+            stdin: if self.stdin_replay { "replay" } else { "pass" },
+            foreground: self.foreground,
+            state_dir: self.state_dir.as_deref().map(lossy),
+            verbosity: self.verbosity.word(),
+            log_format: self.format.word(),
+            summary: lossy(summary),
+            key: shared.map(|sh| sh.key.as_str().to_string()),
+            state_store: shared.map(|sh| sh.store.masked()),
+            circuit_break: shared.and_then(|sh| sh.circuit).map(|c| c.threshold),
+            circuit_cooldown_ms: shared.and_then(|sh| sh.circuit).map(|c| ms(c.cooldown)),
+            rate: shared
+                .and_then(|sh| sh.rate)
+                .map(|r| summary::RateOption { n: r.n, window_ms: ms(r.window) }),
+            concurrency: shared.and_then(|sh| sh.concurrency),
+            store_optional: shared.is_some_and(|sh| sh.optional),
+            queue: self.queue.as_ref().map(|q| q.place.display()),
+            queue_env: self.queue.as_ref().map(|q| q.env.clone()).unwrap_or_default(),
+            max_age_ms: self.queue.as_ref().map(|_| ms(self.max_age.unwrap_or(DEFAULT_MAX_AGE))),
+        }
+    }
+}
+
+fn verbosity_of(quiet: bool, verbose: bool) -> Verbosity {
+    match (quiet, verbose) {
+        (true, _) => Verbosity::Quiet,
+        (false, true) => Verbosity::Verbose,
+        (false, false) => Verbosity::Normal,
+    }
+}
+
+fn format_of(f: Option<cli::LogFormat>) -> Format {
+    match f.unwrap_or(cli::LogFormat::Text) {
+        cli::LogFormat::Text => Format::Text,
+        cli::LogFormat::Json => Format::Json,
+        cli::LogFormat::Github => Format::Github,
+    }
+}
+
+fn verbosity(cli: &Cli) -> Verbosity {
+    verbosity_of(cli.quiet, cli.verbose)
+}
+
+fn format(cli: &Cli) -> Format {
+    format_of(cli.log_format)
+}
+
+/// `--drain DIR|URL` and the options it takes.
+fn drain(cli: &Cli, raw: &Path) -> Result<DrainConfig, Error> {
+    let place = Place::parse(raw, "--drain")?;
+    match (&place, cli.lease) {
+        (Place::Dir(_), Some(lease)) => {
+            return Err(Error::usage(
+                "--lease",
+                human(lease),
+                "a lease is for a Redis queue; a directory queue's lock ends with its drain",
+            ));
+        }
+        (Place::Redis(_), Some(lease)) if lease < MIN_LEASE => {
+            return Err(Error::usage("--lease", human(lease), "a lease is at least 100ms"));
+        }
+        (Place::Dir(_) | Place::Redis(_), _) => {}
+    }
+    Ok(DrainConfig {
+        place,
+        max_age: cli.max_age,
+        max_time: cli.max_time,
+        lease: cli.lease,
+        stdout: cli.stdout,
+        verbosity: verbosity(cli),
+        format: format(cli),
+        state_store: cli.state_store.clone(),
+        store_optional: cli.store_optional,
+    })
+}
+
+/// Refuses, with 125, any option that is not the mode's own: a drain runs
+/// each job with the options saved with it.
+fn check_options(matches: &ArgMatches, mode: &str, allowed: &[&str]) -> Result<(), Error> {
+    let cmd = Cli::command();
+    for arg in cmd.get_arguments() {
+        let id = arg.get_id().as_str();
+        if allowed.contains(&id) || matches.value_source(id) != Some(ValueSource::CommandLine) {
+            continue;
+        }
+        if arg.is_positional() {
+            return Err(Error::Conflict(format!(
+                "{mode} takes no COMMAND: it works on the jobs in DIR (a job keeps its own command)"
+            )));
+        }
+        let name = arg.get_long().map_or_else(|| id.to_string(), |l| format!("--{l}"));
+        let takes = if mode == "--drain" {
+            "a drain takes only --max-age, --max-time, --lease, --stdout, -q, -v, --log-format, \
+             --state-store and --store-optional; each job runs with the options saved with it"
+        } else {
+            "--list takes only -q, -v and --log-format"
+        };
+        return Err(Error::Conflict(format!("'{name}' cannot be used with {mode}: {takes}")));
+    }
+    Ok(())
+}
+
+/// `--queue DIR|URL` with `--queue-env NAME,...` (which only a Redis queue
+/// takes: a directory queue keeps the whole environment).
+fn queue_target(raw: Option<&Path>, env: Vec<String>) -> Result<Option<QueueTarget>, Error> {
+    for name in &env {
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            return Err(Error::usage(
+                "--queue-env",
+                name,
+                "expected variable names, e.g. API_TOKEN,HTTPS_PROXY",
+            ));
+        }
+    }
+    let Some(raw) = raw else {
+        return match env.first() {
+            Some(name) => Err(Error::usage(
+                "--queue-env",
+                name,
+                "it names what a queued job keeps: give it with --queue",
+            )),
+            None => Ok(None),
+        };
+    };
+    let place = Place::parse(raw, "--queue")?;
+    if let (Place::Dir(_), Some(name)) = (&place, env.first()) {
+        return Err(Error::usage(
+            "--queue-env",
+            name,
+            "a directory queue keeps the whole environment; --queue-env is for a Redis queue (redis://…#NAME)",
+        ));
+    }
+    Ok(Some(QueueTarget { place, options: Vec::new(), env }))
+}
+
+/// The arguments a `--queue` job saves: retry's own before COMMAND, as
+/// given, with the Redis queue URL's password masked (a drain does not use
+/// it: it has its own).
+fn queue_options(args: &[OsString], command: &[OsString], place: &Place) -> Result<Vec<OsString>, Error> {
+    let Some(options) = options_before(args, command) else {
+        return Err(Error::Conflict("cannot tell retry's options from COMMAND".to_string()));
+    };
+    Ok(match place {
+        Place::Dir(_) => options,
+        Place::Redis(url) => options.into_iter().map(|a| mask_queue_arg(a, url)).collect(),
+    })
+}
+
+/// An argument with the password of the queue URL `url` masked: the URL
+/// itself, or `--queue=URL`.
+fn mask_queue_arg(arg: OsString, url: &RedisUrl) -> OsString {
+    let Some(text) = arg.to_str() else { return arg };
+    let (flag, value) = match text.strip_prefix("--queue=") {
+        Some(value) => ("--queue=", value),
+        None => ("", text),
+    };
+    let is_it =
+        value.contains("://") && matches!(store::url::parse(value), Ok(StoreUrl::Redis(ref u)) if u == url);
+    if is_it && url.password.is_some() { OsString::from(format!("{flag}{}", url.masked())) } else { arg }
+}
+
+/// retry's arguments before COMMAND, exactly as given. COMMAND and its
+/// arguments are the tail of argv (option parsing stops at COMMAND), so
+/// parsing `retry OPTIONS COMMAND…` again gives the same options.
+fn options_before(args: &[OsString], command: &[OsString]) -> Option<Vec<OsString>> {
+    let end = args.len().checked_sub(command.len()).filter(|_| args.ends_with(command))?;
+    Some(args.get(1..end)?.to_vec())
+}
+
+/// Help and version are a [`Mode`]; every other clap error is one line
+/// naming the option and value, with clap's tip as the hint.
+fn clap_error(e: clap::Error) -> Result<Mode, Error> {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        return Ok(Mode::Help(e));
+    }
+    let rendered = e.render().to_string();
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut first = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    if e.kind() == ErrorKind::MissingRequiredArgument {
+        // clap lists the missing arguments on the next lines.
+        let missing: Vec<&str> =
+            lines.clone().take_while(|l| l.starts_with('<') || l.starts_with("--")).collect();
+        first = if missing.iter().any(|m| m.starts_with("<COMMAND>")) {
+            "missing COMMAND: give the command to run, e.g. retry -n 3 -- curl -fsS URL".to_string()
+        } else {
+            format!("missing required arguments: {}", missing.join(" "))
+        };
+    }
+    let tip = lines.find_map(|l| l.strip_prefix("tip: ")).map(str::to_string);
+    Err(Error::Args { message: first, tip })
 }
 
 /// One line from the regex crate's multi-line message: the error and the
@@ -249,11 +698,25 @@ fn regex_error(e: &regex::Error) -> String {
 mod tests {
     use super::*;
 
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
     #[test]
     fn regex_errors_are_one_line_with_a_column() {
         // Built at run time: clippy rejects invalid regex literals.
         let bad = |p: &str| Regex::new(p).unwrap_err();
         assert_eq!(regex_error(&bad("ab(c")), "unclosed group at column 3");
         assert!(!regex_error(&bad("a{2,1}")).contains('\n'));
+    }
+
+    #[test]
+    fn options_are_what_comes_before_command() {
+        let args = os(&["retry", "-n", "2", "--queue", "q", "--", "curl", "-n", "--", "x"]);
+        let got = options_before(&args, &os(&["curl", "-n", "--", "x"])).unwrap();
+        assert_eq!(got, os(&["-n", "2", "--queue", "q", "--"]));
+        let args = os(&["retry", "--queue", "q", "true"]);
+        assert_eq!(options_before(&args, &os(&["true"])).unwrap(), os(&["--queue", "q"]));
+        assert_eq!(options_before(&args, &os(&["false"])), None);
     }
 }

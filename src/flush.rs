@@ -68,3 +68,18 @@ pub fn write_out(spool: Spool, fd: RawFd, signals: &mut Signals) -> Flushed {
         }
     }
 }
+
+/// Writes a run's kept stdout (the accepted, or last, attempt's) to
+/// retry's stdout. `Ok(Some(signal))`: a signal came while a stalled
+/// reader blocked the write. EPIPE means the reader left on purpose
+/// (`| head`); any other failure (a full disk) loses the output: retry's
+/// own failure, 125, never a silent success.
+pub fn kept_stdout(spool: Spool, signals: &mut Signals) -> Result<Option<libc::c_int>, crate::error::Error> {
+    match write_out(spool, libc::STDOUT_FILENO, signals) {
+        Flushed::Interrupted(signal) => Ok(Some(signal)),
+        Flushed::Done(Err(e)) if e.raw_os_error() != Some(libc::EPIPE) => {
+            Err(crate::error::Error::io("cannot write the captured stdout", e))
+        }
+        Flushed::Done(_) => Ok(None),
+    }
+}

@@ -20,11 +20,8 @@
 //! the state store's connection).
 
 use std::ffi::OsString;
-use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::{CommandFactory as _, FromArgMatches as _};
-
+pub mod app;
 pub mod backoff;
 pub mod capture;
 pub mod child;
@@ -32,34 +29,32 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod countdown;
+pub mod environ;
 pub mod error;
 pub mod exec;
 pub mod flush;
 pub mod parse;
 pub mod predicate;
 pub mod queue;
+pub mod record;
 pub mod report;
 pub mod run;
 pub mod signals;
 pub mod status;
 pub mod stdin;
 pub mod store;
-pub mod summary;
 pub mod sys;
+pub mod tmp;
 
-use cli::{Cli, LogFormat};
-use config::Config;
+use config::Mode;
 use error::Error;
-use report::Reporter;
 
 /// Memory cap of the predicate helper process (or half of RAM if less).
 pub const PREDICATE_MEMORY: u64 = 4 << 30;
 
-/// Exit status for retry's own failures.
-pub const EXIT_USAGE: u8 = 125;
-
 /// Entry point of the binary; `args` is argv, the program's name first.
-pub fn main_entry(args: Vec<OsString>) -> ExitCode {
+/// Returns retry's exit status.
+pub fn main_entry(args: Vec<OsString>) -> u8 {
     if args.get(1).is_some_and(|a| a == predicate::HELPER_ARG) {
         // Parsing 64 MiB of JSON can take ~1.1 GiB; an expression that
         // builds an endless array must fail, not swap the machine.
@@ -68,144 +63,27 @@ pub fn main_entry(args: Vec<OsString>) -> ExitCode {
         return predicate::helper_main();
     }
     sys::ensure_std_fds();
-    let matches = match Cli::command().try_get_matches_from(&args) {
-        Ok(m) => m,
-        Err(e) => return clap_error(e),
-    };
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(e) => return clap_error(e),
-    };
-    if cli.drain.is_some() || cli.list.is_some() {
-        return queue::main(cli, &matches);
-    }
-    let mut cfg = match Config::from_cli(cli) {
-        Ok(cfg) => cfg,
-        Err(e) => return usage_error(&e),
-    };
-    if cfg.dry_run {
-        return dry_run(&cfg);
-    }
-    if let Err(e) = queue::prepare(&mut cfg, &args) {
-        return usage_error(&e);
-    }
-    let recorder = cfg.summary.as_deref().map(|path| summary::Recorder::new(&cfg, path));
-    let report = Reporter::new(cfg.log_format, cfg.verbosity).with_summary(recorder);
-    let mut signals = match signals::Signals::install() {
-        Ok(s) => s,
-        Err(e) => {
-            let e = Error::io("cannot install signal handlers", e);
-            report.error(e.to_string());
-            report.write_summary(Some(&e));
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    match run::run(&cfg, &mut signals, &report) {
-        Ok((outcome, resources)) => {
-            let code = outcome.exit_code();
-            // Clean up (state dir) before a re-raised signal ends us.
-            drop(resources);
-            report.write_summary(None);
-            if let Some(sig) = outcome.reraise() {
-                sys::die_by_signal(sig);
-            }
-            ExitCode::from(code)
-        }
-        Err(e @ Error::Store(_)) => {
-            report.store_error(e.to_string());
-            report.write_summary(Some(&e));
-            ExitCode::from(EXIT_USAGE)
-        }
-        Err(e) => {
-            report.error(e.to_string());
-            report.write_summary(Some(&e));
-            ExitCode::from(EXIT_USAGE)
-        }
-    }
-}
-
-/// Help and version exit 0; every other clap error is one `retry: ` line
-/// naming the option and value, a hint, and 125 (not clap's 2).
-fn clap_error(e: clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+    match config::mode(&args) {
+        Ok(Mode::Help(e)) => {
             let _ = e.print();
-            return ExitCode::SUCCESS;
+            status::OK
         }
-        _ => {}
+        Ok(Mode::Run(cfg)) => app::run(&cfg),
+        Ok(Mode::DryRun(cfg)) => app::dry_run(&cfg),
+        Ok(Mode::Drain(cfg)) => app::drain(&cfg),
+        Ok(Mode::List(cfg)) => queue::list(&cfg, &report::Reporter::new(cfg.format, cfg.verbosity)),
+        Err(e) => usage_error(&e),
     }
-    let rendered = e.render().to_string();
-    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
-    let first = lines.next().unwrap_or("invalid arguments");
-    let mut first = first.strip_prefix("error: ").unwrap_or(first).to_string();
-    if e.kind() == ErrorKind::MissingRequiredArgument {
-        // clap lists the missing arguments on the next lines.
-        let missing: Vec<&str> =
-            lines.clone().take_while(|l| l.starts_with('<') || l.starts_with("--")).collect();
-        first = if missing.iter().any(|m| m.starts_with("<COMMAND>")) {
-            "missing COMMAND: give the command to run, e.g. retry -n 3 -- curl -fsS URL".to_string()
-        } else {
-            format!("missing required arguments: {}", missing.join(" "))
-        };
-    }
-    let tip = lines.find_map(|l| l.strip_prefix("tip: "));
-    let mut out = format!("retry: {first}\n");
-    match tip {
-        Some(tip) => out.push_str(&format!("retry: {tip}\n")),
-        None => out.push_str("retry: try 'retry --help' for more information\n"),
-    }
-    eprint!("{out}");
-    ExitCode::from(EXIT_USAGE)
 }
 
-fn usage_error(e: &Error) -> ExitCode {
+/// A usage error: one `retry: ` line naming the option and the value, a
+/// hint, and 125 — in text whatever `--log-format` says.
+fn usage_error(e: &Error) -> u8 {
     eprintln!("retry: {e}");
     if let Some(hint) = e.hint() {
         eprintln!("retry: {hint}");
     }
-    ExitCode::from(EXIT_USAGE)
-}
-
-/// `--dry-run`: the planned sleeps on stdout, nothing run.
-fn dry_run(cfg: &Config) -> ExitCode {
-    use std::io::Write as _;
-    let (backoff_rng, mut splay_rng) = run::rngs(cfg.seed);
-    let mut rows: Vec<(u32, Duration)> = Vec::new();
-    if let Some(max) = cfg.splay {
-        rows.push((1, run::splay_delay(max, &mut splay_rng)));
-    }
-    let retries = cfg.attempts.map_or(20, |t| t.saturating_sub(1));
-    let mut schedule = backoff::Schedule::new(cfg.backoff, backoff_rng);
-    for k in 1..=retries {
-        rows.push((k + 1, schedule.next().unwrap_or(Duration::MAX)));
-    }
-    let mut out = String::new();
-    let mut at = Duration::ZERO;
-    if cfg.log_format != LogFormat::Json {
-        out.push_str("attempt  sleep before  at\n");
-    }
-    for (attempt, delay) in rows {
-        at = at.saturating_add(delay);
-        if cfg.max_time.is_some_and(|m| at >= m) {
-            break;
-        }
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        if cfg.log_format == LogFormat::Json {
-            out.push_str(&format!(
-                "{{\"attempt\":{attempt},\"delay_ms\":{},\"at_ms\":{}}}\n",
-                ms(delay),
-                ms(at)
-            ));
-        } else {
-            out.push_str(&format!("{attempt:>7}  {:>12}  {}\n", parse::human(delay), parse::human(at)));
-        }
-    }
-    match std::io::stdout().lock().write_all(out.as_bytes()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(141),
-        Err(_) => ExitCode::from(EXIT_USAGE),
-    }
+    e.status()
 }
 
 /// The binary's entry point (`main.rs` is `no_main`): what retry needs of
@@ -218,6 +96,5 @@ pub fn c_main(args: Vec<OsString>) -> u8 {
     sys::ignore_sigpipe();
     let code = main_entry(args);
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    // `ExitCode` has no stable accessor; it is one of 256 values.
-    (0..=u8::MAX).find(|&c| ExitCode::from(c) == code).unwrap_or(EXIT_USAGE)
+    code
 }

@@ -266,6 +266,88 @@ pub fn mask_url(url: &str) -> String {
     format!("{}***{}", &url[..password_start], &url[start + at..])
 }
 
+// ----- Shared-state names and limits (`--key`, `--rate`, `--concurrency`) -----
+
+/// The largest N of `--rate N/DURATION` (SPEC Edge rules).
+pub const RATE_MAX: u32 = 10_000;
+
+/// The largest N of `--concurrency N`: the file store keeps one lock file
+/// per slot and may try each of them before an attempt.
+pub const CONCURRENCY_MAX: u32 = 1000;
+
+/// The longest key: file names add a suffix and must stay under 255 bytes.
+pub const KEY_MAX: usize = 200;
+
+/// What a key (and a queue name) may be, for messages.
+pub const NAME_RULE: &str = "use 1-200 letters, digits, '.', '_' and '-', not starting with '.'";
+
+/// Letters, digits, `._-`; not empty, not too long, not starting with `.`
+/// (so never `.`, `..` or a hidden file): a key can never leave the store's
+/// directory.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= KEY_MAX
+        && !s.starts_with('.')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// The name of a job's shared state (`--key`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Key(String);
+
+impl Key {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `--key` value parser.
+pub fn parse_key(text: &str) -> Result<Key, String> {
+    if valid_name(text) { Ok(Key(text.to_string())) } else { Err(NAME_RULE.to_string()) }
+}
+
+/// `--rate N/DURATION`: at most `n` attempt starts in any interval of
+/// length `window`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub n: u32,
+    pub window: Duration,
+}
+
+/// `--rate` value parser: `30/1m`, `5/500ms`, `100/s` (a bare unit is one
+/// of it). N is 1 to 10,000; the window is positive.
+pub fn parse_rate(text: &str) -> Result<Rate, String> {
+    const HINT: &str = "expected N/DURATION with N from 1 to 10000, e.g. 30/1m or 5/500ms";
+    let Some((n, window)) = text.trim().split_once('/') else {
+        return Err(format!("no '/'; {HINT}"));
+    };
+    let n = n.trim();
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("'{n}' is not a number; {HINT}"));
+    }
+    let n = match n.parse::<u32>() {
+        Ok(n) if (1..=RATE_MAX).contains(&n) => n,
+        _ => return Err(format!("N is out of range; {HINT}")),
+    };
+    let window = window.trim();
+    let bare_unit = !window.is_empty() && window.bytes().all(|b| b.is_ascii_alphabetic());
+    let parsed = if bare_unit { duration(&format!("1{window}")) } else { duration(window) };
+    match parsed {
+        Ok(w) if !w.is_zero() => Ok(Rate { n, window: w }),
+        Ok(_) => Err(format!("the window must be longer than 0; {HINT}")),
+        Err(e) => Err(format!("bad window: {e}")),
+    }
+}
+
+/// An OS error without Rust's " (os error N)" suffix: `Permission denied`.
+pub fn os_error(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,6 +477,31 @@ mod tests {
             ("rediss://ü:pässwörd@höst", "rediss://ü:***@höst"),
         ] {
             assert_eq!(mask_url(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn keys() {
+        for good in ["api", "nightly-sync", "a.b_c-9", "A", &"k".repeat(KEY_MAX)] {
+            assert!(parse_key(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", ".hidden", "a/b", "../x", "a b", "é", "a\0b", &"k".repeat(KEY_MAX + 1)] {
+            assert!(parse_key(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn rates() {
+        let r = |n, ms| Ok(Rate { n, window: Duration::from_millis(ms) });
+        assert_eq!(parse_rate("30/1m"), r(30, 60_000));
+        assert_eq!(parse_rate("5/500ms"), r(5, 500));
+        assert_eq!(parse_rate("100/s"), r(100, 1000));
+        assert_eq!(parse_rate("10000/1h"), r(10_000, 3_600_000));
+        assert_eq!(parse_rate("2/1.5s"), r(2, 1500));
+        for bad in
+            ["", "10", "/1s", "x/1s", "0/1s", "10001/1s", "-1/1s", "5/0s", "5/", "5/x", "5/1q", "1.5/1s"]
+        {
+            assert!(parse_rate(bad).is_err(), "{bad} accepted");
         }
     }
 }

@@ -19,7 +19,6 @@
 
 use std::fmt::{self, Write as _};
 use std::io::{Read as _, Write as _};
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use jaq_core::load::{self, Arena, File, Loader};
@@ -534,7 +533,7 @@ pub fn parse_response(bytes: &[u8], count: usize) -> Result<Vec<Judgement>, Stri
 
 /// The helper process's `main` (argv\[1\] is [`HELPER_ARG`]): read the request from stdin,
 /// evaluate, write one reply line to stdout, exit 0.
-pub fn helper_main() -> ExitCode {
+pub fn helper_main() -> u8 {
     let mut request = Vec::new();
     let reply = match std::io::stdin().lock().read_to_end(&mut request) {
         Ok(_) => helper_reply(&request),
@@ -542,9 +541,9 @@ pub fn helper_main() -> ExitCode {
     };
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(&reply).and_then(|()| stdout.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         // The parent sees a missing reply and reports it; there is nobody else to tell.
-        Err(_) => ExitCode::FAILURE,
+        Err(_) => 1,
     }
 }
 

@@ -1,5 +1,9 @@
-//! An attempt's [`Status`], how a run ended ([`Outcome`]), and the one
-//! table that maps them to retry's exit status (SPEC "Exit status").
+//! An attempt's [`Status`], how a run ended ([`Ending`]), and the one
+//! table that maps them to retry's exit status (SPEC "Exit status"):
+//! every status retry returns is chosen here — a run's by
+//! [`Ending::exit_code`], a drain's by [`Drained::exit_code`], retry's own
+//! failures by [`USAGE`] (see `Error::status`), and the few fixed ones
+//! below.
 
 use crate::parse::signal_name;
 
@@ -83,9 +87,10 @@ impl End {
     }
 }
 
-/// The result of a run.
+/// How a run ended, in short: what the exit status, the `done` event and
+/// the circuit need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Outcome {
+pub struct Ending {
     pub end: End,
     /// The last attempt's status; `None` when no attempt ran.
     pub last: Option<Status>,
@@ -95,12 +100,12 @@ pub struct Outcome {
     pub attempts: u32,
 }
 
-impl Outcome {
+impl Ending {
     /// Every exit status retry returns for a run is chosen here.
     pub fn exit_code(&self) -> u8 {
         match (self.end, self.last) {
             (End::Success, _) => 0,
-            (End::ClosedStdout, _) => 141,
+            (End::ClosedStdout, _) => CLOSED_STDOUT,
             // EX_TEMPFAIL: the job lives on in the queue.
             (End::Queued, _) => EX_TEMPFAIL,
             // EX_TEMPFAIL: the circuit is open, try later.
@@ -108,7 +113,7 @@ impl Outcome {
             (End::Interrupted { signal, during_sleep: true }, _)
             | (End::Interrupted { signal, during_sleep: false }, None) => Status::Signaled(signal).code(),
             (End::Deadline, None) => 124,
-            (End::Exhausted | End::Stopped, None) => 125,
+            (End::Exhausted | End::Stopped, None) => USAGE,
             (End::Exhausted | End::Stopped | End::Deadline | End::Interrupted { .. }, Some(last)) => {
                 if self.validation_failed && last == Status::Exited(0) { 1 } else { last.code() }
             }
@@ -136,6 +141,16 @@ impl Outcome {
 /// sysexits' EX_TEMPFAIL: a job was queued (or a drain rescheduled one).
 pub const EX_TEMPFAIL: u8 = 75;
 
+/// retry's own failure: a usage error, a store that cannot be used, a
+/// temporary file that cannot be made (SPEC: 125).
+pub const USAGE: u8 = 125;
+
+/// retry's stdout is a pipe without a reader (128 + SIGPIPE).
+pub const CLOSED_STDOUT: u8 = 141;
+
+/// Nothing went wrong (`--help`, `--version`, `--list`, `--dry-run`).
+pub const OK: u8 = 0;
+
 /// What one `--drain` did (SPEC "Durable queue").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Drained {
@@ -161,7 +176,7 @@ impl Drained {
     pub fn exit_code(&self) -> u8 {
         match (self.interrupted, self.closed_stdout) {
             (Some(signal), _) => Status::Signaled(signal).code(),
-            (None, true) => 141,
+            (None, true) => CLOSED_STDOUT,
             (None, false) if self.died > 0 => 1,
             (None, false) if self.rescheduled > 0 => EX_TEMPFAIL,
             (None, false) => 0,
@@ -173,8 +188,8 @@ impl Drained {
 mod tests {
     use super::*;
 
-    fn gave_up(end: End, last: Status) -> Outcome {
-        Outcome { end, last: Some(last), validation_failed: false, attempts: 3 }
+    fn gave_up(end: End, last: Status) -> Ending {
+        Ending { end, last: Some(last), validation_failed: false, attempts: 3 }
     }
 
     #[test]
@@ -193,7 +208,7 @@ mod tests {
         assert_eq!(gave_up(End::Exhausted, Status::Exited(7)).exit_code(), 7);
         assert_eq!(gave_up(End::Stopped, Status::NotFound).exit_code(), 127);
         assert_eq!(gave_up(End::Deadline, Status::TimedOut).exit_code(), 124);
-        let none = Outcome { end: End::Deadline, last: None, validation_failed: false, attempts: 0 };
+        let none = Ending { end: End::Deadline, last: None, validation_failed: false, attempts: 0 };
         assert_eq!(none.exit_code(), 124);
         let sleep = End::Interrupted { signal: 15, during_sleep: true };
         assert_eq!(gave_up(sleep, Status::Exited(1)).exit_code(), 143);
@@ -206,7 +221,7 @@ mod tests {
         assert_eq!(gave_up(End::ClosedStdout, Status::Exited(3)).exit_code(), 141);
         assert_eq!(gave_up(End::Queued, Status::Exited(3)).exit_code(), 75);
         assert_eq!(gave_up(End::Queued, Status::Signaled(9)).reraise(), None);
-        let refused = Outcome { end: End::Refused, last: None, validation_failed: false, attempts: 0 };
+        let refused = Ending { end: End::Refused, last: None, validation_failed: false, attempts: 0 };
         assert_eq!(refused.exit_code(), 75);
         assert_eq!(refused.reraise(), None);
         assert_eq!(End::Refused.word(), "refused");

@@ -9,19 +9,25 @@
 //!  "options": ["-n", "2", "--queue", "/home/me/q"], "env": ["HOME=/home/me", "..."],
 //!  "stdin": false, "first_start": "2025-01-02T03:04:05.123456Z", "max_age_ms": 259200000,
 //!  "attempts": 3, "history": [{"attempt": 1, "started": "…", "duration_ms": 12,
-//!  "status": 7, "verdict": "retry", "reason": "exit status 7"}, …],
+//!  "status": 7, "exit_code": 7, "signal": null, "timed_out": false, "verdict": "retry",
+//!  "reason": "exit status 7", "delay_ms": 1000}, …],
 //!  "backoff": {"k": 3, "prev_ns": 4000000000}, "next_due": "2025-01-02T03:04:20.5Z",
 //!  "dead": {"at": "…", "reason": "…"}}
 //! ```
 //!
 //! Byte strings (argv, cwd, options, env) are JSON strings when they are
-//! UTF-8, else `{"hex": "…"}`.
+//! UTF-8, else `{"hex": "…"}`. The history holds [`AttemptRecord`]s, the
+//! record every report uses, in the layout of `record::job_layout`: the
+//! first release wrote only `attempt`, `started`, `duration_ms`, `status`,
+//! `verdict` and `reason`, and its jobs read with the other fields unknown.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::record::AttemptRecord;
 
 /// The format version this retry writes and the newest it reads.
 pub const VERSION: u64 = 1;
@@ -53,7 +59,8 @@ pub struct Job {
     /// Attempts so far.
     pub attempts: u32,
     /// The most recent attempts, oldest first.
-    pub history: Vec<Record>,
+    #[serde(with = "crate::record::job_layout")]
+    pub history: Vec<AttemptRecord>,
     /// Where the backoff schedule stands.
     pub backoff: Position,
     /// When the next attempt is due.
@@ -61,17 +68,6 @@ pub struct Job {
     /// Set when the job is a dead letter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead: Option<Death>,
-}
-
-/// One attempt of a job.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Record {
-    pub attempt: u32,
-    pub started: Stamp,
-    pub duration_ms: u64,
-    pub status: u8,
-    pub verdict: String,
-    pub reason: Option<String>,
 }
 
 /// The backoff schedule's position: delays taken, and the last one
@@ -358,13 +354,17 @@ mod tests {
             first_start: Stamp(t),
             max_age_ms: 1000,
             attempts: 3,
-            history: vec![Record {
+            history: vec![AttemptRecord {
                 attempt: 3,
-                started: Stamp(t),
-                duration_ms: 5,
+                started: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+                duration: Duration::from_millis(5),
                 status: 7,
-                verdict: "retry".to_string(),
+                exit_code: Some(7),
+                signal: None,
+                timed_out: false,
+                verdict: crate::record::Verdict::Retry,
                 reason: Some("exit status 7".to_string()),
+                delay: Some(Duration::from_millis(40)),
             }],
             backoff: Position::new(3, Duration::from_millis(40)),
             next_due: Stamp(t + Duration::from_secs(8)),
@@ -411,6 +411,21 @@ mod tests {
         assert!(corrupt(v.to_string().as_bytes()));
         assert!(matches!(parse(v.to_string().as_bytes(), "other"), Parsed::Corrupt(_)));
         assert!(matches!(parse(br#"{"version":2,"whatever":true}"#, &id), Parsed::Newer(2)));
+    }
+
+    #[test]
+    fn a_job_written_by_the_first_release_is_read_as_it_is() {
+        // As the first release wrote it (no exit_code, signal, timed_out, delay_ms).
+        let v1 = r#"{"version":1,"id":"20250102T030405.123456Z-1a2b3c4d","argv":["sh","-c","exit 7"],
+            "cwd":"/tmp","options":["-n","1","--queue","/q"],"env":["A=1"],"stdin":false,
+            "first_start":"2025-01-02T03:04:05.123456Z","max_age_ms":259200000,"attempts":2,
+            "history":[{"attempt":2,"started":"2025-01-02T03:04:06.5Z","duration_ms":12,"status":7,
+            "verdict":"retry","reason":"exit status 7"}],"backoff":{"k":2,"prev_ns":2000000000},
+            "next_due":"2025-01-02T03:04:08.5Z"}"#;
+        let Parsed::Job(job) = parse(v1.as_bytes(), "20250102T030405.123456Z-1a2b3c4d") else { panic!() };
+        assert_eq!((job.attempts, job.last_status(), job.backoff.k), (2, Some(7), 2));
+        assert_eq!(job.history[0].verdict, crate::record::Verdict::Retry);
+        assert_eq!(job.last_reason().as_deref(), Some("exit status 7"));
     }
 
     #[test]

@@ -2,34 +2,30 @@
 //! whose run gave up, `--drain DIR` gives each due job one more attempt,
 //! `--list DIR` shows them.
 //!
-//! A job is saved with retry's option arguments as given; a drain parses
-//! them with the same parser into a [`Config`] (overriding what belongs to
-//! the drain: one attempt, its `--max-time`, its output options) and runs
-//! the attempt through [`run::run_queued`] — the same loop, child handling
-//! and rules as any run, continuing the job's attempt count, clock and
-//! backoff. Storage sits behind [`Store`]: [`dir::DirStore`] keeps jobs in
-//! a directory, [`redis::RedisQueue`] in Redis (`redis://…#NAME`, a fleet
-//! queue: leases instead of locks); [`Place`] says which a value names.
+//! The queue is a client of the run loop: a `--queue` run is an ordinary
+//! run whose caller hands its [`Outcome`] to [`enqueue`] when it gave up;
+//! a drain turns each due job into a [`Config`] (the job's saved option
+//! arguments parsed by `config::for_job`, the same parser) and a
+//! [`Start`] (its attempts, clock, backoff, environment, directory and
+//! stdin so far), and calls [`run::run`] for one attempt — the same loop,
+//! child handling and rules as any run. Storage sits behind [`Store`]:
+//! [`dir::DirStore`] keeps jobs in a directory, [`redis::RedisQueue`] in
+//! Redis (`redis://…#NAME`, a fleet queue: leases instead of locks).
 
 use std::ffi::{CString, OsString};
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
-use clap::parser::ValueSource;
-use clap::{ArgMatches, CommandFactory as _, Parser as _};
-
-use crate::cli::{Cli, LogFormat, StdoutMode};
-use crate::config::{Config, Verbosity};
+use crate::config::{self, Config, DrainConfig, ListConfig, Place, QueueTarget};
 use crate::error::Error;
 use crate::parse::human;
+use crate::record::ms;
 use crate::report::{JobReport, JobResult, Reporter};
-use crate::run::{self, Carry, JOURNAL_ATTEMPTS, Journal};
+use crate::run::{self, Outcome, Resume, Start};
 use crate::signals::Signals;
-use crate::status::{Drained, End, Outcome, Status};
+use crate::status::{self, Drained, End, Ending, Status};
 use crate::stdin::Replay;
-use crate::store::{self, url::RedisUrl};
 use crate::sys;
 
 pub mod dir;
@@ -37,10 +33,7 @@ pub mod job;
 pub mod redis;
 
 use dir::DirStore;
-use job::{Bytes, Death, Job, Listed, Position, Record, Stamp};
-
-/// How long a queued job lives without `--max-age`.
-pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(3 * 24 * 3600);
+use job::{Bytes, Death, Job, Listed, Position, Stamp};
 
 /// Where jobs live. The drain loop only sees this trait: a store hands out
 /// jobs one at a time as claims (a lock or lease held until the claim is
@@ -123,204 +116,59 @@ pub enum Found<C> {
     },
 }
 
-/// Where a queue lives: `--queue`, `--drain` and `--list` take a directory
-/// or `redis[s]://[user:pass@]host[:port][/db]#NAME`.
-#[derive(Clone, Debug)]
-pub enum Place {
-    Dir(PathBuf),
-    Redis(RedisUrl),
+/// A new job id created at `now`.
+pub fn new_id(now: SystemTime) -> String {
+    use rand::RngExt as _;
+    job::new_id(now, rand::make_rng::<rand::rngs::Xoshiro256PlusPlus>().random())
 }
 
-impl Place {
-    /// Reads the value of `option`. A value that starts with `redis://` or
-    /// `rediss://` is a Redis queue (it needs `#NAME`; TLS is refused as
-    /// the state store refuses it); anything else with `://` is refused; the
-    /// rest is a directory. Errors never show the password.
-    pub fn parse(raw: &std::path::Path, option: &str) -> Result<Place, Error> {
-        let Some(text) = raw.to_str().filter(|t| t.contains("://")) else {
-            return Ok(Place::Dir(raw.to_path_buf()));
-        };
-        let masked = || crate::parse::mask_url(text);
-        if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
-            return Err(Error::usage(
-                option,
-                masked(),
-                "expected a directory or redis://[user:pass@]host[:port][/db]#NAME",
-            ));
-        }
-        let url = match store::url::parse(text) {
-            Ok(store::StoreUrl::Redis(url)) => url,
-            Ok(store::StoreUrl::File(_)) => return Err(Error::usage(option, masked(), "not a Redis URL")),
-            Err(why) => return Err(Error::usage(option, masked(), why)),
-        };
-        if url.tls {
-            return Err(Error::usage(option, url.masked(), store::redis::TLS_REFUSED));
-        }
-        if url.name.is_none() {
-            return Err(Error::usage(
-                option,
-                url.masked(),
-                "a Redis queue needs a name after '#', e.g. redis://cache:6379/0#jobs",
-            ));
-        }
-        Ok(Place::Redis(url))
-    }
-
-    /// The queue as messages show it: the directory, or the URL with its
-    /// password masked.
-    pub fn display(&self) -> String {
-        match self {
-            Place::Dir(dir) => dir.display().to_string(),
-            Place::Redis(url) => url.masked(),
-        }
+/// Before a `--queue` run: check (or make) the queue directory, and for a
+/// Redis queue that the recorded stdin can fit, so a bad one fails with
+/// 125 before anything runs.
+pub fn prepare(target: &QueueTarget, stdin_replay: bool) -> Result<(), Error> {
+    match &target.place {
+        Place::Dir(dir) => dir::secure_dir(dir, true).map(drop),
+        Place::Redis(_) if stdin_replay => redis::check_stdin_size(),
+        Place::Redis(_) => Ok(()),
     }
 }
 
-/// `--queue DIR|URL` of a run.
-#[derive(Clone, Debug)]
-pub struct Target {
-    pub place: Place,
-    /// retry's arguments before COMMAND, as given (set by [`prepare`]; a
-    /// Redis URL's password masked).
-    pub options: Vec<OsString>,
-    /// `--queue-env`: the only variables a Redis job keeps.
-    pub env: Vec<String>,
+/// Does a queued job keep the state dir of its queueing run? A
+/// directory job does (`DIR/state/<id>`); a Redis job may run on
+/// another machine, so its run's state dir goes at the run's end.
+pub fn keeps_state_dir(target: &QueueTarget) -> bool {
+    matches!(target.place, Place::Dir(_))
 }
 
-impl Target {
-    pub fn new(place: Place) -> Target {
-        Target { place, options: Vec::new(), env: Vec::new() }
-    }
-
-    /// A new job id created at `now`.
-    pub fn new_id(&self, now: SystemTime) -> String {
-        use rand::RngExt as _;
-        job::new_id(now, rand::make_rng::<rand::rngs::Xoshiro256PlusPlus>().random())
-    }
-
-    /// Does a queued job keep the state dir of its queueing run? A
-    /// directory job does (`DIR/state/<id>`); a Redis job may run on
-    /// another machine, so its run's state dir goes at the run's end.
-    pub fn keeps_state_dir(&self) -> bool {
-        matches!(self.place, Place::Dir(_))
-    }
-
-    /// A new job id and its state dir (mode 0700), removed when dropped
-    /// unless the job is queued: `DIR/state/<id>`, or for a Redis queue a
-    /// `retry-*` dir in TMPDIR.
-    pub fn state_dir(&self, now: SystemTime) -> Result<(String, PathBuf), Error> {
-        let id = self.new_id(now);
-        let dir = match &self.place {
-            Place::Dir(dir) => dir,
-            Place::Redis(_) => {
-                return Ok((id, run::temp_state_dir("cannot create the state directory")?.keep()));
-            }
-        };
-        let parent = dir.join("state");
-        let err =
-            |e| Error::io(format!("cannot create the job's state directory in '{}'", parent.display()), e);
-        dir::secure_dir(&parent, true)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(&id)
-            .rand_bytes(0)
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir_in(&parent)
-            .map_err(err)?;
-        // The run removes it at its end, unless the job is queued.
-        Ok((id, tmp.keep()))
-    }
-
-    /// Before the first attempt of a `--queue` run on Redis: can the queue
-    /// be reached (and the password is right)? If not, the run does not
-    /// start (125, a `store_error`): a job that could not be queued when
-    /// it gives up would be lost.
-    pub fn check(&self) -> Result<(), Error> {
-        match &self.place {
-            Place::Dir(_) => Ok(()),
-            Place::Redis(url) => redis::RedisQueue::open(url, None).map(drop),
-        }
-    }
-}
-
-/// `--queue DIR|URL` with `--queue-env NAME,...` (which only a Redis queue
-/// takes: a directory queue keeps the whole environment).
-pub fn target(raw: Option<&std::path::Path>, env: Vec<String>) -> Result<Option<Target>, Error> {
-    for name in &env {
-        if name.is_empty() || name.contains('=') || name.contains('\0') {
-            return Err(Error::usage(
-                "--queue-env",
-                name,
-                "expected variable names, e.g. API_TOKEN,HTTPS_PROXY",
-            ));
-        }
-    }
-    let Some(raw) = raw else {
-        return match env.first() {
-            Some(name) => Err(Error::usage(
-                "--queue-env",
-                name,
-                "it names what a queued job keeps: give it with --queue",
-            )),
-            None => Ok(None),
-        };
+/// The state dir of job `id`'s queueing run (mode 0700): `DIR/state/<id>`,
+/// or for a Redis queue a `retry-*` dir in TMPDIR. The caller removes it
+/// at the run's end unless the job is queued in a directory.
+pub fn state_dir(target: &QueueTarget, id: &str) -> Result<PathBuf, Error> {
+    let dir = match &target.place {
+        Place::Dir(dir) => dir,
+        Place::Redis(_) => return Ok(crate::tmp::state_dir("cannot create the state directory")?.keep()),
     };
-    let place = Place::parse(raw, "--queue")?;
-    if let (Place::Dir(_), Some(name)) = (&place, env.first()) {
-        return Err(Error::usage(
-            "--queue-env",
-            name,
-            "a directory queue keeps the whole environment; --queue-env is for a Redis queue (redis://…#NAME)",
-        ));
+    let parent = dir.join("state");
+    let err = |e| Error::io(format!("cannot create the job's state directory in '{}'", parent.display()), e);
+    dir::secure_dir(&parent, true)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(id)
+        .rand_bytes(0)
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir_in(&parent)
+        .map_err(err)?;
+    Ok(tmp.keep())
+}
+
+/// Before the first attempt of a `--queue` run on Redis: can the queue
+/// be reached (and the password is right)? If not, the run does not
+/// start (125, a `store_error`): a job that could not be queued when
+/// it gives up would be lost.
+pub fn check(target: &QueueTarget) -> Result<(), Error> {
+    match &target.place {
+        Place::Dir(_) => Ok(()),
+        Place::Redis(url) => redis::RedisQueue::open(url, None).map(drop),
     }
-    Ok(Some(Target { env, ..Target::new(place) }))
-}
-
-/// Before a `--queue` run: keep retry's own arguments and check (or make)
-/// the queue directory, so a bad one fails with 125 before anything runs.
-pub fn prepare(cfg: &mut Config, args: &[OsString]) -> Result<(), Error> {
-    let command = &cfg.command;
-    let replay = cfg.stdin_replay;
-    let Some(target) = &mut cfg.queue else { return Ok(()) };
-    let Some(options) = options_before(args, command) else {
-        return Err(Error::Conflict("cannot tell retry's options from COMMAND".to_string()));
-    };
-    match &mut target.place {
-        Place::Dir(dir) => {
-            *dir = absolute(dir);
-            dir::secure_dir(dir, true)?;
-            target.options = options;
-        }
-        Place::Redis(url) => {
-            // The job keeps the URL without its password (a drain does
-            // not use it: it has its own).
-            target.options = options.into_iter().map(|a| mask_queue_arg(a, url)).collect();
-            if replay {
-                redis::check_stdin_size()?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// An argument with the password of the queue URL `url` masked: the URL
-/// itself, or `--queue=URL`.
-fn mask_queue_arg(arg: OsString, url: &RedisUrl) -> OsString {
-    let Some(text) = arg.to_str() else { return arg };
-    let (flag, value) = match text.strip_prefix("--queue=") {
-        Some(value) => ("--queue=", value),
-        None => ("", text),
-    };
-    let is_it = value.contains("://")
-        && matches!(store::url::parse(value), Ok(store::StoreUrl::Redis(ref u)) if u == url);
-    if is_it && url.password.is_some() { OsString::from(format!("{flag}{}", url.masked())) } else { arg }
-}
-
-/// retry's arguments before COMMAND, exactly as given. COMMAND and its
-/// arguments are the tail of argv (option parsing stops at COMMAND), so
-/// parsing `retry OPTIONS COMMAND…` again gives the same options.
-fn options_before(args: &[OsString], command: &[OsString]) -> Option<Vec<OsString>> {
-    let end = args.len().checked_sub(command.len()).filter(|_| args.ends_with(command))?;
-    Some(args.get(1..end)?.to_vec())
 }
 
 /// Does a run that ended so go to the queue? Only when it gave up on a
@@ -328,21 +176,11 @@ fn options_before(args: &[OsString], command: &[OsString]) -> Option<Vec<OsStrin
 /// permanent failure (a stop rule, 126/127) is not queued: its status
 /// goes to the caller as without `--queue`. A run refused by an open
 /// circuit is queued, due when the circuit's cooldown ends.
-pub fn gives_up(outcome: &Outcome) -> bool {
-    match outcome.end {
+pub fn gives_up(ending: &Ending) -> bool {
+    match ending.end {
         End::Exhausted | End::Deadline | End::Refused => true,
         End::Success | End::Stopped | End::Interrupted { .. } | End::ClosedStdout | End::Queued => false,
     }
-}
-
-/// A run that gave up, as `--queue` saves it.
-pub struct Draft<'a> {
-    pub id: &'a str,
-    pub cfg: &'a Config,
-    pub outcome: &'a Outcome,
-    pub journal: &'a Journal,
-    /// retry's environment without its RETRY_* variables.
-    pub env: &'a [CString],
 }
 
 /// Where a job went.
@@ -352,15 +190,20 @@ pub struct Queued {
     pub due: (String, Duration),
 }
 
-/// Writes the job of a run that gave up to its queue. `Ok(Err(signal))`:
-/// a signal came while the rest of stdin was recorded; nothing written.
+/// Writes the job of a run that gave up to its queue: `id`, `cfg`'s
+/// command and saved options, the run's environment `env` (without
+/// retry's RETRY_* variables), its attempts and when the next is due.
+/// `Ok(Err(signal))`: a signal came while the rest of stdin was recorded;
+/// nothing written.
 pub fn enqueue(
-    target: &Target,
-    draft: Draft<'_>,
-    mut replay: Option<&mut Replay>,
+    target: &QueueTarget,
+    id: &str,
+    cfg: &Config,
+    outcome: &mut Outcome,
+    env: &[CString],
     signals: &mut Signals,
 ) -> Result<Result<Queued, i32>, Error> {
-    if let Some(r) = replay.as_deref_mut() {
+    if let Some(r) = outcome.replay.as_mut() {
         let limit = match target.place {
             Place::Dir(_) => u64::MAX,
             Place::Redis(_) => redis::MAX_STDIN,
@@ -372,34 +215,32 @@ pub fn enqueue(
         }
     }
     let now = SystemTime::now();
-    let first_start = draft.journal.started.unwrap_or(now);
     // A Redis job keeps only the variables --queue-env names.
     let keep = |entry: &&CString| match target.place {
         Place::Dir(_) => true,
         Place::Redis(_) => {
-            let bytes = entry.as_bytes();
-            let name = bytes.split(|b| *b == b'=').next().unwrap_or(bytes);
+            let name = crate::environ::name_of(entry.as_bytes());
             target.env.iter().any(|n| n.as_bytes() == name)
         }
     };
     let mut job = Job {
         version: job::VERSION,
-        id: draft.id.to_string(),
-        argv: draft.cfg.command.iter().map(|a| Bytes::from_os(a)).collect(),
+        id: id.to_string(),
+        argv: cfg.command.iter().map(|a| Bytes::from_os(a)).collect(),
         cwd: std::env::current_dir().map(|d| Bytes::from_os(d.as_os_str())).unwrap_or(Bytes(Vec::new())),
         options: target.options.iter().map(|a| Bytes::from_os(a)).collect(),
-        env: draft.env.iter().filter(keep).map(|e| Bytes(e.as_bytes().to_vec())).collect(),
-        stdin: replay.is_some(),
-        first_start: Stamp(first_start),
-        max_age_ms: millis(draft.cfg.max_age.unwrap_or(DEFAULT_MAX_AGE)),
+        env: env.iter().filter(keep).map(|e| Bytes(e.as_bytes().to_vec())).collect(),
+        stdin: outcome.replay.is_some(),
+        first_start: Stamp(outcome.started),
+        max_age_ms: ms(cfg.max_age.unwrap_or(config::DEFAULT_MAX_AGE)),
         attempts: 0,
         history: Vec::new(),
         backoff: Position::default(),
         next_due: Stamp(now),
         dead: None,
     };
-    absorb(&mut job, draft.outcome, draft.journal, now);
-    let replay = replay.as_deref();
+    absorb(&mut job, outcome, now);
+    let replay = outcome.replay.as_ref();
     match &target.place {
         Place::Dir(dir) => {
             let store = DirStore::open(dir, true)?.ok_or_else(|| {
@@ -425,219 +266,32 @@ fn put<S: Store>(
 
 /// Adds a run's attempts to the job and sets when it is due next: the end
 /// of its last attempt plus the schedule's next delay.
-fn absorb(job: &mut Job, outcome: &Outcome, journal: &Journal, now: SystemTime) {
-    job.attempts = job.attempts.saturating_add(outcome.attempts);
-    job.history.extend(journal.attempts.iter().map(|a| Record {
-        attempt: a.attempt,
-        started: Stamp(a.started),
-        duration_ms: millis(a.duration),
-        status: a.status,
-        verdict: a.verdict.to_string(),
-        reason: a.reason.clone(),
-    }));
-    job.trim_history(JOURNAL_ATTEMPTS);
-    let ended = journal.attempts.last().map_or(now, |a| job::later(a.started, a.duration));
-    job.next_due = match journal.next_delay {
+fn absorb(job: &mut Job, outcome: &Outcome, now: SystemTime) {
+    job.attempts = job.attempts.saturating_add(outcome.ending.attempts);
+    job.history.extend(outcome.records.iter().cloned());
+    job.trim_history(run::RECORDS_KEPT);
+    let ended = outcome.records.last().map_or(now, |a| job::later(a.started, a.duration));
+    job.next_due = match outcome.next_delay {
         Some(delay) => {
-            job.backoff = Position::new(journal.backoff.0, journal.backoff.1);
+            job.backoff = Position::new(outcome.position.0, outcome.position.1);
             Stamp(job::later(ended, delay))
         }
         None => Stamp(now),
     };
 }
 
-/// `dir` made absolute (without resolving links), for messages and for
-/// the jobs' state dirs.
-fn absolute(dir: &std::path::Path) -> PathBuf {
-    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// The options a drain takes for itself (clap ids).
-const DRAIN_OPTIONS: [&str; 10] = [
-    "drain",
-    "max_age",
-    "max_time",
-    "lease",
-    "stdout",
-    "quiet",
-    "verbose",
-    "log_format",
-    "state_store",
-    "store_optional",
-];
-/// The options `--list` takes.
-const LIST_OPTIONS: [&str; 4] = ["list", "quiet", "verbose", "log_format"];
-
-/// A drain's own options.
-#[derive(Clone, Debug)]
-pub struct DrainOptions {
-    /// The queue, for messages (a URL's password masked).
-    pub name: String,
-    pub max_age: Option<Duration>,
-    pub max_time: Option<Duration>,
-    pub stdout: Option<StdoutMode>,
-    pub quiet: bool,
-    pub verbose: bool,
-    pub log_format: Option<LogFormat>,
-    /// `--state-store` for the jobs' shared state (else each job's own).
-    pub state_store: Option<String>,
-    /// `--store-optional` for every job.
-    pub store_optional: bool,
-}
-
-/// Refuses, with 125, any option that is not the mode's own: a drain runs
-/// each job with the options saved with it.
-fn check_options(matches: &ArgMatches, mode: &str, allowed: &[&str]) -> Result<(), Error> {
-    let cmd = Cli::command();
-    for arg in cmd.get_arguments() {
-        let id = arg.get_id().as_str();
-        if allowed.contains(&id) || matches.value_source(id) != Some(ValueSource::CommandLine) {
-            continue;
-        }
-        if arg.is_positional() {
-            return Err(Error::Conflict(format!(
-                "{mode} takes no COMMAND: it works on the jobs in DIR (a job keeps its own command)"
-            )));
-        }
-        let name = arg.get_long().map_or_else(|| id.to_string(), |l| format!("--{l}"));
-        let takes = if mode == "--drain" {
-            "a drain takes only --max-age, --max-time, --lease, --stdout, -q, -v, --log-format, \
-             --state-store and --store-optional; each job runs with the options saved with it"
-        } else {
-            "--list takes only -q, -v and --log-format"
-        };
-        return Err(Error::Conflict(format!("'{name}' cannot be used with {mode}: {takes}")));
-    }
-    Ok(())
-}
-
-/// Why retry exits 125: a store's failure as `store_error`, others as `error`.
-fn failed(report: &Reporter, e: &Error) -> ExitCode {
-    match e {
-        Error::Store(message) => report.store_error(message.clone()),
-        Error::Usage { .. } | Error::Conflict(_) | Error::Io { .. } => report.error(e.to_string()),
-    }
-    ExitCode::from(crate::EXIT_USAGE)
-}
-
-/// `--drain DIR|URL` and `--list DIR|URL`: their own small main.
-pub fn main(cli: Cli, matches: &ArgMatches) -> ExitCode {
-    let verbosity = match (cli.quiet, cli.verbose) {
-        (true, _) => Verbosity::Quiet,
-        (false, true) => Verbosity::Verbose,
-        (false, false) => Verbosity::Normal,
-    };
-    let report = Reporter::new(cli.log_format.unwrap_or(LogFormat::Text), verbosity);
-    let usage = |e: Error| {
-        eprintln!("retry: {e}");
-        if let Some(hint) = e.hint() {
-            eprintln!("retry: {hint}");
-        }
-        ExitCode::from(crate::EXIT_USAGE)
-    };
-    if let Some(raw) = cli.list.as_deref() {
-        if let Err(e) = check_options(matches, "--list", &LIST_OPTIONS) {
-            return usage(e);
-        }
-        return match Place::parse(raw, "--list") {
-            Ok(Place::Dir(dir)) => list_dir(&absolute(&dir), &report),
-            Ok(Place::Redis(url)) => match redis::RedisQueue::open(&url, None) {
-                Ok(store) => list(store, &report),
-                Err(e) => failed(&report, &e),
-            },
-            Err(e) => usage(e),
-        };
-    }
-    let Some(raw) = cli.drain.as_deref() else { return ExitCode::from(crate::EXIT_USAGE) };
-    if let Err(e) = check_options(matches, "--drain", &DRAIN_OPTIONS) {
-        return usage(e);
-    }
-    let place = match Place::parse(raw, "--drain") {
-        Ok(place) => place,
-        Err(e) => return usage(e),
-    };
-    match (&place, cli.lease) {
-        (Place::Dir(_), Some(lease)) => {
-            return usage(Error::usage(
-                "--lease",
-                human(lease),
-                "a lease is for a Redis queue; a directory queue's lock ends with its drain",
-            ));
-        }
-        (Place::Redis(_), Some(lease)) if lease < redis::MIN_LEASE => {
-            return usage(Error::usage("--lease", human(lease), "a lease is at least 100ms"));
-        }
-        (Place::Dir(_) | Place::Redis(_), _) => {}
-    }
-    let place = match place {
-        Place::Dir(dir) => Place::Dir(absolute(&dir)),
-        Place::Redis(url) => Place::Redis(url),
-    };
-    let opts = DrainOptions {
-        name: place.display(),
-        max_age: cli.max_age,
-        max_time: cli.max_time,
-        stdout: cli.stdout,
-        quiet: cli.quiet,
-        verbose: cli.verbose,
-        log_format: cli.log_format,
-        state_store: cli.state_store.clone(),
-        store_optional: cli.store_optional,
-    };
-    let mut signals = match Signals::install() {
-        Ok(s) => s,
-        Err(e) => return failed(&report, &Error::io("cannot install signal handlers", e)),
-    };
-    match place {
-        Place::Dir(dir) => match DirStore::open(&dir, true) {
-            Ok(Some(store)) => drain_main(store, &opts, &mut signals, &report),
-            Ok(None) => ExitCode::from(crate::EXIT_USAGE),
-            Err(e) => failed(&report, &e),
+/// `--list DIR|URL`: one JSON object per job on stdout; retry's exit status.
+pub fn list(cfg: &ListConfig, report: &Reporter) -> u8 {
+    let items = match &cfg.place {
+        Place::Dir(dir) => match DirStore::open(dir, false) {
+            // A queue nothing was ever queued to is empty.
+            Ok(None) => Ok(Vec::new()),
+            Ok(Some(mut store)) => store.list(),
+            Err(e) => Err(e),
         },
-        Place::Redis(url) => {
-            let lease = cli.lease.unwrap_or(redis::DEFAULT_LEASE);
-            match redis::RedisQueue::open(&url, Some(lease)) {
-                Ok(store) => {
-                    let report = report.with_dead_letters("the dead letters");
-                    drain_main(store, &opts, &mut signals, &report)
-                }
-                Err(e) => failed(&report, &e),
-            }
-        }
-    }
-}
-
-/// Drains `store` and says how it went: the drain's exit status.
-fn drain_main<S: Store>(store: S, opts: &DrainOptions, signals: &mut Signals, report: &Reporter) -> ExitCode {
-    let start = Instant::now();
-    match drain(store, opts, signals, report) {
-        Ok(drained) => {
-            report.drained(&opts.name, &drained, start.elapsed());
-            if let Some(sig) = drained.interrupted {
-                sys::die_by_signal(sig);
-            }
-            ExitCode::from(drained.exit_code())
-        }
-        Err(e) => failed(report, &e),
-    }
-}
-
-/// `--list DIR`: a queue nothing was ever queued to is empty.
-fn list_dir(dir: &std::path::Path, report: &Reporter) -> ExitCode {
-    match DirStore::open(dir, false) {
-        Ok(None) => ExitCode::SUCCESS,
-        Ok(Some(store)) => list(store, report),
-        Err(e) => failed(report, &e),
-    }
-}
-
-/// `--list`: one JSON object per job on stdout.
-fn list<S: Store>(mut store: S, report: &Reporter) -> ExitCode {
-    let items = match store.list() {
+        Place::Redis(url) => redis::RedisQueue::open(url, None).and_then(|mut store| store.list()),
+    };
+    let items = match items {
         Ok(items) => items,
         Err(e) => return failed(report, &e),
     };
@@ -652,22 +306,66 @@ fn list<S: Store>(mut store: S, report: &Reporter) -> ExitCode {
         }
     }
     match std::io::stdout().lock().write_all(out.as_bytes()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(141),
-        Err(_) => ExitCode::from(crate::EXIT_USAGE),
+        Ok(()) => status::OK,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => status::CLOSED_STDOUT,
+        Err(_) => status::USAGE,
+    }
+}
+
+/// Why retry exits 125: a store's failure as `store_error`, others as
+/// `error`. Returns 125.
+pub fn failed(report: &Reporter, e: &Error) -> u8 {
+    match e {
+        Error::Store(message) => report.store_error(message.clone()),
+        Error::Usage { .. } | Error::Conflict(_) | Error::Args { .. } | Error::Io { .. } => {
+            report.error(e.to_string())
+        }
+    }
+    e.status()
+}
+
+/// `--drain DIR|URL`: drains the queue and says how it went; retry's exit
+/// status (a signal that ended the drain is re-raised).
+pub fn drain_main(cfg: &DrainConfig, signals: &mut Signals, report: &Reporter) -> u8 {
+    let start = Instant::now();
+    let result = match &cfg.place {
+        Place::Dir(dir) => match DirStore::open(dir, true) {
+            Ok(Some(store)) => drain(store, cfg, signals, report),
+            Ok(None) => return status::USAGE,
+            Err(e) => Err(e),
+        },
+        Place::Redis(url) => {
+            let lease = cfg.lease.unwrap_or(redis::DEFAULT_LEASE);
+            match redis::RedisQueue::open(url, Some(lease)) {
+                Ok(store) => {
+                    drain(store, cfg, signals, &report.clone().with_dead_letters("the dead letters"))
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match result {
+        Ok(drained) => {
+            report.drained(&cfg.place.display(), &drained, start.elapsed());
+            if let Some(sig) = drained.interrupted {
+                sys::die_by_signal(sig);
+            }
+            drained.exit_code()
+        }
+        Err(e) => failed(report, &e),
     }
 }
 
 /// One pass over the queue: every due job gets one attempt.
 pub fn drain<S: Store>(
     mut store: S,
-    opts: &DrainOptions,
+    cfg: &DrainConfig,
     signals: &mut Signals,
     report: &Reporter,
 ) -> Result<Drained, Error> {
     let start = Instant::now();
     let cutoff = SystemTime::now();
-    let deadline = opts.max_time.and_then(|m| start.checked_add(m));
+    let deadline = cfg.max_time.and_then(|m| start.checked_add(m));
     let mut drained = Drained::default();
     loop {
         // No job starts after the drain's budget, or after a signal.
@@ -683,14 +381,7 @@ pub fn drain<S: Store>(
             Found::Job(claim) => claim,
             Found::Corrupt { id, reason } => {
                 drained.died += 1;
-                let j = JobReport {
-                    result: JobResult::Dead,
-                    attempts: 0,
-                    last_status: None,
-                    next_due: None,
-                    reason: Some(reason),
-                };
-                report.for_job(&id).job(&j);
+                report.for_job(&id).job(&JobReport::unrun(JobResult::Dead, reason));
                 continue;
             }
             Found::Newer { id, version } => {
@@ -699,14 +390,7 @@ pub fn drain<S: Store>(
                     "written by a newer retry (job format version {version}; this one reads up to {}); left in the queue",
                     job::VERSION
                 );
-                let j = JobReport {
-                    result: JobResult::Skipped,
-                    attempts: 0,
-                    last_status: None,
-                    next_due: None,
-                    reason: Some(why),
-                };
-                report.for_job(&id).job(&j);
+                report.for_job(&id).job(&JobReport::unrun(JobResult::Skipped, why));
                 continue;
             }
         };
@@ -714,37 +398,204 @@ pub fn drain<S: Store>(
         if remaining.is_some_and(|r| r.is_zero()) {
             break;
         }
-        let stop = one_job(&mut store, claim, opts, cutoff, remaining, signals, report, &mut drained)?;
-        if stop {
+        let mut drain = Drain { store: &mut store, cfg, signals, drained: &mut drained };
+        if drain.one_job(claim, cutoff, remaining, report)? {
             break;
         }
     }
     Ok(drained)
 }
 
-/// Looks at one claimed job: buries it when past its max-age, runs it when
-/// due. `Ok(true)`: the drain must stop (signal, closed stdout).
-#[allow(clippy::too_many_arguments)]
-fn one_job<S: Store>(
-    store: &mut S,
-    claim: S::Claim,
-    opts: &DrainOptions,
-    cutoff: SystemTime,
-    remaining: Option<Duration>,
-    signals: &mut Signals,
-    report: &Reporter,
-    drained: &mut Drained,
-) -> Result<bool, Error> {
-    let mut job = claim.job().clone();
-    let report = report.for_job(&job.id);
-    let now = SystemTime::now();
-    let bury = |store: &mut S, claim: S::Claim, mut job: Job, reason: String, drained: &mut Drained| {
-        job.dead = Some(Death { at: Stamp(SystemTime::now()), reason: reason.clone() });
-        if let Filed::Lost(why) = store.bury(claim, &job)? {
-            lost(&report, &job, "moved to the dead letters", why, drained);
+/// One drain's state while it looks at a job.
+struct Drain<'a, S: Store> {
+    store: &'a mut S,
+    cfg: &'a DrainConfig,
+    signals: &'a mut Signals,
+    drained: &'a mut Drained,
+}
+
+impl<S: Store> Drain<'_, S> {
+    /// Looks at one claimed job: buries it when past its max-age, runs it
+    /// when due. `Ok(true)`: the drain must stop (signal, closed stdout).
+    fn one_job(
+        &mut self,
+        claim: S::Claim,
+        cutoff: SystemTime,
+        remaining: Option<Duration>,
+        report: &Reporter,
+    ) -> Result<bool, Error> {
+        let mut job = claim.job().clone();
+        let report = report.for_job(&job.id);
+        let now = SystemTime::now();
+        let max_age = self.cfg.max_age.unwrap_or(Duration::from_millis(job.max_age_ms));
+        let age = now.duration_since(job.first_start.0).unwrap_or(Duration::ZERO);
+        if age > max_age {
+            let reason = format!(
+                "past its --max-age of {} (first attempt {} ago, {} attempts); last failure: {}",
+                human(max_age),
+                human(age),
+                job.attempts,
+                job.last_reason().unwrap_or_else(|| "none".to_string())
+            );
+            return self.bury(claim, job, reason, &report);
+        }
+        if job.next_due.0 > cutoff {
             return Ok(false);
         }
-        drained.died += 1;
+        let options: Vec<OsString> = job.options.iter().map(Bytes::to_os).collect();
+        let argv: Vec<OsString> = job.argv.iter().map(Bytes::to_os).collect();
+        let cwd = PathBuf::from(job.cwd.to_os());
+        let cfg = match config::for_job(&options, &argv, self.cfg, remaining, &cwd, job.backoff.k) {
+            Ok(cfg) => cfg,
+            Err(why) => {
+                let reason = format!("its saved options are not valid any more: {why}");
+                return self.bury(claim, job, reason, &report);
+            }
+        };
+        let stdin = match claim.stdin() {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                std::fs::File::open("/dev/null").map_err(|e| Error::io("cannot open /dev/null", e))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return self.bury(claim, job, "its recorded stdin is missing".to_string(), &report);
+            }
+            Err(e) => return Err(Error::io(format!("cannot open the recorded stdin of job {}", job.id), e)),
+        };
+        let cwd = if cwd.is_dir() {
+            Some(cwd)
+        } else {
+            report.warning(format!(
+                "its working directory '{}' is missing; running in the drain's",
+                cwd.display()
+            ));
+            None
+        };
+        // The job's own --state-dir, else the one the queue keeps for it.
+        let state_dir = cfg.state_dir.clone().unwrap_or_else(|| claim.state_dir());
+        crate::tmp::make_state_dir(&state_dir)?;
+        let start = Start {
+            resume: Resume {
+                attempts: job.attempts,
+                // Only its number matters (RETRY_LAST_STATUS); Exited(n) says n.
+                last: job.last_status().map(Status::Exited),
+                elapsed: now.duration_since(job.first_start.0).unwrap_or(Duration::ZERO),
+                position: (job.backoff.k, job.backoff.prev()),
+            },
+            limit: Some(1),
+            env: claim.env(),
+            cwd,
+            stdin: Some(stdin),
+            state_dir: Some(state_dir),
+        };
+        let mut outcome = run::run(&cfg, start, self.signals, &report)?;
+        for warning in self.store.take_warnings() {
+            report.warning(warning);
+        }
+        let now = SystemTime::now();
+        match outcome.ending.end {
+            End::Success => {
+                // A drained job's captured stdout is written on success
+                // only; a signal during the write leaves the job as it was.
+                if let Some(spool) = outcome.stdout.take() {
+                    if let Some(signal) = crate::flush::kept_stdout(spool, self.signals)? {
+                        self.drained.interrupted = Some(signal);
+                        return Ok(true);
+                    }
+                }
+                job.attempts = job.attempts.saturating_add(outcome.ending.attempts);
+                if let Filed::Lost(why) = self.store.complete(claim)? {
+                    let what = format!("succeeded on attempt {}", job.attempts);
+                    self.lost(&report, &job, &what, why);
+                    return Ok(false);
+                }
+                self.drained.succeeded += 1;
+                report.job(&JobReport {
+                    result: JobResult::Succeeded,
+                    attempts: job.attempts,
+                    last_status: Some(0),
+                    next_due: None,
+                    reason: None,
+                });
+                return Ok(false);
+            }
+            // The drain was signalled: leave the job as it was (it runs again).
+            End::Interrupted { signal, .. } => {
+                self.drained.interrupted = Some(signal);
+                return Ok(true);
+            }
+            // The job's circuit is open: due when it may close, no attempt
+            // counted, its backoff where it was.
+            End::Refused => {
+                let cooldown = outcome.next_delay.unwrap_or(Duration::ZERO);
+                job.next_due = Stamp(job::later(now, cooldown));
+                if let Filed::Lost(why) = self.store.reschedule(claim, &job)? {
+                    self.lost(&report, &job, "rescheduled (its circuit is open)", why);
+                    return Ok(false);
+                }
+                self.drained.rescheduled += 1;
+                report.job(&JobReport {
+                    result: JobResult::Rescheduled,
+                    attempts: job.attempts,
+                    last_status: job.last_status(),
+                    next_due: Some((job.next_due.to_string(), cooldown)),
+                    reason: Some("its --circuit-break circuit is open".to_string()),
+                });
+                return Ok(false);
+            }
+            // The budget ran out before the attempt could start.
+            _ if outcome.ending.attempts == 0 => return Ok(false),
+            End::Exhausted | End::Stopped | End::Deadline | End::ClosedStdout | End::Queued => {}
+        }
+        let before = job.backoff;
+        absorb(&mut job, &outcome, now);
+        if outcome.cut_off {
+            // Killed at the drain's --max-time: not the job's failure. Due at
+            // once, its backoff where it was.
+            job.backoff = before;
+            job.next_due = Stamp(now);
+        } else if outcome.ending.end == End::Stopped {
+            let reason = format!(
+                "permanent failure on attempt {}: {}",
+                job.attempts,
+                job.last_reason().unwrap_or_else(|| "not retryable".to_string())
+            );
+            return self.bury(claim, job, reason, &report);
+        }
+        if let Filed::Lost(why) = self.store.reschedule(claim, &job)? {
+            self.lost(&report, &job, &format!("rescheduled after attempt {}", job.attempts), why);
+        } else {
+            self.drained.rescheduled += 1;
+            let due = job.next_due.0.duration_since(now).unwrap_or(Duration::ZERO);
+            report.job(&JobReport {
+                result: JobResult::Rescheduled,
+                attempts: job.attempts,
+                last_status: job.last_status(),
+                next_due: Some((job.next_due.to_string(), due)),
+                reason: job.last_reason(),
+            });
+        }
+        if outcome.ending.end == End::ClosedStdout {
+            self.drained.closed_stdout = true;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Moves a job to the dead letters with `reason`.
+    fn bury(
+        &mut self,
+        claim: S::Claim,
+        mut job: Job,
+        reason: String,
+        report: &Reporter,
+    ) -> Result<bool, Error> {
+        job.dead = Some(Death { at: Stamp(SystemTime::now()), reason: reason.clone() });
+        if let Filed::Lost(why) = self.store.bury(claim, &job)? {
+            self.lost(report, &job, "moved to the dead letters", why);
+            return Ok(false);
+        }
+        self.drained.died += 1;
         report.job(&JobReport {
             result: JobResult::Dead,
             attempts: job.attempts,
@@ -752,226 +603,28 @@ fn one_job<S: Store>(
             next_due: None,
             reason: Some(reason),
         });
-        Ok::<bool, Error>(false)
-    };
-    let max_age = opts.max_age.unwrap_or(Duration::from_millis(job.max_age_ms));
-    let age = now.duration_since(job.first_start.0).unwrap_or(Duration::ZERO);
-    if age > max_age {
-        let reason = format!(
-            "past its --max-age of {} (first attempt {} ago, {} attempts); last failure: {}",
-            human(max_age),
-            human(age),
-            job.attempts,
-            job.last_reason().unwrap_or_else(|| "none".to_string())
-        );
-        return bury(store, claim, job, reason, drained);
+        Ok(false)
     }
-    if job.next_due.0 > cutoff {
-        return Ok(false);
-    }
-    let cfg = match job_config(&job, opts, remaining) {
-        Ok(cfg) => cfg,
-        Err(why) => {
-            return bury(
-                store,
-                claim,
-                job,
-                format!("its saved options are not valid any more: {why}"),
-                drained,
-            );
-        }
-    };
-    let stdin = match claim.stdin() {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return bury(store, claim, job, "its recorded stdin is missing".to_string(), drained);
-        }
-        Err(e) => return Err(Error::io(format!("cannot open the recorded stdin of job {}", job.id), e)),
-    };
-    let cwd = PathBuf::from(job.cwd.to_os());
-    let cwd = if cwd.is_dir() {
-        Some(cwd)
-    } else {
-        report
-            .warning(format!("its working directory '{}' is missing; running in the drain's", cwd.display()));
-        None
-    };
-    let carry = Carry {
-        attempts: job.attempts,
-        // Only its number matters (RETRY_LAST_STATUS); Exited(n) says n.
-        last: job.last_status().map(Status::Exited),
-        elapsed: now.duration_since(job.first_start.0).unwrap_or(Duration::ZERO),
-        backoff: (job.backoff.k, job.backoff.prev()),
-        limit: 1,
-        state_dir: claim.state_dir(),
-        env: claim.env(),
-        cwd,
-        stdin,
-    };
-    let (outcome, journal, resources) = run::run_queued(&cfg, signals, &report, carry)?;
-    drop(resources);
-    for warning in store.take_warnings() {
-        report.warning(warning);
-    }
-    let now = SystemTime::now();
-    match outcome.end {
-        End::Success => {
-            job.attempts = job.attempts.saturating_add(outcome.attempts);
-            if let Filed::Lost(why) = store.complete(claim)? {
-                let what = format!("succeeded on attempt {}", job.attempts);
-                lost(&report, &job, &what, why, drained);
-                return Ok(false);
-            }
-            drained.succeeded += 1;
-            report.job(&JobReport {
-                result: JobResult::Succeeded,
-                attempts: job.attempts,
-                last_status: Some(0),
-                next_due: None,
-                reason: None,
-            });
-            return Ok(false);
-        }
-        // The drain was signalled: leave the job as it was (it runs again).
-        End::Interrupted { signal, .. } => {
-            drained.interrupted = Some(signal);
-            return Ok(true);
-        }
-        // The job's circuit is open: due when it may close, no attempt
-        // counted, its backoff where it was.
-        End::Refused => {
-            let cooldown = journal.next_delay.unwrap_or(Duration::ZERO);
-            job.next_due = Stamp(job::later(now, cooldown));
-            if let Filed::Lost(why) = store.reschedule(claim, &job)? {
-                lost(&report, &job, "rescheduled (its circuit is open)", why, drained);
-                return Ok(false);
-            }
-            drained.rescheduled += 1;
-            report.job(&JobReport {
-                result: JobResult::Rescheduled,
-                attempts: job.attempts,
-                last_status: job.last_status(),
-                next_due: Some((job.next_due.to_string(), cooldown)),
-                reason: Some("its --circuit-break circuit is open".to_string()),
-            });
-            return Ok(false);
-        }
-        // The budget ran out before the attempt could start.
-        _ if outcome.attempts == 0 => return Ok(false),
-        End::Exhausted | End::Stopped | End::Deadline | End::ClosedStdout | End::Queued => {}
-    }
-    let before = job.backoff;
-    absorb(&mut job, &outcome, &journal, now);
-    if journal.cut_off {
-        // Killed at the drain's --max-time: not the job's failure. Due at
-        // once, its backoff where it was.
-        job.backoff = before;
-        job.next_due = Stamp(now);
-    } else if outcome.end == End::Stopped {
-        let reason = format!(
-            "permanent failure on attempt {}: {}",
-            job.attempts,
-            job.last_reason().unwrap_or_else(|| "not retryable".to_string())
-        );
-        return bury(store, claim, job, reason, drained);
-    }
-    if let Filed::Lost(why) = store.reschedule(claim, &job)? {
-        lost(&report, &job, &format!("rescheduled after attempt {}", job.attempts), why, drained);
-    } else {
-        drained.rescheduled += 1;
-        let due = job.next_due.0.duration_since(now).unwrap_or(Duration::ZERO);
+
+    /// A result this drain could not file because its claim was lost: said
+    /// as a `lost` job (counted with the skipped ones), the newer claim's
+    /// result standing.
+    fn lost(&mut self, report: &Reporter, job: &Job, result: &str, why: String) {
+        self.drained.skipped += 1;
         report.job(&JobReport {
-            result: JobResult::Rescheduled,
+            result: JobResult::Lost,
             attempts: job.attempts,
             last_status: job.last_status(),
-            next_due: Some((job.next_due.to_string(), due)),
-            reason: job.last_reason(),
+            next_due: None,
+            reason: Some(format!("its result ({result}) is dropped: {why}")),
         });
     }
-    if outcome.end == End::ClosedStdout {
-        drained.closed_stdout = true;
-        return Ok(true);
-    }
-    Ok(false)
-}
-
-/// A result this drain could not file because its claim was lost: said
-/// as a `lost` job (counted with the skipped ones), the newer claim's
-/// result standing.
-fn lost(report: &Reporter, job: &Job, result: &str, why: String, drained: &mut Drained) {
-    drained.skipped += 1;
-    report.job(&JobReport {
-        result: JobResult::Lost,
-        attempts: job.attempts,
-        last_status: job.last_status(),
-        next_due: None,
-        reason: Some(format!("its result ({result}) is dropped: {why}")),
-    });
-}
-
-/// The [`Config`] of one drained attempt: the job's saved options parsed
-/// as they were given, then what belongs to the drain. Its `-n` and
-/// `--max-time` governed the queueing run only: a drain makes one attempt
-/// (no limit shown: `RETRY_MAX_ATTEMPTS` is empty) within its own budget.
-fn job_config(job: &Job, opts: &DrainOptions, max_time: Option<Duration>) -> Result<Config, String> {
-    let args = std::iter::once(OsString::from("retry"))
-        .chain(job.options.iter().map(Bytes::to_os))
-        .chain(job.argv.iter().map(Bytes::to_os));
-    let mut cli = Cli::try_parse_from(args).map_err(|e| {
-        let text = e.render().to_string();
-        text.lines().next().unwrap_or("cannot parse").trim_start_matches("error: ").to_string()
-    })?;
-    cli.retries = None;
-    cli.forever = true;
-    cli.max_time = max_time;
-    cli.splay = None;
-    cli.dry_run = false;
-    cli.queue = None;
-    cli.drain = None;
-    cli.list = None;
-    cli.max_age = None;
-    cli.queue_env = Vec::new();
-    cli.lease = None;
-    cli.quiet = opts.quiet;
-    cli.verbose = opts.verbose;
-    cli.log_format = opts.log_format;
-    if opts.stdout.is_some() {
-        cli.stdout = opts.stdout;
-    }
-    // The store options of the drain win over the job's (the Edge rules).
-    if opts.state_store.is_some() {
-        cli.state_store.clone_from(&opts.state_store);
-    }
-    cli.store_optional |= opts.store_optional;
-    // A seeded job draws differently at each step of its schedule.
-    cli.seed = cli.seed.map(|s| s ^ u64::from(job.backoff.k).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    // Relative paths were relative to the queueing run's directory.
-    if let Some(dir) = cli.state_dir.take() {
-        let cwd = PathBuf::from(job.cwd.to_os());
-        cli.state_dir =
-            Some(if dir.is_relative() && !cwd.as_os_str().is_empty() { cwd.join(dir) } else { dir });
-    }
-    Config::from_cli(cli).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::AttemptRecord;
-
-    fn os(v: &[&str]) -> Vec<OsString> {
-        v.iter().map(OsString::from).collect()
-    }
-
-    #[test]
-    fn options_are_what_comes_before_command() {
-        let args = os(&["retry", "-n", "2", "--queue", "q", "--", "curl", "-n", "--", "x"]);
-        let got = options_before(&args, &os(&["curl", "-n", "--", "x"])).unwrap();
-        assert_eq!(got, os(&["-n", "2", "--queue", "q", "--"]));
-        let args = os(&["retry", "--queue", "q", "true"]);
-        assert_eq!(options_before(&args, &os(&["true"])).unwrap(), os(&["--queue", "q"]));
-        assert_eq!(options_before(&args, &os(&["false"])), None);
-    }
+    use crate::record::{AttemptRecord, Verdict};
 
     #[test]
     fn the_next_attempt_is_due_after_the_last_one_plus_the_delay() {
@@ -983,30 +636,41 @@ mod tests {
             started: t0 + Duration::from_secs(at),
             duration: Duration::from_secs(2),
             status: 7,
-            verdict: "retry",
+            exit_code: Some(7),
+            signal: None,
+            timed_out: false,
+            verdict: Verdict::Retry,
             reason: Some("exit status 7".to_string()),
+            delay: None,
         };
-        let journal = Journal {
-            started: Some(t0),
-            attempts: vec![record(1, 0), record(2, 10)],
-            backoff: (2, Duration::from_secs(8)),
-            next_delay: Some(Duration::from_secs(8)),
-            cut_off: false,
-        };
-        let outcome = Outcome {
+        let ending = Ending {
             end: End::Exhausted,
             last: Some(Status::Exited(7)),
             validation_failed: false,
             attempts: 2,
         };
-        absorb(&mut job, &outcome, &journal, t0 + Duration::from_secs(13));
+        let mut outcome = Outcome {
+            ending,
+            records: vec![record(1, 0), record(2, 10)],
+            position: (2, Duration::from_secs(8)),
+            next_delay: Some(Duration::from_secs(8)),
+            cut_off: false,
+            started: t0,
+            elapsed: Duration::from_secs(12),
+            stdout: None,
+            replay: None,
+        };
+        absorb(&mut job, &outcome, t0 + Duration::from_secs(13));
         assert_eq!(job.attempts, 2);
         assert_eq!(job.next_due.0, t0 + Duration::from_secs(20));
         assert_eq!(job.backoff, Position::new(2, Duration::from_secs(8)));
         assert_eq!(job.last_status(), Some(7));
         // Without a delay (no attempt could start) it is due at once.
         let now = t0 + Duration::from_secs(99);
-        absorb(&mut job, &Outcome { attempts: 0, ..outcome }, &Journal::default(), now);
+        outcome.ending.attempts = 0;
+        outcome.records.clear();
+        outcome.next_delay = None;
+        absorb(&mut job, &outcome, now);
         assert_eq!(job.next_due.0, now);
     }
 }

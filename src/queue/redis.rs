@@ -62,8 +62,7 @@ use crate::store::url::RedisUrl;
 /// `--lease` unless given.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
-/// The shortest `--lease`: renewals every third of it must fit round trips.
-pub const MIN_LEASE: Duration = Duration::from_millis(100);
+pub use crate::config::MIN_LEASE;
 
 /// The most recorded stdin a Redis job carries (it is one Redis string,
 /// read into memory by the drain that runs the job).
@@ -348,7 +347,7 @@ impl RedisQueue {
     /// run on any machine, so it gets a fresh one each time).
     fn state_path(&mut self, id: &str) -> Result<PathBuf, Error> {
         if self.scratch.is_none() {
-            self.scratch = Some(crate::run::temp_state_dir("cannot create the jobs' state directory")?);
+            self.scratch = Some(crate::tmp::state_dir("cannot create the jobs' state directory")?);
         }
         Ok(self.scratch.as_ref().map_or_else(std::env::temp_dir, |d| d.path().to_path_buf()).join(id))
     }
@@ -534,7 +533,7 @@ impl Claim for RedisClaim {
     /// The drain's environment, with the variables the job kept
     /// (`--queue-env`) over it: the draining machine may be another one.
     fn env(&self) -> Vec<CString> {
-        overlay(crate::run::base_env(), &self.job.env)
+        overlay(crate::environ::base(), &self.job.env)
     }
 }
 

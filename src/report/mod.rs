@@ -1,7 +1,8 @@
 //! What retry says about a run, on stderr: `retry: ` lines for people,
 //! one JSON object per line (`--log-format json`), or GitHub Actions
 //! workflow commands (`--log-format github`). Every message goes through
-//! an [`Event`], so the three formats say the same things.
+//! an [`Event`], so the three formats say the same things. The
+//! `--summary` document is [`summary`]'s; it is fed the same records.
 
 use std::cell::RefCell;
 use std::io::{IsTerminal as _, Write as _};
@@ -10,40 +11,67 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::cli::LogFormat;
-use crate::config::Verbosity;
 use crate::countdown::Countdown;
 use crate::error::Error;
 use crate::parse::human;
-use crate::status::{End, Outcome};
-use crate::summary::{AttemptRecord, EndRecord, Recorder};
+use crate::record::{AttemptRecord, Verdict, ms};
+use crate::status::{End, Ending};
 
-/// What happens after a failed attempt.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Next {
-    /// Another attempt after this sleep.
-    Retry(Duration),
-    /// No further attempt; why (for the text line), if worth saying.
-    Stop(Option<String>),
+pub mod summary;
+
+use summary::{EndRecord, Recorder};
+
+/// `--log-format`: how retry's messages are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `retry: ` lines for people.
+    Text,
+    /// One JSON object per line.
+    Json,
+    /// GitHub Actions workflow commands.
+    Github,
 }
 
-/// A finished attempt.
+impl Format {
+    pub fn word(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Json => "json",
+            Format::Github => "github",
+        }
+    }
+}
+
+/// How much retry says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+impl Verbosity {
+    pub fn word(self) -> &'static str {
+        match self {
+            Verbosity::Quiet => "quiet",
+            Verbosity::Normal => "normal",
+            Verbosity::Verbose => "verbose",
+        }
+    }
+}
+
+/// A finished attempt, as the run loop reports it.
 #[derive(Clone, Debug)]
-pub struct AttemptReport {
-    pub attempt: u32,
+pub struct Attempted<'a> {
+    pub record: &'a AttemptRecord,
+    /// Total attempts; `None` with `--forever`.
     pub total: Option<u32>,
-    pub status: u8,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub timed_out: bool,
-    pub duration: Duration,
-    /// `success`, `retry` or `stop`.
-    pub verdict: &'static str,
     /// What went wrong (`exit status 7`, why validation failed); empty on success.
-    pub failure: String,
+    pub failure: &'a str,
     /// The rule that decided, if one had to (`stderr matched 'x'`).
-    pub rule: Option<String>,
-    pub next: Next,
+    pub rule: Option<&'a str>,
+    /// Why no attempt follows, when worth saying (`retry got SIGINT`).
+    pub why_not: Option<String>,
 }
 
 /// Everything retry reports.
@@ -54,7 +82,7 @@ pub enum Event<'a> {
     Command { argv: Vec<String> },
     /// `-v`: an attempt starts.
     AttemptStart { attempt: u32 },
-    /// An attempt finished.
+    /// An attempt finished: its record, without `started_at`.
     Attempt {
         attempt: u32,
         status: u8,
@@ -62,8 +90,8 @@ pub enum Event<'a> {
         signal: Option<i32>,
         timed_out: bool,
         duration_ms: u64,
-        verdict: &'a str,
-        reason: Option<String>,
+        verdict: Verdict,
+        reason: &'a Option<String>,
         delay_ms: Option<u64>,
     },
     /// The run ended.
@@ -120,10 +148,6 @@ pub enum Event<'a> {
     StoreOpen { key: &'a str, store: String },
 }
 
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// What became of a job in a drain.
 #[derive(Clone, Debug)]
 pub struct JobReport {
@@ -133,6 +157,14 @@ pub struct JobReport {
     /// RFC 3339, and how far from now, when rescheduled.
     pub next_due: Option<(String, Duration)>,
     pub reason: Option<String>,
+}
+
+impl JobReport {
+    /// A job the drain did not run (a corrupt file buried, a newer one
+    /// skipped): no attempt, and why.
+    pub fn unrun(result: JobResult, reason: String) -> JobReport {
+        JobReport { result, attempts: 0, last_status: None, next_due: None, reason: Some(reason) }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,7 +182,7 @@ pub enum JobResult {
 /// `--summary` recorder when there is one.
 #[derive(Clone)]
 pub struct Reporter {
-    format: LogFormat,
+    format: Format,
     verbosity: Verbosity,
     /// Text on a terminal, not `-q`: sleeps over a second show a countdown.
     countdown: bool,
@@ -164,8 +196,8 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(format: LogFormat, verbosity: Verbosity) -> Reporter {
-        let countdown = format == LogFormat::Text
+    pub fn new(format: Format, verbosity: Verbosity) -> Reporter {
+        let countdown = format == Format::Text
             && verbosity != Verbosity::Quiet
             && std::io::stderr().is_terminal()
             && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
@@ -228,9 +260,9 @@ impl Reporter {
             return;
         }
         let line = match self.format {
-            LogFormat::Json => serde_json::to_string(event).ok(),
-            LogFormat::Text => text.map(|t| format!("retry: {}{t}", self.prefix)),
-            LogFormat::Github => match github {
+            Format::Json => serde_json::to_string(event).ok(),
+            Format::Text => text.map(|t| format!("retry: {}{t}", self.prefix)),
+            Format::Github => match github {
                 Some((kind, msg)) => Some(format!("::{kind}::{}{}", self.prefix, github_escape(&msg))),
                 None => text.map(|t| format!("retry: {}{t}", self.prefix)),
             },
@@ -252,9 +284,6 @@ impl Reporter {
     }
 
     pub fn attempt_start(&self, attempt: u32, total: Option<u32>) {
-        if let Some(summary) = &self.summary {
-            summary.borrow_mut().attempt_started();
-        }
         if !self.verbose() {
             return;
         }
@@ -262,59 +291,37 @@ impl Reporter {
         self.emit(&Event::AttemptStart { attempt }, Some(text), None);
     }
 
-    pub fn attempt(&self, a: &AttemptReport) {
-        let delay = match &a.next {
-            Next::Retry(d) => Some(*d),
-            Next::Stop(_) => None,
-        };
-        let reason = match (&a.rule, a.failure.is_empty()) {
-            (Some(rule), false) => Some(format!("{}; {rule}", a.failure)),
-            (Some(rule), true) => Some(rule.clone()),
-            (None, false) => Some(a.failure.clone()),
-            (None, true) => None,
-        };
+    pub fn attempt(&self, a: &Attempted<'_>) {
+        let r = a.record;
         let event = Event::Attempt {
-            attempt: a.attempt,
-            status: a.status,
-            exit_code: a.exit_code,
-            signal: a.signal,
-            timed_out: a.timed_out,
-            duration_ms: ms(a.duration),
-            verdict: a.verdict,
-            reason,
-            delay_ms: delay.map(ms),
+            attempt: r.attempt,
+            status: r.status,
+            exit_code: r.exit_code,
+            signal: r.signal,
+            timed_out: r.timed_out,
+            duration_ms: ms(r.duration),
+            verdict: r.verdict,
+            reason: &r.reason,
+            delay_ms: r.delay.map(ms),
         };
-        if let (Some(summary), Event::Attempt { reason, delay_ms, .. }) = (&self.summary, &event) {
-            summary.borrow_mut().attempt(AttemptRecord {
-                attempt: a.attempt,
-                started_at: String::new(),
-                duration_ms: ms(a.duration),
-                status: a.status,
-                exit_code: a.exit_code,
-                signal: a.signal,
-                timed_out: a.timed_out,
-                verdict: a.verdict.to_string(),
-                reason: reason.clone(),
-                delay_ms: *delay_ms,
-            });
+        if let Some(summary) = &self.summary {
+            summary.borrow_mut().attempt(r.clone());
         }
         // A spawn failure was said by its error line already.
-        let spawn_failure = a.exit_code.is_none() && a.signal.is_none() && !a.timed_out;
-        if a.verdict == "success" || (spawn_failure && matches!(a.next, Next::Stop(_))) {
+        let spawn_failure = r.exit_code.is_none() && r.signal.is_none() && !r.timed_out;
+        if r.verdict == Verdict::Success || (spawn_failure && r.delay.is_none()) {
             // Success is said by the final line; JSON still gets the event.
-            if self.format == LogFormat::Json {
+            if self.format == Format::Json {
                 self.emit(&event, None, None);
             }
             return;
         }
-        let mut text = format!("attempt {} failed: {}", of(a.attempt, a.total), a.failure);
-        match (&a.next, &a.rule) {
-            (Next::Retry(d), Some(rule)) if self.verbose() || a.verdict == "retry" => {
-                text.push_str(&format!(" ({rule}); retrying in {}", human(*d)));
-            }
-            (Next::Retry(d), _) => text.push_str(&format!("; retrying in {}", human(*d))),
-            (Next::Stop(why), rule) => {
-                let why = why.clone().or_else(|| (a.verdict == "stop").then(|| rule.clone()).flatten());
+        let mut text = format!("attempt {} failed: {}", of(r.attempt, a.total), a.failure);
+        match (r.delay, a.rule) {
+            (Some(d), Some(rule)) => text.push_str(&format!(" ({rule}); retrying in {}", human(d))),
+            (Some(d), None) => text.push_str(&format!("; retrying in {}", human(d))),
+            (None, rule) => {
+                let why = a.why_not.as_deref().or(if r.verdict == Verdict::Stop { rule } else { None });
                 if let Some(why) = why {
                     text.push_str(&format!("; not retrying: {why}"));
                 }
@@ -324,7 +331,7 @@ impl Reporter {
         self.emit(&event, Some(text), Some(github));
     }
 
-    pub fn done(&self, outcome: &Outcome, elapsed: Duration, total: Option<u32>) {
+    pub fn done(&self, outcome: &Ending, elapsed: Duration, total: Option<u32>) {
         let status = outcome.exit_code();
         let signal = match outcome.end {
             End::Interrupted { signal, .. } => Some(signal),
@@ -381,7 +388,7 @@ impl Reporter {
             // Said by the circuit_open line.
             End::Refused => (None, None),
         };
-        if text.is_some() || self.format == LogFormat::Json {
+        if text.is_some() || self.format == Format::Json {
             self.emit(&event, text, github);
         }
     }
@@ -402,14 +409,7 @@ impl Reporter {
     }
 
     /// `--queue`: where the job went and when it is due.
-    pub fn queued(
-        &self,
-        id: &str,
-        file: &str,
-        outcome: &Outcome,
-        elapsed: Duration,
-        due: (String, Duration),
-    ) {
+    pub fn queued(&self, id: &str, file: &str, outcome: &Ending, elapsed: Duration, due: (String, Duration)) {
         let n = outcome.attempts;
         let attempts = if n == 1 { "1 attempt".to_string() } else { format!("{n} attempts") };
         let last = match (outcome.validation_failed, outcome.last) {
@@ -493,7 +493,7 @@ impl Reporter {
                 d.skipped
             )
         });
-        if text.is_some() || self.format == LogFormat::Json {
+        if text.is_some() || self.format == Format::Json {
             self.emit(&event, text, None);
         }
     }

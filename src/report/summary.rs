@@ -13,11 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::backoff::Algo;
-use crate::cli::LogFormat;
-use crate::config::{Config, Stdout, Verbosity};
 use crate::error::Error;
-use crate::parse::signal_name;
+use crate::record::{AttemptRecord, ms, rfc3339};
 
 /// Attempts kept from the start of the run.
 pub const KEEP_FIRST: usize = 100;
@@ -42,9 +39,11 @@ pub fn check_target(path: &Path) -> Result<(), Error> {
     match std::fs::metadata(&dir) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(Error::usage("--summary", shown, format!("'{}' is not a directory", dir.display()))),
-        Err(e) => {
-            Err(Error::usage("--summary", shown, format!("directory '{}': {}", dir.display(), io_text(&e))))
-        }
+        Err(e) => Err(Error::usage(
+            "--summary",
+            shown,
+            format!("directory '{}': {}", dir.display(), crate::parse::os_error(&e)),
+        )),
     }
 }
 
@@ -57,25 +56,9 @@ fn directory_of(path: &Path) -> PathBuf {
     }
 }
 
-fn io_text(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match text.find(" (os error ") {
-        Some(i) => text[..i].to_string(),
-        None => text,
-    }
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
 /// The options in force, typed (durations in milliseconds, defaults
-/// filled in), not the raw argv. The store URL is shown masked
-/// ([`crate::store::StoreUrl::masked`]) so a password never reaches the file.
+/// filled in), not the raw argv (made by `Config::summary_options`). The
+/// store URL is shown masked so a password never reaches the file.
 #[derive(Serialize, Debug)]
 pub struct Options {
     /// `-n`; null with `--forever`.
@@ -137,93 +120,6 @@ pub struct RateOption {
     pub window_ms: u64,
 }
 
-impl Options {
-    pub fn from_config(cfg: &Config, summary: &Path) -> Options {
-        let b = &cfg.backoff;
-        let sources = |ps: &[crate::config::Pattern]| ps.iter().map(|p| p.source.clone()).collect();
-        let exprs = |ps: &[crate::predicate::Predicate]| ps.iter().map(|p| p.source().to_string()).collect();
-        let lossy = |p: &Path| p.to_string_lossy().into_owned();
-        let shared = cfg.shared.as_ref();
-        Options {
-            retries: cfg.attempts.map(|t| t.saturating_sub(1)),
-            forever: cfg.attempts.is_none(),
-            timeout_ms: cfg.timeout.map(ms),
-            kill_after_ms: ms(cfg.kill_after),
-            kill_signal: signal_name(cfg.kill_signal),
-            max_time_ms: cfg.max_time.map(ms),
-            algo: match b.algo {
-                Algo::Exponential => "exponential",
-                Algo::Linear => "linear",
-                Algo::Fibonacci => "fibonacci",
-                Algo::Constant => "constant",
-                Algo::Decorrelated => "decorrelated",
-            },
-            wait_ms: ms(b.wait),
-            multiplier: b.multiplier,
-            max_wait_ms: (b.cap != Duration::MAX).then(|| ms(b.cap)),
-            jitter: b.jitter,
-            reset_after_ms: cfg.reset_after.map(ms),
-            splay_ms: cfg.splay.map(ms),
-            seed: cfg.seed,
-            on_retry: cfg.on_retry.as_ref().map(|c| c.to_string_lossy().into_owned()),
-            retry_on_exit: cfg.rules.retry_on_exit.map(|c| c.to_text()),
-            stop_on_exit: cfg.rules.stop_on_exit.map(|c| c.to_text()),
-            retry_on_stdout: sources(&cfg.stdout_rules.retry),
-            retry_on_stderr: sources(&cfg.stderr_rules.retry),
-            stop_on_stdout: sources(&cfg.stdout_rules.stop),
-            stop_on_stderr: sources(&cfg.stderr_rules.stop),
-            retry_if: exprs(&cfg.retry_if),
-            until: exprs(&cfg.until),
-            until_match: sources(&cfg.until_match),
-            stdout: match cfg.stdout {
-                Stdout::Live | Stdout::Captured { tee: true } => "live",
-                Stdout::Captured { tee: false } => "final",
-            },
-            stdin: if cfg.stdin_replay { "replay" } else { "pass" },
-            foreground: cfg.foreground,
-            state_dir: cfg.state_dir.as_deref().map(lossy),
-            verbosity: match cfg.verbosity {
-                Verbosity::Quiet => "quiet",
-                Verbosity::Normal => "normal",
-                Verbosity::Verbose => "verbose",
-            },
-            log_format: match cfg.log_format {
-                LogFormat::Text => "text",
-                LogFormat::Json => "json",
-                LogFormat::Github => "github",
-            },
-            summary: lossy(summary),
-            key: shared.map(|sh| sh.key.as_str().to_string()),
-            state_store: shared.map(|sh| sh.store.masked()),
-            circuit_break: shared.and_then(|sh| sh.circuit).map(|c| c.threshold),
-            circuit_cooldown_ms: shared.and_then(|sh| sh.circuit).map(|c| ms(c.cooldown)),
-            rate: shared.and_then(|sh| sh.rate).map(|r| RateOption { n: r.n, window_ms: ms(r.window) }),
-            concurrency: shared.and_then(|sh| sh.concurrency),
-            store_optional: shared.is_some_and(|sh| sh.optional),
-            queue: cfg.queue.as_ref().map(|q| q.place.display()),
-            queue_env: cfg.queue.as_ref().map(|q| q.env.clone()).unwrap_or_default(),
-            max_age_ms: cfg.queue.as_ref().map(|_| ms(cfg.max_age.unwrap_or(crate::queue::DEFAULT_MAX_AGE))),
-        }
-    }
-}
-
-/// One attempt as the summary shows it.
-#[derive(Serialize, Clone, Debug)]
-pub struct AttemptRecord {
-    pub attempt: u32,
-    /// RFC 3339, UTC, milliseconds.
-    pub started_at: String,
-    pub duration_ms: u64,
-    pub status: u8,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub timed_out: bool,
-    pub verdict: String,
-    pub reason: Option<String>,
-    /// The sleep after this attempt; null when none followed.
-    pub delay_ms: Option<u64>,
-}
-
 /// How the run ended, as the `done` event says it.
 #[derive(Clone, Debug)]
 pub struct EndRecord {
@@ -241,8 +137,6 @@ pub struct Recorder {
     options: Options,
     started_at: SystemTime,
     start: Instant,
-    /// When the attempt now running started.
-    current_start: Option<SystemTime>,
     first: Vec<AttemptRecord>,
     last: VecDeque<AttemptRecord>,
     omitted: u64,
@@ -269,14 +163,14 @@ struct Document<'a> {
 }
 
 impl Recorder {
-    pub fn new(cfg: &Config, path: &Path) -> Recorder {
+    /// A recorder for a run of `command` with `options`, to write to `path`.
+    pub fn new(path: &Path, command: Vec<String>, options: Options) -> Recorder {
         Recorder {
             path: path.to_path_buf(),
-            command: cfg.command.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
-            options: Options::from_config(cfg, path),
+            command,
+            options,
             started_at: SystemTime::now(),
             start: Instant::now(),
-            current_start: None,
             first: Vec::new(),
             last: VecDeque::new(),
             omitted: 0,
@@ -285,14 +179,7 @@ impl Recorder {
         }
     }
 
-    pub fn attempt_started(&mut self) {
-        self.current_start = Some(SystemTime::now());
-    }
-
     pub fn attempt(&mut self, mut record: AttemptRecord) {
-        if let Some(t) = self.current_start.take() {
-            record.started_at = rfc3339(t);
-        }
         if let Some(reason) = &mut record.reason {
             truncate(reason, REASON_LIMIT);
         }
@@ -319,7 +206,7 @@ impl Recorder {
             (Some(end), None) => end.clone(),
             (_, Some(_)) | (None, None) => EndRecord {
                 outcome: "error",
-                status: crate::EXIT_USAGE,
+                status: crate::status::USAGE,
                 signal: None,
                 elapsed: self.start.elapsed(),
             },
@@ -378,26 +265,26 @@ mod tests {
     fn record(n: u32) -> AttemptRecord {
         AttemptRecord {
             attempt: n,
-            started_at: String::new(),
-            duration_ms: 1,
+            started: SystemTime::now(),
+            duration: Duration::from_millis(1),
             status: 1,
             exit_code: Some(1),
             signal: None,
             timed_out: false,
-            verdict: "retry".into(),
+            verdict: crate::record::Verdict::Retry,
             reason: Some("exit status 1".into()),
-            delay_ms: Some(10),
+            delay: Some(Duration::from_millis(10)),
         }
     }
 
     #[test]
     fn keeps_the_first_and_last_attempts_and_counts_the_rest() {
-        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(["retry", "--forever", "true"]).unwrap();
-        let cfg = Config::from_cli(cli).unwrap();
-        let mut r = Recorder::new(&cfg, Path::new("s.json"));
+        let args: Vec<std::ffi::OsString> = ["retry", "--forever", "true"].iter().map(Into::into).collect();
+        let Ok(crate::config::Mode::Run(cfg)) = crate::config::mode(&args) else { panic!("not a run") };
+        let path = Path::new("s.json");
+        let mut r = Recorder::new(path, vec!["true".into()], cfg.summary_options(path));
         let total = (KEEP_FIRST + KEEP_LAST + 1234) as u32;
         for n in 1..=total {
-            r.attempt_started();
             r.attempt(record(n));
         }
         assert_eq!(r.count, total);
@@ -407,7 +294,8 @@ mod tests {
         assert_eq!(r.first[0].attempt, 1);
         assert_eq!(r.last.back().unwrap().attempt, total);
         assert_eq!(r.last.front().unwrap().attempt, total - KEEP_LAST as u32 + 1);
-        assert!(r.first[0].started_at.ends_with('Z'));
+        let first = serde_json::to_value(&r.first[0]).unwrap();
+        assert!(first["started_at"].as_str().unwrap().ends_with('Z'));
     }
 
     #[test]

@@ -1,0 +1,177 @@
+//! What each [`Mode`](crate::config::Mode) does once the command line is
+//! understood: a run (the loop, then what happens after it: queue the job
+//! when it gave up, write the kept stdout, say how it ended, write
+//! `--summary`, pick the exit status), `--dry-run`, and a drain's setup.
+//! Every function returns retry's exit status.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::{Config, DrainConfig};
+use crate::error::Error;
+use crate::report::summary::Recorder;
+use crate::report::{Format, Reporter};
+use crate::run::{self, Start};
+use crate::signals::Signals;
+use crate::status::{self, End, Ending};
+use crate::{environ, flush, parse, queue, sys};
+
+/// A run: attempts until success or the end, then what follows.
+pub fn run(cfg: &Config) -> u8 {
+    let recorder =
+        cfg.summary.as_deref().map(|p| Recorder::new(p, cfg.command_lossy(), cfg.summary_options(p)));
+    let report = Reporter::new(cfg.format, cfg.verbosity).with_summary(recorder);
+    let result = Signals::install()
+        .map_err(|e| Error::io("cannot install signal handlers", e))
+        .and_then(|mut signals| run_to_end(cfg, &mut signals, &report));
+    match result {
+        Ok((ending, state_dir)) => {
+            // Clean up (state dir) before a re-raised signal ends us.
+            drop(state_dir);
+            report.write_summary(None);
+            if let Some(sig) = ending.reraise() {
+                sys::die_by_signal(sig);
+            }
+            ending.exit_code()
+        }
+        Err(e) => {
+            queue::failed(&report, &e);
+            report.write_summary(Some(&e));
+            e.status()
+        }
+    }
+}
+
+/// The run's own state dir, removed on drop: one `rmdir` for the usual
+/// empty dir (std's `remove_dir_all` costs nine system calls even then), the
+/// whole tree only when the command left something in it.
+struct StateDir(Option<PathBuf>);
+
+impl StateDir {
+    /// Leaves the directory in place (a queued job keeps it).
+    fn keep(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            if std::fs::remove_dir(dir).is_err() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
+
+/// The run and what follows it; the state dir to remove at the end.
+fn run_to_end(cfg: &Config, signals: &mut Signals, report: &Reporter) -> Result<(Ending, StateDir), Error> {
+    let begin = Instant::now();
+    if let Some(target) = &cfg.queue {
+        queue::prepare(target, cfg.stdin_replay)?;
+    }
+    // A `--queue` run keeps its state dir in the queue (DIR/state/<id>), so
+    // the job's later attempts find what the first ones left there.
+    let id = cfg.queue.as_ref().map(|_| queue::new_id(SystemTime::now()));
+    let (state_dir, mut kept) = match (&cfg.state_dir, &cfg.queue, &id) {
+        (Some(dir), _, _) => {
+            crate::tmp::make_state_dir(dir)?;
+            (dir.clone(), StateDir(None))
+        }
+        (None, Some(target), Some(id)) => {
+            let path = queue::state_dir(target, id)?;
+            (path.clone(), StateDir(Some(path)))
+        }
+        (None, _, _) => {
+            let path = crate::tmp::state_dir("cannot create the state directory")?.keep();
+            (path.clone(), StateDir(Some(path)))
+        }
+    };
+    // A Redis queue that cannot be reached now would lose the job later.
+    if let Some(target) = &cfg.queue {
+        queue::check(target)?;
+    }
+    let mut outcome = run::run(cfg, Start::fresh(Some(state_dir)), signals, report)?;
+    if let (Some(target), Some(id)) = (&cfg.queue, &id) {
+        if queue::gives_up(&outcome.ending) {
+            match queue::enqueue(target, id, cfg, &mut outcome, &environ::base(), signals)? {
+                Ok(queued) => {
+                    report.queued(id, &queued.file, &outcome.ending, begin.elapsed(), queued.due);
+                    outcome.ending.end = End::Queued;
+                    // The job's state dir lives on in a directory queue.
+                    if queue::keeps_state_dir(target) {
+                        kept.keep();
+                    }
+                }
+                // A signal came while the rest of stdin was read: not queued.
+                Err(signal) => outcome.ending.end = End::Interrupted { signal, during_sleep: true },
+            }
+        }
+    }
+    // Captured stdout: the accepted attempt's, or the last one's when retry
+    // gave up; nothing when interrupted or queued (SPEC Edge rules, "A
+    // closed stdout").
+    if let Some(spool) = outcome.stdout.take() {
+        let silent = matches!(
+            outcome.ending.end,
+            End::Interrupted { .. } | End::ClosedStdout | End::Queued | End::Refused
+        );
+        if !silent && outcome.ending.attempts > 0 {
+            if let Some(signal) = flush::kept_stdout(spool, signals)? {
+                outcome.ending.end = End::Interrupted { signal, during_sleep: true };
+            }
+        }
+    }
+    report.done(&outcome.ending, begin.elapsed(), cfg.attempts);
+    Ok((outcome.ending, kept))
+}
+
+/// `--drain`: the drain's signals and reporter, then the queue's work.
+pub fn drain(cfg: &DrainConfig) -> u8 {
+    let report = Reporter::new(cfg.format, cfg.verbosity);
+    match Signals::install() {
+        Ok(mut signals) => queue::drain_main(cfg, &mut signals, &report),
+        Err(e) => queue::failed(&report, &Error::io("cannot install signal handlers", e)),
+    }
+}
+
+/// `--dry-run`: the planned sleeps on stdout, nothing run.
+pub fn dry_run(cfg: &Config) -> u8 {
+    let (backoff_rng, mut splay_rng) = run::rngs(cfg.seed);
+    let mut rows: Vec<(u32, Duration)> = Vec::new();
+    if let Some(max) = cfg.splay {
+        rows.push((1, run::splay_delay(max, &mut splay_rng)));
+    }
+    let retries = cfg.attempts.map_or(20, |t| t.saturating_sub(1));
+    let mut schedule = crate::backoff::Schedule::new(cfg.backoff, backoff_rng);
+    for k in 1..=retries {
+        rows.push((k + 1, schedule.next().unwrap_or(Duration::MAX)));
+    }
+    let mut out = String::new();
+    let mut at = Duration::ZERO;
+    if cfg.format != Format::Json {
+        out.push_str("attempt  sleep before  at\n");
+    }
+    for (attempt, delay) in rows {
+        at = at.saturating_add(delay);
+        if cfg.max_time.is_some_and(|m| at >= m) {
+            break;
+        }
+        let ms = crate::record::ms;
+        if cfg.format == Format::Json {
+            out.push_str(&format!(
+                "{{\"attempt\":{attempt},\"delay_ms\":{},\"at_ms\":{}}}\n",
+                ms(delay),
+                ms(at)
+            ));
+        } else {
+            out.push_str(&format!("{attempt:>7}  {:>12}  {}\n", parse::human(delay), parse::human(at)));
+        }
+    }
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Ok(()) => status::OK,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => status::CLOSED_STDOUT,
+        Err(_) => status::USAGE,
+    }
+}
