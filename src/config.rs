@@ -710,6 +710,120 @@ mod tests {
         assert!(!regex_error(&bad("a{2,1}")).contains('\n'));
     }
 
+    fn mode_of(args: &[&str]) -> Result<Mode, Error> {
+        mode(&os(&[&["retry"], args].concat()))
+    }
+
+    /// The message of the usage error `args` give.
+    fn error_of(args: &[&str]) -> String {
+        match mode_of(args) {
+            Err(e) => {
+                assert_eq!(e.status(), 125, "{e}");
+                e.to_string()
+            }
+            Ok(m) => panic!("{args:?} gave {m:?}"),
+        }
+    }
+
+    #[test]
+    fn each_mode() {
+        let Ok(Mode::Run(cfg)) = mode_of(&["-n", "2", "--", "curl", "-n", "x"]) else { panic!() };
+        assert_eq!((cfg.attempts, cfg.command.len()), (Some(3), 3));
+        assert!(matches!(mode_of(&["--dry-run", "--algo", "linear"]), Ok(Mode::DryRun(_))));
+        assert!(matches!(mode_of(&["--help"]), Ok(Mode::Help(_))));
+        assert!(matches!(mode_of(&["-h"]), Ok(Mode::Help(_))));
+        assert!(matches!(mode_of(&["--version"]), Ok(Mode::Help(_))));
+        let Ok(Mode::Drain(d)) = mode_of(&["--drain", "q", "--max-time", "4m", "-q", "--log-format", "json"])
+        else {
+            panic!()
+        };
+        assert!(matches!(&d.place, Place::Dir(p) if p.is_absolute() && p.ends_with("q")));
+        assert_eq!(
+            (d.max_time, d.verbosity, d.format),
+            (Some(Duration::from_secs(240)), Verbosity::Quiet, Format::Json)
+        );
+        let Ok(Mode::Drain(d)) = mode_of(&["--drain", "redis://:pw@h:1/2#jobs", "--lease", "1m"]) else {
+            panic!()
+        };
+        assert!(matches!(&d.place, Place::Redis(u) if u.name.as_deref() == Some("jobs")));
+        let Ok(Mode::List(l)) = mode_of(&["--list", "q", "-v"]) else { panic!() };
+        assert_eq!(l.verbosity, Verbosity::Verbose);
+    }
+
+    #[test]
+    fn a_queued_run_keeps_its_options_without_the_password() {
+        let Ok(Mode::Run(cfg)) = mode_of(&["-n", "1", "--queue", "redis://:pw@h:1/0#jobs", "--", "true"])
+        else {
+            panic!()
+        };
+        let target = cfg.queue.unwrap();
+        assert_eq!(target.options, os(&["-n", "1", "--queue", "redis://:***@h:1/0#jobs", "--"]));
+    }
+
+    #[test]
+    fn each_usage_error_names_the_option_and_value() {
+        for (args, wants) in [
+            (&["--wait", "5x", "true"][..], &["'5x'", "--wait"][..]),
+            (&["--retry-on-stderr", "a(", "true"], &["'a('", "--retry-on-stderr", "column"]),
+            (&["--until", ".a ==", "true"], &["--until"]),
+            (&["--max-age", "1d", "true"], &["--max-age", "--queue or --drain"]),
+            (&["--queue-env", "A=1", "--queue", "q", "true"], &["--queue-env", "variable names"]),
+            (&["--queue-env", "A", "--queue", "q", "true"], &["--queue-env", "directory queue"]),
+            (&["--queue", "redis://h", "true"], &["--queue", "#"]),
+            (&["--queue", "http://h", "true"], &["--queue", "redis://"]),
+            (&["--drain", "q", "--lease", "1s"], &["--lease", "Redis"]),
+            (&["--drain", "redis://h#q", "--lease", "10ms"], &["--lease", "100ms"]),
+            (&["--drain", "q", "-n", "3"], &["'--retries' cannot be used with --drain"]),
+            (&["--drain", "q", "true"], &["--drain takes no COMMAND"]),
+            (&["--list", "q", "--max-time", "1s"], &["--list takes only"]),
+            (&["--rate", "5/1s", "true"], &["--rate needs --key"]),
+            (&["--circuit-cooldown", "1m", "--key", "k", "true"], &["--circuit-break"]),
+            (&["--key", "a/b", "true"], &["'a/b'", "--key"]),
+            (&["", "x"], &["COMMAND", "empty"]),
+            (&[][..], &["missing COMMAND"]),
+            (&["--no-such-option", "true"], &["--no-such-option"]),
+        ] {
+            let message = error_of(args);
+            for want in wants {
+                assert!(message.contains(want), "{args:?}: {message}");
+            }
+            assert!(!message.contains('\n'), "{args:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_drained_job_gets_the_drains_options() {
+        let Ok(Mode::Drain(d)) =
+            mode_of(&["--drain", "q", "--stdout", "final", "--state-store", "file:/s", "-v"])
+        else {
+            panic!()
+        };
+        let saved = os(&[
+            "-n",
+            "5",
+            "--max-time",
+            "1h",
+            "--key",
+            "k",
+            "--rate",
+            "1/s",
+            "--state-dir",
+            "st",
+            "--seed",
+            "7",
+        ]);
+        let cfg =
+            for_job(&saved, &os(&["true"]), &d, Some(Duration::from_secs(9)), Path::new("/job"), 2).unwrap();
+        assert_eq!((cfg.attempts, cfg.max_time), (None, Some(Duration::from_secs(9))));
+        assert_eq!(cfg.stdout, Stdout::Captured { tee: false });
+        assert_eq!(cfg.verbosity, Verbosity::Verbose);
+        assert_eq!(cfg.state_dir.as_deref(), Some(Path::new("/job/st")));
+        assert!(matches!(&cfg.shared.as_ref().unwrap().store, StoreUrl::File(p) if p == Path::new("/s")));
+        assert_ne!(cfg.seed, Some(7), "a seeded job draws anew at each step");
+        let bad = for_job(&os(&["--wait", "x"]), &os(&["true"]), &d, None, Path::new("/"), 0).unwrap_err();
+        assert!(bad.contains("--wait"), "{bad}");
+    }
+
     #[test]
     fn options_are_what_comes_before_command() {
         let args = os(&["retry", "-n", "2", "--queue", "q", "--", "curl", "-n", "--", "x"]);

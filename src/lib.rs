@@ -1,23 +1,36 @@
 //! `retry`: run a command again until it works.
 //!
+//! Data flows one way (as in fd and ripgrep):
+//!
 //! ```text
-//! argv → cli ─ clap error ─▶ 125
-//!         └→ config ─ usage error ─▶ 125
-//!              └→ run: exec (child + pipes + stdin) → predicate → classify
-//!                   ↺ Retry: backoff.next() → sleep (signals, --max-time)
-//!                   └→ Outcome → report (+ --summary); status → exit (re-raise 128+N)
+//! main → config (cli: clap) ──► Mode::Run(Config) ──► app ──► run (the loop) ──► Outcome
+//!            │  usage error → 125      │                │        └─ report, --summary, exit status
+//!            │                         │                └─► queue::enqueue (a --queue run that gave up)
+//!            └─► Mode::Drain / List ───┴──► queue ──(one attempt per job)──► run
 //! ```
 //!
-//! Pure logic (`parse`, `backoff`, `classify`, `status`) has no I/O, clock
-//! or global RNG. `unsafe` lives in `sys` (thin syscall wrappers), `child`
-//! (the clone/exec path) and `signals` (the handler), each with SAFETY
-//! notes. jaq is used only by `predicate`; clap types stop at `config`.
-//!
-//! `queue` is the durable queue (`--queue`, `--drain`, `--list`): a job
-//! saves retry's option arguments, and a drain parses them back into a
-//! `Config` and runs the attempt through `run::run_queued`, the same loop.
-//! Its storage is a directory (`queue::dir`) or Redis (`queue::redis`, on
-//! the state store's connection).
+//! - `cli` is the clap definition only; `config` turns argv into a typed,
+//!   validated [`config::Mode`] (every regex and jq expression compiled):
+//!   the one place for usage errors. Nothing below `config` knows clap.
+//! - `app` does what a mode asks: a run is [`run::run`], then what follows
+//!   it (queue the job when it gave up, write the kept stdout, report the
+//!   end, write `--summary`, pick the exit status).
+//! - `run` is the loop (attempt → judge → decide → sleep). It starts from
+//!   a `run::Start` and returns a `run::Outcome` with its attempt records;
+//!   it knows nothing of queues. The decision after an attempt is the pure
+//!   `run::decide`; the store policy is `run::coord`.
+//! - `queue` is a client of `run`: `--queue`, `--drain`, `--list`, on a
+//!   directory (`queue::dir`) or Redis (`queue::redis`).
+//! - Policy, pure (no I/O, clock or global RNG; unit-tested): `parse`,
+//!   `backoff`, `classify`, `status` (every exit status), `record` (the
+//!   one attempt record every report serialises).
+//! - I/O, thin and policy-free, holding everything kernel-specific:
+//!   `exec` (one process to its end), `child` (clone/exec), `capture`,
+//!   `stdin`, `flush`, `signals`, `sys`, `tmp`, `environ`, `countdown`.
+//!   `unsafe` lives only in `sys`, `child` and `signals`, each block with
+//!   a SAFETY note.
+//! - `predicate` (jaq behind a small API), `store` (shared state: file,
+//!   Redis), `report` (text, JSON, GitHub; `report::summary`).
 
 use std::ffi::OsString;
 

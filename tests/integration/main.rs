@@ -14,4 +14,5 @@ mod server;
 mod signals;
 mod store;
 mod summary;
+mod upgrade;
 mod util;
