@@ -29,7 +29,7 @@ complete -c retry -l stdout -d 'live: stream each attempt\'s stdout; final: only
 final\t'write only the accepted (or last) attempt\'s stdout, at the end'"
 complete -c retry -l stdin -d 'pass: attempts inherit stdin; replay: every attempt gets the same stdin bytes' -r -f -a "pass\t'the attempts inherit retry\'s stdin'
 replay\t'record stdin and give every attempt the same bytes'"
-complete -c retry -l state-dir -d 'Keep RETRY_STATE_DIR in DIR (created 0700 if missing) instead of a fresh temp dir' -r -F
+complete -c retry -l state-dir -d 'Give every attempt RETRY_STATE_DIR=DIR, a directory kept after the run' -r -F
 complete -c retry -l key -d 'Name of this job\'s state shared across runs (letters, digits, \'.\', \'_\', \'-\')' -r
 complete -c retry -l state-store -d 'Where shared state lives: file:DIR (one machine) or redis://[user:pass@]host[:port][/db]' -r
 complete -c retry -l circuit-break -d 'After N consecutive runs of the key that gave up, refuse runs for a cooldown (exit 75)' -r
@@ -49,6 +49,7 @@ complete -c retry -l max-age -d 'A queued job older than this (since its first a
 complete -c retry -l forever -d 'Retry without limit (until success, a stop rule, --max-time or a signal)'
 complete -c retry -l dry-run -d 'Print the planned delays and exit without running anything'
 complete -c retry -l foreground -d 'Run COMMAND in retry\'s process group, for commands that need the terminal'
+complete -c retry -l temp-state -d 'Give every attempt RETRY_STATE_DIR, a fresh private directory removed after the run'
 complete -c retry -l store-optional -d 'When the state store cannot be used, warn and run without coordination'
 complete -c retry -s q -l quiet -d 'Print nothing but errors about retry itself'
 complete -c retry -s v -l verbose -d 'Also print the command, each attempt\'s start and the rule that decided'

@@ -71,28 +71,34 @@ fn run_to_end(cfg: &Config, signals: &mut Signals, report: &Reporter) -> Result<
     if let Some(target) = &cfg.queue {
         queue::prepare(target, cfg.stdin_replay)?;
     }
-    // A `--queue` run keeps its state dir in the queue (DIR/state/<id>), so
-    // the job's later attempts find what the first ones left there.
     let id = cfg.queue.as_ref().map(|_| queue::new_id(SystemTime::now()));
-    let (state_dir, mut kept) = match (&cfg.state_dir, &cfg.queue, &id) {
-        (Some(dir), _, _) => {
+    // RETRY_STATE_DIR only when asked for (SPEC: a run writes nothing to
+    // disk otherwise). A `--temp-state` run queued in a directory keeps its
+    // state dir there (DIR/state/<id>), so the job's later attempts find
+    // what the first ones left.
+    let (state_dir, mut kept) = match (&cfg.state_dir, cfg.temp_state) {
+        (Some(dir), _) => {
             crate::tmp::make_state_dir(dir)?;
-            (dir.clone(), StateDir(None))
+            (Some(dir.clone()), StateDir(None))
         }
-        (None, Some(target), Some(id)) => {
-            let path = queue::state_dir(target, id)?;
-            (path.clone(), StateDir(Some(path)))
+        (None, true) => {
+            let in_queue = match (&cfg.queue, &id) {
+                (Some(target), Some(id)) => queue::state_dir(target, id)?,
+                _ => None,
+            };
+            let path = match in_queue {
+                Some(path) => path,
+                None => crate::tmp::state_dir("cannot create the --temp-state directory")?.keep(),
+            };
+            (Some(path.clone()), StateDir(Some(path)))
         }
-        (None, _, _) => {
-            let path = crate::tmp::state_dir("cannot create the state directory")?.keep();
-            (path.clone(), StateDir(Some(path)))
-        }
+        (None, false) => (None, StateDir(None)),
     };
     // A Redis queue that cannot be reached now would lose the job later.
     if let Some(target) = &cfg.queue {
         queue::check(target)?;
     }
-    let mut outcome = run::run(cfg, Start::fresh(Some(state_dir)), signals, report)?;
+    let mut outcome = run::run(cfg, Start::fresh(state_dir), signals, report)?;
     if let (Some(target), Some(id)) = (&cfg.queue, &id) {
         if queue::gives_up(&outcome.ending) {
             match queue::enqueue(target, id, cfg, &mut outcome, &environ::base(), signals)? {

@@ -68,8 +68,8 @@ Examples:
 
 Environment:
   Each attempt gets RETRY_ATTEMPT (1, 2, ...), RETRY_MAX_ATTEMPTS (empty with --forever), \
-RETRY_LAST_STATUS (empty on attempt 1) and RETRY_STATE_DIR (a directory that lasts for the \
-whole run).
+RETRY_LAST_STATUS (empty on attempt 1) and, with --state-dir or --temp-state, RETRY_STATE_DIR \
+(a directory that lasts for the whole run).
 
 Exit status:
   0 on success; otherwise the last attempt's status (124 if it timed out, 128+N if it died \
@@ -339,9 +339,31 @@ pub struct Cli {
     #[arg(long, help_heading = "Input and output")]
     pub foreground: bool,
 
-    /// Keep RETRY_STATE_DIR in DIR (created 0700 if missing) instead of a fresh temp dir
-    #[arg(allow_hyphen_values = true, long, value_name = "DIR", help_heading = "Input and output")]
+    /// Give every attempt RETRY_STATE_DIR=DIR, a directory kept after the run
+    ///
+    /// For recovery points that a resumable command keeps between attempts. DIR is created
+    /// with mode 0700 if missing; an existing one must be a directory (not a symlink) owned by
+    /// you and not group- or world-writable, else retry exits 125. Without --state-dir or
+    /// --temp-state, RETRY_STATE_DIR is not set and a run writes nothing to disk.
+    /// Example: retry --state-dir ~/.cache/sync-state -- ./sync.sh
+    #[arg(
+        allow_hyphen_values = true,
+        long,
+        value_name = "DIR",
+        conflicts_with = "temp_state",
+        help_heading = "Input and output"
+    )]
     pub state_dir: Option<PathBuf>,
+
+    /// Give every attempt RETRY_STATE_DIR, a fresh private directory removed after the run
+    ///
+    /// A directory retry-* in TMPDIR (mode 0700), created before attempt 1 and removed at
+    /// the end (left behind only if retry is killed with SIGKILL). A job queued by a run
+    /// with --temp-state keeps it until the job succeeds or dies (DIR/state/<id> of a
+    /// directory queue; a Redis job gets a fresh one on each drained attempt).
+    /// Example: retry --temp-state -- sh -c 'download --resume-from "$RETRY_STATE_DIR/part"'
+    #[arg(long, help_heading = "Input and output")]
+    pub temp_state: bool,
 
     // ----- Across runs: shared state -----
     /// Name of this job's state shared across runs (letters, digits, '.', '_', '-')

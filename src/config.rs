@@ -169,7 +169,10 @@ pub struct Config {
     pub stdout: Stdout,
     pub stdin_replay: bool,
     pub foreground: bool,
+    /// `--state-dir DIR`: `RETRY_STATE_DIR`, kept.
     pub state_dir: Option<PathBuf>,
+    /// `--temp-state`: a fresh `RETRY_STATE_DIR`, removed at the end.
+    pub temp_state: bool,
     pub verbosity: Verbosity,
     pub format: Format,
     /// `--summary FILE`; its directory exists (checked here).
@@ -416,6 +419,7 @@ impl Config {
             stdin_replay: cli.stdin == StdinMode::Replay,
             foreground: cli.foreground,
             state_dir: cli.state_dir,
+            temp_state: cli.temp_state,
             verbosity,
             format,
             summary: cli.summary,
@@ -481,6 +485,7 @@ impl Config {
             stdin: if self.stdin_replay { "replay" } else { "pass" },
             foreground: self.foreground,
             state_dir: self.state_dir.as_deref().map(lossy),
+            temp_state: self.temp_state,
             verbosity: self.verbosity.word(),
             log_format: self.format.word(),
             summary: lossy(summary),

@@ -93,7 +93,9 @@ pub trait Claim {
     fn job(&self) -> &Job;
     /// The recorded stdin, if the job has one.
     fn stdin(&self) -> std::io::Result<Option<std::fs::File>>;
-    /// The job's `RETRY_STATE_DIR`, kept until it succeeds or dies.
+    /// The job's `RETRY_STATE_DIR` when it was queued with `--temp-state`:
+    /// in a directory queue its queueing run's, kept until it succeeds or
+    /// dies; in a Redis queue a fresh one for this attempt.
     fn state_dir(&self) -> PathBuf;
     /// The environment the job's attempt runs with: the saved one.
     fn env(&self) -> Vec<CString> {
@@ -133,20 +135,21 @@ pub fn prepare(target: &QueueTarget, stdin_replay: bool) -> Result<(), Error> {
     }
 }
 
-/// Does a queued job keep the state dir of its queueing run? A
+/// Does a queued job keep the `--temp-state` dir of its queueing run? A
 /// directory job does (`DIR/state/<id>`); a Redis job may run on
 /// another machine, so its run's state dir goes at the run's end.
 pub fn keeps_state_dir(target: &QueueTarget) -> bool {
     matches!(target.place, Place::Dir(_))
 }
 
-/// The state dir of job `id`'s queueing run (mode 0700): `DIR/state/<id>`,
-/// or for a Redis queue a `retry-*` dir in TMPDIR. The caller removes it
-/// at the run's end unless the job is queued in a directory.
-pub fn state_dir(target: &QueueTarget, id: &str) -> Result<PathBuf, Error> {
+/// The `--temp-state` dir of job `id`'s queueing run in a directory queue:
+/// `DIR/state/<id>` (mode 0700), which the caller removes at the run's end
+/// unless the job is queued. `None` for a Redis queue (the run's dir is an
+/// ordinary one in TMPDIR).
+pub fn state_dir(target: &QueueTarget, id: &str) -> Result<Option<PathBuf>, Error> {
     let dir = match &target.place {
         Place::Dir(dir) => dir,
-        Place::Redis(_) => return Ok(crate::tmp::state_dir("cannot create the state directory")?.keep()),
+        Place::Redis(_) => return Ok(None),
     };
     let parent = dir.join("state");
     let err = |e| Error::io(format!("cannot create the job's state directory in '{}'", parent.display()), e);
@@ -157,7 +160,7 @@ pub fn state_dir(target: &QueueTarget, id: &str) -> Result<PathBuf, Error> {
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir_in(&parent)
         .map_err(err)?;
-    Ok(tmp.keep())
+    Ok(Some(tmp.keep()))
 }
 
 /// Before the first attempt of a `--queue` run on Redis: can the queue
@@ -471,9 +474,16 @@ impl<S: Store> Drain<'_, S> {
             ));
             None
         };
-        // The job's own --state-dir, else the one the queue keeps for it.
-        let state_dir = cfg.state_dir.clone().unwrap_or_else(|| claim.state_dir());
-        crate::tmp::make_state_dir(&state_dir)?;
+        // The job's own --state-dir, else with --temp-state the one the
+        // queue keeps for it; else none.
+        let state_dir = match (&cfg.state_dir, cfg.temp_state) {
+            (Some(dir), _) => Some(dir.clone()),
+            (None, true) => Some(claim.state_dir()),
+            (None, false) => None,
+        };
+        if let Some(dir) = &state_dir {
+            crate::tmp::make_state_dir(dir)?;
+        }
         let start = Start {
             resume: Resume {
                 attempts: job.attempts,
@@ -486,7 +496,7 @@ impl<S: Store> Drain<'_, S> {
             env: claim.env(),
             cwd,
             stdin: Some(stdin),
-            state_dir: Some(state_dir),
+            state_dir,
         };
         let mut outcome = run::run(&cfg, start, self.signals, &report)?;
         for warning in self.store.take_warnings() {

@@ -91,6 +91,8 @@ pub struct Options {
     pub stdin: &'static str,
     pub foreground: bool,
     pub state_dir: Option<String>,
+    /// `--temp-state`.
+    pub temp_state: bool,
     /// `quiet`, `normal` or `verbose`.
     pub verbosity: &'static str,
     pub log_format: &'static str,

@@ -252,7 +252,7 @@ fn attempts_see_retry_variables_and_nested_values_win() {
     t.retry()
         .env("RETRY_ATTEMPT", "99")
         .env("RETRY_MAX_ATTEMPTS", "99")
-        .args(["-n", "2", "--wait", "1ms"])
+        .args(["-n", "2", "--wait", "1ms", "--temp-state"])
         .arg(fixture("record-env.sh"))
         .arg(&out)
         .arg("7")
@@ -297,10 +297,58 @@ fn state_dir_is_created_0700_and_kept() {
 }
 
 #[test]
+fn a_run_without_a_state_dir_sets_none_and_needs_no_tmpdir() {
+    let t = T::new();
+    let out = t.path("env");
+    for tmpdir in [t.path("missing"), std::path::PathBuf::from("/proc")] {
+        t.retry()
+            .env("TMPDIR", &tmpdir)
+            .args(["-n", "1", "--wait", "1ms"])
+            .arg(fixture("record-env.sh"))
+            .arg(&out)
+            .arg("0")
+            .assert()
+            .code(0)
+            .stderr("");
+    }
+    let lines = t.lines("env");
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines.iter().all(|l| l.starts_with("attempt=1 max=2 last= dir=") && l.ends_with("dir=")),
+        "{lines:?}"
+    );
+    // And `retry -- true` with a TMPDIR that cannot be used at all.
+    t.retry().env("TMPDIR", "/nonexistent").args(["--", "true"]).assert().code(0).stderr("");
+}
+
+#[test]
+fn temp_state_gives_a_private_dir_that_goes_at_the_end_and_conflicts_with_state_dir() {
+    let t = T::new();
+    let out = t.retry()
+        .args(["-n", "1", "--wait", "1ms", "--temp-state", "--", "sh", "-c"])
+        .arg("stat -c %a \"$RETRY_STATE_DIR\"; echo \"$RETRY_STATE_DIR\"; touch \"$RETRY_STATE_DIR/x\"; exit 1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!((lines[0], lines[2]), ("700", "700"), "{lines:?}");
+    assert_eq!(lines[1], lines[3], "one dir for the whole run");
+    assert!(lines[1].starts_with(path_str(&t.path("tmp/retry-"))), "{}", lines[1]);
+    assert!(!std::path::Path::new(lines[1]).exists(), "removed at the end, with what the attempts left");
+    t.retry()
+        .args(["--temp-state", "--state-dir", "s", "true"])
+        .assert()
+        .code(125)
+        .stderr(predicate::str::contains("--temp-state"));
+}
+
+#[test]
 fn an_unwritable_tmpdir_is_125_before_any_attempt() {
     let t = T::new();
     t.retry()
         .env("TMPDIR", t.path("missing"))
+        .arg("--temp-state")
         .args(fail_times(&t, 0, 0))
         .assert()
         .code(125)

@@ -93,7 +93,18 @@ fn a_job_queued_on_one_machine_runs_on_another() {
         .current_dir(&a)
         .env("TOKEN", "from-a")
         .env("SHELL_NAME", "a-only")
-        .args(["-n", "0", "--wait", "0", "--queue-env", "TOKEN", "--queue", &q(&server), "--"])
+        .args([
+            "-n",
+            "0",
+            "--wait",
+            "0",
+            "--temp-state",
+            "--queue-env",
+            "TOKEN",
+            "--queue",
+            &q(&server),
+            "--",
+        ])
         .args(sh(script))
         .assert()
         .code(75)

@@ -464,7 +464,8 @@ fn an_unusable_tmpdir_is_125_before_the_first_attempt() {
     let t = T::new();
     std::fs::write(t.path("file"), "").unwrap();
     for tmpdir in [t.path("missing"), t.path("file")] {
-        for capture in [&["--stdout", "final"][..], &["--stdin", "replay"], &[]] {
+        // The three things that need TMPDIR (a run without them needs none).
+        for capture in [&["--stdout", "final"][..], &["--stdin", "replay"], &["--temp-state"]] {
             t.retry()
                 .env("TMPDIR", &tmpdir)
                 .args(["-n", "3"])
@@ -485,7 +486,10 @@ fn the_state_dir_is_private_whatever_the_umask() {
     let t = T::new();
     let out = StdCommand::new("sh")
         .arg("-c")
-        .arg(format!("umask 000; exec {} -n 0 -- sh -c 'stat -c %a \"$RETRY_STATE_DIR\"'", path_str(&bin())))
+        .arg(format!(
+            "umask 000; exec {} -n 0 --temp-state -- sh -c 'stat -c %a \"$RETRY_STATE_DIR\"'",
+            path_str(&bin())
+        ))
         .env("TMPDIR", t.path("tmp"))
         .output()
         .unwrap();
@@ -503,7 +507,21 @@ fn a_nested_retry_sets_its_own_variables() {
         .env("RETRY_LAST_STATUS", "42")
         .env("RETRY_MAX_ATTEMPTS", "7")
         .env("RETRY_STATE_DIR", "/nonexistent")
-        .args(["-q", "-n", "1", "--wait", "1ms", "--", path_str(&bin()), "-q", "-n", "2", "--wait", "1ms"])
+        .args([
+            "-q",
+            "-n",
+            "1",
+            "--wait",
+            "1ms",
+            "--",
+            path_str(&bin()),
+            "-q",
+            "-n",
+            "2",
+            "--wait",
+            "1ms",
+            "--temp-state",
+        ])
         .args(sh(inner))
         .assert()
         .code(3);

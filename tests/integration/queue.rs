@@ -78,7 +78,7 @@ fn a_queued_job_is_drained_to_success_and_removed() {
     let t = T::new();
     let script = "echo \"$RETRY_ATTEMPT\" >> runs; [ \"$RETRY_ATTEMPT\" -ge 3 ]";
     t.retry()
-        .args(["-n", "1", "--wait", "1ms", "--queue", &q(&t), "--"])
+        .args(["-n", "1", "--wait", "1ms", "--temp-state", "--queue", &q(&t), "--"])
         .args(sh(script))
         .assert()
         .code(75)
@@ -184,13 +184,13 @@ fn a_permanent_failure_in_a_drain_is_a_dead_letter() {
 fn a_permanent_failure_is_not_queued() {
     let t = T::new();
     t.retry()
-        .args(["-n", "3", "--wait", "1ms", "--stop-on-exit", "3", "--queue", &q(&t), "--"])
+        .args(["-n", "3", "--wait", "1ms", "--stop-on-exit", "3", "--temp-state", "--queue", &q(&t), "--"])
         .args(sh("echo run >> runs; exit 3"))
         .assert()
         .code(3)
         .stderr(predicate::str::contains("queued").not());
     assert_eq!(t.runs("runs"), 1);
-    t.retry().args(["--queue", &q(&t), "no-such-command-xyz"]).assert().code(127);
+    t.retry().args(["--temp-state", "--queue", &q(&t), "no-such-command-xyz"]).assert().code(127);
     assert!(jobs_in(&t.path("q")).is_empty());
     assert!(std::fs::read_dir(t.path("q/state")).unwrap().next().is_none(), "no state dir left behind");
     // A success is not queued either.
@@ -235,7 +235,7 @@ fn a_drained_job_keeps_its_directory_environment_counters_and_state_dir() {
     t.retry()
         .current_dir(&work)
         .env("FOO", "queued")
-        .args(["-n", "0", "--wait", "0", "--queue", &q(&t), "--"])
+        .args(["-n", "0", "--wait", "0", "--temp-state", "--queue", &q(&t), "--"])
         .args(sh(script))
         .assert()
         .code(75);
@@ -492,7 +492,7 @@ fn the_queue_directory_is_private_and_refused_when_not() {
 }
 
 fn enqueue_in(t: &T, dir: &Path) {
-    t.retry().args(["-n", "0", "--queue", path_str(dir), "false"]).assert().code(75);
+    t.retry().args(["-n", "0", "--temp-state", "--queue", path_str(dir), "false"]).assert().code(75);
 }
 
 #[test]
@@ -638,4 +638,15 @@ fn a_drain_honours_a_jobs_open_circuit_and_reschedules_it_to_the_cooldowns_end()
     assert_eq!(job["attempts"], 1);
     let due = seconds_until(job["next_due"].as_str().unwrap());
     assert!((3500..=3600).contains(&due), "due in {due}s");
+}
+
+#[test]
+fn a_job_queued_without_a_state_dir_has_none_when_drained() {
+    let t = T::new();
+    let script =
+        "echo \"attempt=$RETRY_ATTEMPT dir=${RETRY_STATE_DIR-unset}\" >> log; [ \"$RETRY_ATTEMPT\" -ge 2 ]";
+    t.retry().args(["-n", "0", "--wait", "0", "--queue", &q(&t), "--"]).args(sh(script)).assert().code(75);
+    assert!(!t.path("q/state").exists(), "nothing made for a state dir");
+    drain(&t, &[]).code(0);
+    assert_eq!(t.lines("log"), ["attempt=1 dir=unset", "attempt=2 dir=unset"]);
 }

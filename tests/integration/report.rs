@@ -208,10 +208,15 @@ fn json_warning_and_on_retry_failed_events() {
 
 #[test]
 fn json_run_time_error_is_an_error_event() {
-    // A TMPDIR that does not exist: retry's own failure, after parsing.
+    // A TMPDIR that does not exist for --temp-state: retry's own failure,
+    // after parsing.
     let t = T::new();
-    let out =
-        t.retry().env("TMPDIR", t.path("missing")).args(["--log-format", "json", "true"]).output().unwrap();
+    let out = t
+        .retry()
+        .env("TMPDIR", t.path("missing"))
+        .args(["--log-format", "json", "--temp-state", "true"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(125));
     let ev = events(&out.stderr);
     assert_eq!(kinds(&ev), ["error"]);

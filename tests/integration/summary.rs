@@ -248,7 +248,11 @@ fn summary_of_an_attempt_interrupted_by_a_forwarded_signal() {
 fn summary_of_retrys_own_error() {
     let t = T::new();
     let file = target(&t);
-    t.retry().env("TMPDIR", t.path("missing")).args(["--summary", &file, "true"]).assert().code(125);
+    t.retry()
+        .env("TMPDIR", t.path("missing"))
+        .args(["--summary", &file, "--temp-state", "true"])
+        .assert()
+        .code(125);
     let doc = summary(&t);
     assert_eq!(doc["outcome"], "error");
     assert_eq!(doc["status"], 125);
