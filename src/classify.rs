@@ -2,7 +2,7 @@
 //! rules in force give a [`Verdict`] with the reason a rule matched
 //! (SPEC "Is a failure retried" and its Edge rules).
 
-use crate::parse::CodeSet;
+use crate::parse::{CodeSet, SignalSet, signal_name};
 use crate::status::Status;
 
 /// The rules from the command line.
@@ -10,6 +10,9 @@ use crate::status::Status;
 pub struct Rules {
     pub retry_on_exit: Option<CodeSet>,
     pub stop_on_exit: Option<CodeSet>,
+    /// `--retry-on-signal`, `--stop-on-signal`: deaths by signal only.
+    pub retry_on_signal: Option<SignalSet>,
+    pub stop_on_signal: Option<SignalSet>,
     pub retry_on_stdout: bool,
     pub retry_on_stderr: bool,
     pub retry_if: bool,
@@ -90,6 +93,11 @@ pub fn classify(facts: &Facts, rules: &Rules) -> Verdict {
             }
         }
     }
+    if let (Status::Signaled(sig), Some(set)) = (status, &rules.stop_on_signal) {
+        if set.contains(sig) {
+            return Verdict::Stop(format!("{} is in --stop-on-signal", signal_name(sig)));
+        }
+    }
     let retry_if_said = |facts: &Facts| match &facts.retry_if {
         Some(Ok(())) => Some(Ok("--retry-if held".to_string())),
         Some(Err(why)) => Some(Err(format!("--retry-if did not hold: {why}"))),
@@ -103,14 +111,22 @@ pub fn classify(facts: &Facts, rules: &Rules) -> Verdict {
             None => Verdict::Retry(None),
         };
     }
-    let any_rule =
-        rules.retry_on_exit.is_some() || rules.retry_on_stdout || rules.retry_on_stderr || rules.retry_if;
+    let any_rule = rules.retry_on_exit.is_some()
+        || rules.retry_on_signal.is_some()
+        || rules.retry_on_stdout
+        || rules.retry_on_stderr
+        || rules.retry_if;
     if !any_rule {
         return Verdict::Retry(None);
     }
     if let Some(set) = &rules.retry_on_exit {
         if set.contains(code) {
             return Verdict::Retry(Some(format!("status {code} is in --retry-on-exit")));
+        }
+    }
+    if let (Status::Signaled(sig), Some(set)) = (status, &rules.retry_on_signal) {
+        if set.contains(sig) {
+            return Verdict::Retry(Some(format!("{} is in --retry-on-signal", signal_name(sig))));
         }
     }
     if let Some(re) = &facts.stdout_retry {
@@ -141,10 +157,13 @@ pub fn retry_if_needed(facts: &Facts, rules: &Rules) -> bool {
         return !facts.validation.is_empty() && facts.stdout_stop.is_none() && facts.stderr_stop.is_none();
     }
     let code = status.code();
+    let signal = |set: Option<SignalSet>| matches!(status, Status::Signaled(sig) if set.is_some_and(|s| s.contains(sig)));
     let stopped = facts.stdout_stop.is_some()
         || facts.stderr_stop.is_some()
-        || rules.stop_on_exit.is_some_and(|s| s.contains(code));
+        || rules.stop_on_exit.is_some_and(|s| s.contains(code))
+        || signal(rules.stop_on_signal);
     let retried = rules.retry_on_exit.is_some_and(|s| s.contains(code))
+        || signal(rules.retry_on_signal)
         || facts.stdout_retry.is_some()
         || facts.stderr_retry.is_some();
     !stopped && !retried
@@ -261,5 +280,34 @@ mod tests {
         v.validation = vec!["x".into()];
         assert!(retry_if_needed(&v, &rules));
         assert!(!retry_if_needed(&facts(Status::Exited(8)), &Rules::default()));
+    }
+
+    #[test]
+    fn signal_rules_judge_deaths_by_signal_only() {
+        let sigs = |t: &str| Some(crate::parse::signals(t).unwrap());
+        let retry_kill = Rules { retry_on_signal: sigs("KILL"), ..Rules::default() };
+        assert_eq!(word(&facts(Status::Signaled(9)), &retry_kill), "retry");
+        // An exit status of 137 is not a death by SIGKILL; nor is a timeout.
+        assert_eq!(word(&facts(Status::Exited(137)), &retry_kill), "stop");
+        assert_eq!(word(&facts(Status::TimedOut), &retry_kill), "stop");
+        assert_eq!(word(&facts(Status::Signaled(15)), &retry_kill), "stop");
+        let v = classify(&facts(Status::Signaled(9)), &retry_kill);
+        assert_eq!(v.rule(), Some("SIGKILL is in --retry-on-signal"));
+        // A stop rule wins, also over an exit-code list that holds 128+N.
+        let both = Rules {
+            retry_on_exit: Some(codes("137").unwrap()),
+            stop_on_signal: sigs("KILL"),
+            ..Rules::default()
+        };
+        assert_eq!(word(&facts(Status::Signaled(9)), &both), "stop");
+        assert_eq!(word(&facts(Status::Exited(137)), &both), "retry");
+        // Without retry rules a signal death is retried; --stop-on-signal stops it.
+        let stop_segv = Rules { stop_on_signal: sigs("SEGV"), ..Rules::default() };
+        assert_eq!(word(&facts(Status::Signaled(11)), &stop_segv), "stop");
+        assert_eq!(word(&facts(Status::Signaled(9)), &stop_segv), "retry");
+        // --retry-if is not needed when a signal rule decided.
+        let with_if = Rules { retry_if: true, ..retry_kill };
+        assert!(!retry_if_needed(&facts(Status::Signaled(9)), &with_if));
+        assert!(retry_if_needed(&facts(Status::Signaled(15)), &with_if));
     }
 }

@@ -190,6 +190,14 @@ pub struct Cli {
     #[arg(allow_hyphen_values = true, long, value_enum, value_name = "ALGO", help_heading = "Backoff")]
     pub algo: Option<Algo>,
 
+    /// A fixed list of delays: the k-th before retry k, the last one repeating
+    ///
+    /// Replaces --algo, --wait and --multiplier (not given together); --max-wait and --jitter
+    /// still apply. Example: --delays 1s,5s,30s,2m
+    #[arg(allow_hyphen_values = true, long, value_name = "LIST", value_parser = parse::delays,
+          conflicts_with_all = ["algo", "wait", "multiplier"], help_heading = "Backoff")]
+    pub delays: Option<parse::Delays>,
+
     /// Base delay w of the backoff; 0 = no delay [default: 1s]
     #[arg(allow_hyphen_values = true, short = 'w', long, value_name = "DURATION", value_parser = parse::duration,
           help_heading = "Backoff")]
@@ -217,6 +225,41 @@ pub struct Cli {
     #[arg(allow_hyphen_values = true, long, value_name = "DURATION", value_parser = parse::duration, help_heading = "Backoff")]
     pub reset_after: Option<Duration>,
 
+    /// The server decides the wait: read it from the last output line matching REGEX
+    ///
+    /// The failed attempt's stderr (and stdout, when it is captured anyway) is scanned line
+    /// by line; the last line that matched gives the hint, from its first capture group (the
+    /// whole match without one): seconds (Retry-After: 120), a DURATION, an HTTP-date, an RFC
+    /// 3339 time, or a Unix time (X-RateLimit-Reset). The sleep is then exactly until that
+    /// moment: no jitter, not capped by --max-wait; a hint past --max-time ends the run at once
+    /// (deadline); with --queue the job is due at that moment. A line that cannot be read as a
+    /// hint is logged and the schedule's delay is used. It does not make a failure retryable.
+    /// Repeatable. Example: retry --wait-from '(?i)^retry-after:\s*(.+)$' -- curl -fsS -D
+    /// /dev/stderr https://api.example/x
+    #[arg(allow_hyphen_values = true, long, value_name = "REGEX", action = ArgAction::Append,
+          help_heading = "Backoff")]
+    pub wait_from: Vec<String>,
+
+    /// Try alternatives before waiting: attempt k gets NAME set to the k-th value, in turn
+    ///
+    /// The attempts of one cycle through the values run back to back; the backoff schedule
+    /// advances once per cycle. Several --rotate options advance together and need the same
+    /// number of values. -n still counts attempts; --dry-run shows each attempt's value.
+    /// Example: retry -n 8 --rotate MIRROR=https://a.example,https://b.example -- sh -c 'curl
+    /// -fsS "$MIRROR/pkg.tar.gz" -o pkg.tar.gz'
+    #[arg(allow_hyphen_values = true, long, value_name = "NAME=V1,V2,...", value_parser = parse::rotation,
+          action = ArgAction::Append, help_heading = "Backoff")]
+    pub rotate: Vec<parse::Rotation>,
+
+    /// An attempt that changed its state dir does not use up the budget
+    ///
+    /// Progress: a file or directory under RETRY_STATE_DIR was created, removed, or changed in
+    /// size or modification time (up to 10,000 entries are compared). After such an attempt
+    /// the schedule starts over (the next sleep is the first delay) and the attempt does not
+    /// count against -n; --max-time still bounds the run. Needs --state-dir or --temp-state.
+    /// Example: retry -n 3 --temp-state --reset-on-progress -- ./resumable-download.sh
+    #[arg(long, help_heading = "Backoff")]
+    pub reset_on_progress: bool,
     /// Sleep a random time in [0, DURATION] before the first attempt
     ///
     /// Spreads cron jobs of a fleet that all start on the same second.
@@ -246,6 +289,15 @@ pub struct Cli {
     #[arg(allow_hyphen_values = true, long, value_name = "CMD", help_heading = "Backoff")]
     pub on_retry: Option<OsString>,
 
+    /// Run `sh -c CMD` once when the run gives up (attempts exhausted, a stop rule, --max-time)
+    ///
+    /// After the last attempt, before retry exits, with the RETRY_* variables of the last
+    /// attempt plus RETRY_OUTCOME (exhausted, stopped or deadline); not on success, on a
+    /// signal, when the circuit is open or when the job is queued. Bounded by --timeout, else
+    /// 60s; its failure is logged and never changes retry's exit status. Example:
+    /// --on-give-up 'notify-send "backup failed after $RETRY_ATTEMPT attempts"'
+    #[arg(allow_hyphen_values = true, long, value_name = "CMD", help_heading = "Backoff")]
+    pub on_give_up: Option<OsString>,
     // ----- Which failures are retried -----
     /// Retry only these statuses, e.g. 1,7,75-78,124
     ///
@@ -260,6 +312,20 @@ pub struct Cli {
           help_heading = "Which failures are retried")]
     pub stop_on_exit: Vec<parse::CodeSet>,
 
+    /// Retry an attempt that died of one of these signals, e.g. KILL,TERM,SEGV
+    ///
+    /// Only a real death by signal: not an exit status of 128+N, and not an attempt that retry
+    /// itself killed for --timeout or --max-time (status 124). Combines with the other
+    /// --retry-on-* rules (any one that matches makes the failure retryable).
+    /// Example: --retry-on-signal KILL (the OOM killer)
+    #[arg(allow_hyphen_values = true, long, value_name = "SIGS", value_parser = parse::signals,
+          action = ArgAction::Append, help_heading = "Which failures are retried")]
+    pub retry_on_signal: Vec<parse::SignalSet>,
+
+    /// Never retry an attempt that died of one of these signals (wins over every retry rule)
+    #[arg(allow_hyphen_values = true, long, value_name = "SIGS", value_parser = parse::signals,
+          action = ArgAction::Append, help_heading = "Which failures are retried")]
+    pub stop_on_signal: Vec<parse::SignalSet>,
     /// Retry only if a line of the attempt's stderr matched REGEX (repeatable)
     #[arg(allow_hyphen_values = true, long, value_name = "REGEX", action = ArgAction::Append,
           help_heading = "Which failures are retried")]
@@ -554,6 +620,21 @@ pub struct Cli {
           help_heading = "Durable queue")]
     pub max_age: Option<Duration>,
 
+    /// With --drain: run `sh -c CMD` for each job this drain moves to the dead letters
+    ///
+    /// Its environment has RETRY_JOB_ID, RETRY_JOB_REASON, RETRY_JOB_ARGV (a JSON array),
+    /// RETRY_JOB_ATTEMPTS and RETRY_QUEUE (the queue, password masked). Bounded by 60s; its
+    /// failure is logged and never changes the drain's exit status; it runs at most once per
+    /// dead job. Example: retry --drain q --on-dead 'mail -s "job $RETRY_JOB_ID died:
+    /// $RETRY_JOB_REASON" ops@example.org < /dev/null'
+    #[arg(
+        allow_hyphen_values = true,
+        long,
+        value_name = "CMD",
+        requires = "drain",
+        help_heading = "Durable queue"
+    )]
+    pub on_dead: Option<OsString>,
     /// The command to run, then its arguments (no shell; use `sh -c '...'` for one)
     #[arg(value_name = "COMMAND", trailing_var_arg = true,
           required_unless_present_any = ["dry_run", "drain", "list"])]

@@ -93,7 +93,19 @@ pub enum Event<'a> {
         verdict: Verdict,
         reason: &'a Option<String>,
         delay_ms: Option<u64>,
+        /// The sleep a `--wait-from` hint set.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hint_ms: Option<u64>,
+        /// With `--reset-on-progress`: did it change its state dir?
+        #[serde(skip_serializing_if = "Option::is_none")]
+        progress: Option<bool>,
     },
+    /// A `--wait-from` regex matched text that is not a wait.
+    HintUnreadable { attempt: u32, text: &'a str },
+    /// `--on-give-up` failed (it does not change the status).
+    OnGiveUpFailed { status: u8, reason: String },
+    /// `--on-dead` failed for a dead job (it does not change the status).
+    OnDeadFailed { id: String, status: u8, reason: String },
     /// The run ended.
     Done {
         outcome: &'a str,
@@ -303,6 +315,8 @@ impl Reporter {
             verdict: r.verdict,
             reason: &r.reason,
             delay_ms: r.delay.map(ms),
+            hint_ms: r.hint.map(ms),
+            progress: r.progress,
         };
         if let Some(summary) = &self.summary {
             summary.borrow_mut().attempt(r.clone());
@@ -400,6 +414,31 @@ impl Reporter {
             Some(text.clone()),
             Some(("warning", text)),
         );
+    }
+
+    /// `--wait-from` matched `text` in attempt `attempt`'s output, which
+    /// is not a wait: the schedule's delay is used (text with `-v`).
+    pub fn hint_unreadable(&self, attempt: u32, text: &str) {
+        let line = self.verbose().then(|| {
+            format!(
+                "attempt {attempt}: cannot read '{text}' as a wait (--wait-from); using the backoff delay"
+            )
+        });
+        if line.is_some() || self.format == Format::Json {
+            self.emit(&Event::HintUnreadable { attempt, text }, line, None);
+        }
+    }
+
+    pub fn on_give_up_failed(&self, status: u8, reason: String) {
+        let text = format!("--on-give-up failed: {reason}");
+        self.emit(&Event::OnGiveUpFailed { status, reason }, Some(text.clone()), Some(("warning", text)));
+    }
+
+    /// `--on-dead` failed for job `id` (a `for_job` reporter).
+    pub fn on_dead_failed(&self, status: u8, reason: String) {
+        let text = format!("--on-dead failed: {reason}");
+        let id = self.job.clone().unwrap_or_default();
+        self.emit(&Event::OnDeadFailed { id, status, reason }, Some(text.clone()), Some(("warning", text)));
     }
 
     pub fn warning(&self, message: String) {

@@ -37,10 +37,11 @@ use crate::sys;
 mod attempt;
 pub mod coord;
 pub mod decide;
+mod progress;
 
 use attempt::Attempt;
 use coord::{Coordination, Gate};
-use decide::{After, Decision, Limits, decide, ends_after};
+use decide::{After, Decision, Limits, Plan, decide, ends_after};
 
 /// Stdout larger than this is not parsed for `--until`.
 pub const UNTIL_LIMIT: u64 = 64 << 20;
@@ -222,8 +223,13 @@ impl<'a> Run<'a> {
         let mut program = Program::new(&cfg.command, path.as_deref())
             .map_err(|e| Error::usage("COMMAND", lossy(cfg.command.first()), e.to_string()))?;
         program.cwd = start.cwd.and_then(|d| CString::new(d.into_os_string().into_vec()).ok());
-        let scanner =
-            |patterns: Vec<regex::bytes::Regex>| (!patterns.is_empty()).then(|| Scanner::new(patterns));
+        // `--wait-from` reads stderr always, stdout when it is captured anyway.
+        let hints: Vec<_> = cfg.wait_from.iter().map(|p| p.regex.clone()).collect();
+        let stdout_hints =
+            if matches!(cfg.stdout, Stdout::Captured { .. }) { hints.clone() } else { Vec::new() };
+        let scanner = |patterns: Vec<regex::bytes::Regex>, hints: Vec<regex::bytes::Regex>| {
+            (!patterns.is_empty() || !hints.is_empty()).then(|| Scanner::new(patterns).with_hints(hints))
+        };
         let stdout_patterns: Vec<_> = cfg
             .stdout_rules
             .retry
@@ -243,8 +249,8 @@ impl<'a> Run<'a> {
             program,
             env: start.env,
             state_dir: start.state_dir,
-            stdout_scanner: scanner(stdout_patterns),
-            stderr_scanner: scanner(stderr_patterns),
+            stdout_scanner: scanner(stdout_patterns, stdout_hints),
+            stderr_scanner: scanner(stderr_patterns, hints),
             stdout_tail: (tails && matches!(cfg.stdout, Stdout::Captured { .. })).then(Tail::default),
             stderr_tail: tails.then(Tail::default),
             stdout_spool,
@@ -278,8 +284,16 @@ impl<'a> Run<'a> {
         }
         let (backoff_rng, mut splay_rng) = rngs(cfg.seed);
         let (k, prev) = self.resume.position;
-        let mut schedule = Schedule::resume(cfg.backoff, backoff_rng, k, prev);
-        let limits = Limits { attempts: cfg.attempts, this_run: self.limit, reset_after: cfg.reset_after };
+        let mut plan = Plan::new(Schedule::resume(cfg.backoff.clone(), backoff_rng, k, prev), cfg.cycle());
+        let limits = Limits {
+            attempts: cfg.attempts,
+            this_run: self.limit,
+            reset_after: cfg.reset_after,
+            reset_on_progress: cfg.reset_on_progress,
+        };
+        // Attempts of this run that count against -n (not those that made
+        // progress, with --reset-on-progress).
+        let mut counted = 0u32;
         if cfg.jitter_ignored() {
             self.report.warning("--jitter has no effect with --algo decorrelated".to_string());
         }
@@ -312,7 +326,22 @@ impl<'a> Run<'a> {
                     return Ok(ending);
                 }
             }
+            let watched = self.state_dir.clone().filter(|_| cfg.reset_on_progress);
+            let before = watched.as_deref().map(progress::Snapshot::of);
             let attempt = self.attempt(n, ending.last.or(self.resume.last))?;
+            let progress = match (watched, before) {
+                (Some(dir), Some(before)) => Some(progress::Snapshot::of(&dir) != before),
+                _ => None,
+            };
+            counted += u32::from(progress != Some(true));
+            let hint = match &attempt.hint {
+                Some(Ok(wait)) => Some(*wait),
+                Some(Err(text)) => {
+                    self.report.hint_unreadable(n, text);
+                    None
+                }
+                None => None,
+            };
             ending.attempts = this;
             ending.last = Some(attempt.status);
             ending.validation_failed = !attempt.facts.validation.is_empty();
@@ -322,21 +351,24 @@ impl<'a> Run<'a> {
                 interrupted: attempt.finished.and_then(|f| f.interrupted).or_else(|| self.signals.first()),
                 number: n,
                 this_run: this,
+                counted,
+                progress: progress == Some(true),
+                hint,
                 ran: attempt.duration(),
                 // Looked at only when it matters: one system call.
                 stdout_closed: verdict == crate::record::Verdict::Retry && self.stdout_closed(&attempt),
                 time_left: self.deadline.map(|d| d.saturating_duration_since(attempt.ended)),
             };
-            let decision = decide(&after, &limits, &mut schedule);
-            if let Decision::Retry { delay } | Decision::GiveUp { delay, .. } = decision {
+            let decision = decide(&after, &limits, &mut plan);
+            if let Decision::Retry { delay, .. } | Decision::GiveUp { delay, .. } = decision {
                 self.next_delay = Some(delay);
-                self.position = schedule.position();
+                self.position = plan.position();
             }
             self.cut_off =
                 attempt.status == Status::TimedOut && self.deadline.is_some_and(|d| attempt.ended >= d);
-            self.record(n, &attempt, &decision);
+            self.record(n, &attempt, &decision, progress);
             match decision {
-                Decision::Retry { delay } => {
+                Decision::Retry { delay, .. } => {
                     if let Some(signal) = self.on_retry(n, attempt.status) {
                         ending.end = End::Interrupted { signal, during_sleep: true };
                         return Ok(ending);
@@ -359,7 +391,7 @@ impl<'a> Run<'a> {
     }
 
     /// Keeps the attempt's record and reports it.
-    fn record(&mut self, n: u32, attempt: &Attempt, decision: &Decision) {
+    fn record(&mut self, n: u32, attempt: &Attempt, decision: &Decision, progress: Option<bool>) {
         let failure = self.failure(attempt);
         let rule = attempt.verdict.rule();
         let (exit_code, signal) = attempt.exit_parts();
@@ -377,6 +409,8 @@ impl<'a> Run<'a> {
             verdict: attempt.verdict.verdict(),
             reason: crate::record::reason(&failure, rule),
             delay: decision.delay(),
+            hint: decision.hinted_delay(),
+            progress,
         };
         self.report.attempt(&crate::report::Attempted {
             record: &record,
@@ -435,6 +469,13 @@ impl<'a> Run<'a> {
         ];
         // Values come from numbers and a path without NUL bytes.
         env.extend(vars.iter().filter_map(|(name, value)| environ::entry(name.as_bytes(), value)));
+        // --rotate: this attempt's values (after retry's own environment,
+        // so they win over a variable of the same name).
+        env.extend(
+            self.cfg
+                .rotation_of(n)
+                .filter_map(|(name, value)| environ::entry(name.as_bytes(), value.as_bytes())),
+        );
         if let Some(dir) = &self.state_dir {
             use std::os::unix::ffi::OsStrExt as _;
             env.extend(environ::entry(b"RETRY_STATE_DIR", dir.as_os_str().as_bytes()));

@@ -16,3 +16,4 @@ mod store;
 mod summary;
 mod upgrade;
 mod util;
+mod waits;
