@@ -51,6 +51,11 @@ Examples:
   Kill an attempt after 30s (its whole process group), SIGKILL it 5s later:
     $ retry -t 30s --kill-after 5s -- ./flaky-test.sh
 
+  Wait as long as the server's Retry-After says; try three mirrors before backing off:
+    $ retry --wait-from '(?i)^retry-after:\\s*(.+)$' -- curl -fsS -D /dev/stderr https://x.org
+    $ retry -n 8 --rotate MIRROR=https://a.example,https://b.example,https://c.example \\
+        -- sh -c 'curl -fsS \"$MIRROR/pkg.tar.gz\" -o pkg.tar.gz'
+
   See the delays a schedule would use, without running anything:
     $ retry --dry-run -n 6 --algo fibonacci --wait 2s
 
