@@ -20,6 +20,7 @@ complete -c retry -l splay -d 'Sleep a random time in [0, DURATION] before the f
 complete -c retry -l seed -d 'Seed the random generators: the same seed and options give the same sleeps' -r
 complete -c retry -l on-retry -d 'Run `sh -c CMD` after each failed attempt that will be retried, before the sleep' -r
 complete -c retry -l on-give-up -d 'Run `sh -c CMD` once when the run gives up (attempts exhausted, a stop rule, --max-time)' -r
+complete -c retry -l success-exit -d 'Treat these exit statuses as success too, e.g. 0,24 for rsync\'s "some files vanished"' -r
 complete -c retry -l retry-on-exit -d 'Retry only these statuses, e.g. 1,7,75-78,124' -r
 complete -c retry -l stop-on-exit -d 'Never retry these statuses (wins over every retry rule)' -r
 complete -c retry -l retry-on-signal -d 'Retry an attempt that died of one of these signals, e.g. KILL,TERM,SEGV' -r
@@ -60,6 +61,6 @@ complete -c retry -l foreground -d 'Run COMMAND in retry\'s process group, for c
 complete -c retry -l temp-state -d 'Give every attempt RETRY_STATE_DIR, a fresh private directory removed after the run'
 complete -c retry -l store-optional -d 'When the state store cannot be used, warn and run without coordination'
 complete -c retry -s q -l quiet -d 'Print nothing but errors about retry itself'
-complete -c retry -s v -l verbose -d 'Also print the command, each attempt\'s start and the rule that decided'
+complete -c retry -s v -l verbose -d 'Also print the command, each attempt\'s start and the rule that decided (-vv: more)'
 complete -c retry -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c retry -s V -l version -d 'Print version'

@@ -129,7 +129,7 @@ fn run_to_end(cfg: &Config, signals: &mut Signals, report: &Reporter) -> Result<
             }
         }
     }
-    report.done(&outcome.ending, begin.elapsed(), cfg.attempts);
+    report.done(&outcome.ending, begin.elapsed(), cfg.attempts, outcome.no_start.as_deref());
     on_give_up(cfg, &outcome.ending, state_dir.as_deref(), signals, report);
     Ok((outcome.ending, kept))
 }

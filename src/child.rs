@@ -67,6 +67,18 @@ impl Program {
     }
 }
 
+impl Program {
+    /// The first candidate path that is a regular file: where a failed
+    /// exec found something (to explain a missing `#!` interpreter).
+    pub fn found(&self) -> Option<std::path::PathBuf> {
+        use std::os::unix::ffi::OsStrExt as _;
+        self.candidates
+            .iter()
+            .map(|c| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(c.as_bytes())))
+            .find(|p| p.is_file())
+    }
+}
+
 /// Where a standard descriptor of the child comes from.
 #[derive(Clone, Copy, Debug)]
 pub enum Stdio {

@@ -8,6 +8,8 @@ use crate::status::Status;
 /// The rules from the command line.
 #[derive(Clone, Debug, Default)]
 pub struct Rules {
+    /// `--success-exit`: statuses besides 0 that count as a success.
+    pub success: Option<CodeSet>,
     pub retry_on_exit: Option<CodeSet>,
     pub stop_on_exit: Option<CodeSet>,
     /// `--retry-on-signal`, `--stop-on-signal`: deaths by signal only.
@@ -16,6 +18,17 @@ pub struct Rules {
     pub retry_on_stdout: bool,
     pub retry_on_stderr: bool,
     pub retry_if: bool,
+}
+
+impl Rules {
+    /// Is `status` a success status: 0, or one `--success-exit` lists?
+    pub fn is_success(&self, status: Status) -> bool {
+        match status {
+            Status::Exited(0) => true,
+            Status::Exited(code) => self.success.is_some_and(|s| s.contains(code)),
+            Status::Signaled(_) | Status::TimedOut | Status::NotFound | Status::CannotExecute => false,
+        }
+    }
 }
 
 /// What one attempt did, as far as the rules care.
@@ -70,7 +83,7 @@ pub fn classify(facts: &Facts, rules: &Rules) -> Verdict {
     let Some(status) = facts.status else {
         return Verdict::Stop("no attempt ran".to_string());
     };
-    let exited_zero = status == Status::Exited(0);
+    let exited_zero = rules.is_success(status);
     if exited_zero && facts.validation.is_empty() {
         return Verdict::Success;
     }
@@ -152,7 +165,7 @@ pub fn retry_if_needed(facts: &Facts, rules: &Rules) -> bool {
     if !rules.retry_if || status.is_spawn_failure() {
         return false;
     }
-    let exited_zero = status == Status::Exited(0);
+    let exited_zero = rules.is_success(status);
     if exited_zero {
         return !facts.validation.is_empty() && facts.stdout_stop.is_none() && facts.stderr_stop.is_none();
     }
@@ -309,5 +322,19 @@ mod tests {
         let with_if = Rules { retry_if: true, ..retry_kill };
         assert!(!retry_if_needed(&facts(Status::Signaled(9)), &with_if));
         assert!(retry_if_needed(&facts(Status::Signaled(15)), &with_if));
+    }
+
+    #[test]
+    fn success_exit_statuses_are_successes_everywhere() {
+        let rules = Rules {
+            success: Some(codes("24").unwrap()),
+            stop_on_exit: Some(codes("24").unwrap()),
+            ..Rules::default()
+        };
+        assert_eq!(word(&facts(Status::Exited(24)), &rules), "success");
+        assert_eq!(word(&facts(Status::Exited(23)), &rules), "retry");
+        // --until still applies to it; a failed validation is judged as for 0.
+        let invalid = Facts { validation: vec!["no".into()], ..facts(Status::Exited(24)) };
+        assert_eq!(word(&invalid, &rules), "retry");
     }
 }

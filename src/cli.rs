@@ -243,7 +243,7 @@ pub struct Cli {
     /// /dev/stderr https://api.example/x
     #[arg(allow_hyphen_values = true, long, value_name = "REGEX", action = ArgAction::Append,
           help_heading = "Backoff")]
-    pub wait_from: Vec<String>,
+    pub wait_from: Vec<OsString>,
 
     /// Try alternatives before waiting: attempt k gets NAME set to the k-th value, in turn
     ///
@@ -303,6 +303,15 @@ pub struct Cli {
     /// --on-give-up 'notify-send "backup failed after $RETRY_ATTEMPT attempts"'
     #[arg(allow_hyphen_values = true, long, value_name = "CMD", help_heading = "Backoff")]
     pub on_give_up: Option<OsString>,
+    /// Treat these exit statuses as success too, e.g. 0,24 for rsync's "some files vanished"
+    ///
+    /// A comma list of statuses and ranges (0 is always a success). Such a status is a success
+    /// everywhere (--until still applies to it); 124-127 and statuses above 128 cannot be
+    /// listed. Example: retry --success-exit 0,24 -- rsync -a src/ dst/
+    #[arg(allow_hyphen_values = true, long, value_name = "CODES", value_parser = parse::codes, action = ArgAction::Append,
+          help_heading = "When an attempt succeeds")]
+    pub success_exit: Vec<parse::CodeSet>,
+
     // ----- Which failures are retried -----
     /// Retry only these statuses, e.g. 1,7,75-78,124
     ///
@@ -334,22 +343,22 @@ pub struct Cli {
     /// Retry only if a line of the attempt's stderr matched REGEX (repeatable)
     #[arg(allow_hyphen_values = true, long, value_name = "REGEX", action = ArgAction::Append,
           help_heading = "Which failures are retried")]
-    pub retry_on_stderr: Vec<String>,
+    pub retry_on_stderr: Vec<OsString>,
 
     /// Retry only if a line of the attempt's stdout matched REGEX (repeatable)
     #[arg(allow_hyphen_values = true, long, value_name = "REGEX", action = ArgAction::Append,
           help_heading = "Which failures are retried")]
-    pub retry_on_stdout: Vec<String>,
+    pub retry_on_stdout: Vec<OsString>,
 
     /// A stderr line matching REGEX makes the failure permanent (repeatable)
     #[arg(allow_hyphen_values = true, long, value_name = "REGEX", action = ArgAction::Append,
           help_heading = "Which failures are retried")]
-    pub stop_on_stderr: Vec<String>,
+    pub stop_on_stderr: Vec<OsString>,
 
     /// A stdout line matching REGEX makes the failure permanent (repeatable)
     #[arg(allow_hyphen_values = true, long, value_name = "REGEX", action = ArgAction::Append,
           help_heading = "Which failures are retried")]
-    pub stop_on_stdout: Vec<String>,
+    pub stop_on_stdout: Vec<OsString>,
 
     /// Retry only if the jq EXPR is true on the attempt's context object (repeatable)
     ///
@@ -359,7 +368,7 @@ pub struct Cli {
     /// --retry-if '.status == 7 or (.stderr | test("timed out"))'
     #[arg(allow_hyphen_values = true, long, value_name = "EXPR", action = ArgAction::Append,
           help_heading = "Which failures are retried")]
-    pub retry_if: Vec<String>,
+    pub retry_if: Vec<OsString>,
 
     // ----- When an attempt succeeds -----
     /// Succeed only if the jq EXPR is true on the attempt's stdout as JSON (repeatable)
@@ -370,12 +379,12 @@ pub struct Cli {
     /// $attempt (1-based) and $elapsed (seconds) are bound. Example: --until '.status == "ok"'
     #[arg(allow_hyphen_values = true, long, value_name = "EXPR", action = ArgAction::Append,
           help_heading = "When an attempt succeeds")]
-    pub until: Vec<String>,
+    pub until: Vec<OsString>,
 
     /// Succeed only if a line of the attempt's stdout matches REGEX (repeatable)
     #[arg(allow_hyphen_values = true, long, value_name = "REGEX", action = ArgAction::Append,
           help_heading = "When an attempt succeeds")]
-    pub until_match: Vec<String>,
+    pub until_match: Vec<OsString>,
 
     // ----- Input and output -----
     /// live: stream each attempt's stdout; final: only the accepted attempt's
@@ -513,9 +522,13 @@ pub struct Cli {
     #[arg(short = 'q', long, conflicts_with = "verbose", help_heading = "Messages")]
     pub quiet: bool,
 
-    /// Also print the command, each attempt's start and the rule that decided
-    #[arg(short = 'v', long, help_heading = "Messages")]
-    pub verbose: bool,
+    /// Also print the command, each attempt's start and the rule that decided (-vv: more)
+    ///
+    /// -vv also prints why each sleep is as long as it is (the backoff step, a --wait-from
+    /// hint, a --rotate cycle, a reset) and every decision of the shared-state store (circuit
+    /// admitted, rate turn, slot taken and given back, the run recorded).
+    #[arg(short = 'v', long, action = ArgAction::Count, help_heading = "Messages")]
+    pub verbose: u8,
 
     /// Format of retry's messages on stderr [default: text]
     ///

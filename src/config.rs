@@ -292,6 +292,9 @@ pub fn for_job(
         let text = e.render().to_string();
         text.lines().next().unwrap_or("cannot parse").trim_start_matches("error: ").to_string()
     })?;
+    if cli.drain.is_some() || cli.list.is_some() {
+        return Err("they hold --drain or --list: a job runs a command".to_string());
+    }
     cli.retries = None;
     cli.forever = true;
     cli.max_time = budget;
@@ -307,7 +310,11 @@ pub fn for_job(
     // reports a dead job through its own --on-dead).
     cli.on_give_up = None;
     cli.quiet = drain.verbosity == Verbosity::Quiet;
-    cli.verbose = drain.verbosity == Verbosity::Verbose;
+    cli.verbose = match drain.verbosity {
+        Verbosity::Quiet | Verbosity::Normal => 0,
+        Verbosity::Verbose => 1,
+        Verbosity::Debug => 2,
+    };
     cli.log_format = Some(match drain.format {
         Format::Text => cli::LogFormat::Text,
         Format::Json => cli::LogFormat::Json,
@@ -331,19 +338,24 @@ pub fn for_job(
 
 impl Config {
     fn from_cli(cli: Cli) -> Result<Config, Error> {
-        let patterns = |option: &str, sources: Vec<String>| -> Result<Vec<Pattern>, Error> {
-            sources
-                .into_iter()
-                .map(|source| match Regex::new(&source) {
-                    Ok(regex) => Ok(Pattern { source, regex }),
-                    Err(e) => Err(Error::usage(option, source, regex_error(&e))),
-                })
-                .collect()
-        };
-        let predicates = |option: &str, sources: Vec<String>| -> Result<Vec<Predicate>, Error> {
+        let patterns = |option: &str, sources: Vec<OsString>| -> Result<Vec<Pattern>, Error> {
             sources
                 .into_iter()
                 .map(|source| {
+                    let source =
+                        utf8(option, source, "a regex; match raw bytes with escapes such as (?-u)\\xFF")?;
+                    match Regex::new(&source) {
+                        Ok(regex) => Ok(Pattern { source, regex }),
+                        Err(e) => Err(Error::usage(option, source, regex_error(&e))),
+                    }
+                })
+                .collect()
+        };
+        let predicates = |option: &str, sources: Vec<OsString>| -> Result<Vec<Predicate>, Error> {
+            sources
+                .into_iter()
+                .map(|source| {
+                    let source = utf8(option, source, "a jq expression")?;
                     Predicate::compile(&source).map_err(|e| Error::usage(option, &source, e.to_string()))
                 })
                 .collect()
@@ -361,9 +373,23 @@ impl Config {
         let until = predicates("--until", cli.until)?;
         let retry_if = predicates("--retry-if", cli.retry_if)?;
         let union = |sets: Vec<CodeSet>| sets.into_iter().reduce(CodeSet::union);
+        let success = union(cli.success_exit);
+        if let Some(set) = success {
+            if let Some(bad) = (124..=127).chain(129..=255).find(|&c| set.contains(c)) {
+                return Err(Error::usage(
+                    "--success-exit",
+                    set.to_text(),
+                    format!(
+                        "status {bad} cannot be a success: 124-127 are timeouts and retry's own failures, \
+                         above 128 deaths by signal"
+                    ),
+                ));
+            }
+        }
         let signals =
             |sets: Vec<crate::parse::SignalSet>| sets.into_iter().reduce(crate::parse::SignalSet::union);
         let rules = Rules {
+            success,
             retry_on_exit: union(cli.retry_on_exit),
             stop_on_exit: union(cli.stop_on_exit),
             retry_on_signal: signals(cli.retry_on_signal),
@@ -423,6 +449,8 @@ impl Config {
         }
         let queue = queue_target(cli.queue.as_deref(), cli.queue_env)?;
         let verbosity = verbosity_of(cli.quiet, cli.verbose);
+        // `-t 0` and `--max-time 0` mean no limit, as with timeout(1).
+        let nonzero = |d: Option<Duration>| d.filter(|d| !d.is_zero());
         let format = format_of(cli.log_format);
         let shared = store::Shared::from_options(store::Options {
             key: cli.key,
@@ -436,10 +464,10 @@ impl Config {
         Ok(Config {
             command: cli.command,
             attempts: if cli.forever { None } else { Some(cli.retries.unwrap_or(3).saturating_add(1)) },
-            timeout: cli.timeout,
+            timeout: nonzero(cli.timeout),
             kill_after: cli.kill_after.unwrap_or(Duration::from_secs(10)),
             kill_signal: cli.kill_signal.unwrap_or(libc::SIGTERM),
-            max_time: cli.max_time,
+            max_time: nonzero(cli.max_time),
             backoff: Backoff {
                 algo,
                 wait: cli.wait.unwrap_or(Duration::from_secs(1)),
@@ -576,12 +604,20 @@ impl Config {
     }
 }
 
-fn verbosity_of(quiet: bool, verbose: bool) -> Verbosity {
+fn verbosity_of(quiet: bool, verbose: u8) -> Verbosity {
     match (quiet, verbose) {
         (true, _) => Verbosity::Quiet,
-        (false, true) => Verbosity::Verbose,
-        (false, false) => Verbosity::Normal,
+        (false, 0) => Verbosity::Normal,
+        (false, 1) => Verbosity::Verbose,
+        (false, _) => Verbosity::Debug,
     }
+}
+
+/// An option value that must be text: a regex or a jq expression.
+fn utf8(option: &str, value: OsString, what: &str) -> Result<String, Error> {
+    value.into_string().map_err(|raw| {
+        Error::usage(option, raw.to_string_lossy(), format!("not valid UTF-8; expected {what}"))
+    })
 }
 
 fn format_of(f: Option<cli::LogFormat>) -> Format {
@@ -619,7 +655,7 @@ fn drain(cli: &Cli, raw: &Path) -> Result<DrainConfig, Error> {
     Ok(DrainConfig {
         place,
         max_age: cli.max_age,
-        max_time: cli.max_time,
+        max_time: cli.max_time.filter(|d| !d.is_zero()),
         lease: cli.lease,
         stdout: cli.stdout,
         verbosity: verbosity(cli),
@@ -767,6 +803,10 @@ fn clap_error(e: clap::Error) -> Result<Mode, Error> {
         } else {
             format!("missing required arguments: {}", missing.join(" "))
         };
+    }
+    // A bad choice lists the good ones (clap puts them on a line of their own).
+    if let Some(values) = lines.clone().find_map(|l| l.strip_prefix("[possible values: ")) {
+        first = format!("{first} (possible values: {})", values.trim_end_matches(']'));
     }
     let tip = lines.find_map(|l| l.strip_prefix("tip: ")).map(str::to_string);
     Err(Error::Args { message: first, tip })

@@ -103,6 +103,9 @@ pub fn codes(text: &str) -> Result<CodeSet, String> {
         if item.is_empty() {
             return Err(format!("empty item; {HINT}"));
         }
+        if item.starts_with(['-', '+']) {
+            return Err(format!("'{item}' is not a status (no sign); {HINT}"));
+        }
         let (lo, hi) = match item.split_once('-') {
             Some((a, b)) => (code(a.trim(), HINT)?, code(b.trim(), HINT)?),
             None => {
@@ -217,6 +220,11 @@ pub fn signal_name(num: i32) -> String {
         Some((name, _)) => format!("SIG{name}"),
         None => format!("SIG{num}"),
     }
+}
+
+/// `1 attempt`, `3 attempts`: a count and its noun, singular or plural.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
 /// Renders a duration for people: `250ms`, `1.9s`, `3m12s`, `2h5m`.
@@ -527,6 +535,10 @@ mod tests {
         for text in ["", "1,", "a", "256", "5-3", "1-", "-1", "1,,2", "1-2-3", "+1"] {
             assert!(codes(text).is_err(), "{text} accepted");
         }
+        // A sign is named as such, not as an empty status.
+        assert!(codes("-1").unwrap_err().starts_with("'-1' is not a status (no sign)"));
+        assert_eq!(count(1, "attempt"), "1 attempt");
+        assert_eq!(count(0, "attempt"), "0 attempts");
     }
 
     #[test]

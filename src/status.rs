@@ -115,7 +115,8 @@ impl Ending {
             (End::Deadline, None) => 124,
             (End::Exhausted | End::Stopped, None) => USAGE,
             (End::Exhausted | End::Stopped | End::Deadline | End::Interrupted { .. }, Some(last)) => {
-                if self.validation_failed && last == Status::Exited(0) { 1 } else { last.code() }
+                // Validation runs on a success status only (0 or --success-exit).
+                if self.validation_failed { 1 } else { last.code() }
             }
         }
     }

@@ -311,7 +311,10 @@ pub fn list(cfg: &ListConfig, report: &Reporter) -> u8 {
     match std::io::stdout().lock().write_all(out.as_bytes()) {
         Ok(()) => status::OK,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => status::CLOSED_STDOUT,
-        Err(_) => status::USAGE,
+        Err(e) => {
+            report.error(format!("cannot write the list to stdout: {}", crate::parse::os_error(&e)));
+            status::USAGE
+        }
     }
 }
 
@@ -436,10 +439,10 @@ impl<S: Store> Drain<'_, S> {
         let age = now.duration_since(job.first_start.0).unwrap_or(Duration::ZERO);
         if age > max_age {
             let reason = format!(
-                "past its --max-age of {} (first attempt {} ago, {} attempts); last failure: {}",
+                "past its --max-age of {} (first attempt {} ago, {}); last failure: {}",
                 human(max_age),
                 human(age),
-                job.attempts,
+                crate::parse::count(u64::from(job.attempts), "attempt"),
                 job.last_reason().unwrap_or_else(|| "none".to_string())
             );
             return self.bury(claim, job, reason, &report);
@@ -706,6 +709,7 @@ mod tests {
             elapsed: Duration::from_secs(12),
             stdout: None,
             replay: None,
+            no_start: None,
         };
         absorb(&mut job, &outcome, t0 + Duration::from_secs(13));
         assert_eq!(job.attempts, 2);

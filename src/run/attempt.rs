@@ -67,7 +67,7 @@ impl Run<'_> {
         let ran = ran?;
         sys::reap_orphans(&[]);
         let mut facts = self.facts(&ran);
-        if ran.status == Status::Exited(0) {
+        if self.cfg.rules.is_success(ran.status) {
             facts.validation = self.validate(n)?;
         }
         if classify::retry_if_needed(&facts, &self.cfg.rules) {
@@ -101,7 +101,7 @@ impl Run<'_> {
     /// What went wrong with an attempt, for its report; empty on success.
     pub(super) fn failure(&self, attempt: &Attempt) -> String {
         match attempt.status {
-            Status::Exited(0) => attempt.facts.validation.join("; "),
+            status if self.cfg.rules.is_success(status) => attempt.facts.validation.join("; "),
             Status::TimedOut => match (self.cfg.timeout, self.deadline) {
                 (_, Some(d)) if attempt.ended >= d => "killed at --max-time".to_string(),
                 (Some(t), _) => format!("timed out after {}", crate::parse::human(t)),
@@ -171,7 +171,15 @@ impl Run<'_> {
                 ended: fin.ended,
             }),
             Err(SpawnError::NotFound(e)) => {
-                self.report.error(format!("cannot run '{}': command not found", self.program.name));
+                // ENOENT for a file that exists: its `#!` interpreter is missing.
+                let message = match self.program.found().and_then(|p| interpreter(&p)) {
+                    Some(interp) => format!(
+                        "cannot run '{}': {interp}: bad interpreter: No such file or directory",
+                        self.program.name
+                    ),
+                    None => format!("cannot run '{}': command not found", self.program.name),
+                };
+                self.report.error(message);
                 drop(e);
                 Ok(Ran { status: Status::NotFound, finished: None, started: now, ended })
             }
@@ -364,4 +372,15 @@ fn memfd_with(
     let mut file = File::from(fd);
     file.rewind().map_err(err)?;
     Ok(OwnedFd::from(file))
+}
+
+/// The interpreter a `#!` line names (the first 256 bytes of `script`).
+fn interpreter(script: &std::path::Path) -> Option<String> {
+    use std::io::Read as _;
+    let mut head = [0u8; 256];
+    let n = File::open(script).and_then(|mut f| f.read(&mut head)).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|b| *b == b'\n').next()?;
+    let text = String::from_utf8_lossy(line);
+    text.split_whitespace().next().map(str::to_string)
 }

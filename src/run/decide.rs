@@ -62,11 +62,13 @@ pub struct Plan<R> {
     /// Attempts per cycle: the number of `--rotate` values, else 1.
     cycle: u32,
     reset_pending: bool,
+    /// The last step started the schedule over.
+    was_reset: bool,
 }
 
 impl<R: Rng> Plan<R> {
     pub fn new(schedule: Schedule<R>, cycle: u32) -> Plan<R> {
-        Plan { schedule, cycle: cycle.max(1), reset_pending: false }
+        Plan { schedule, cycle: cycle.max(1), reset_pending: false, was_reset: false }
     }
 
     /// The schedule's position (delays taken, the last one).
@@ -80,13 +82,30 @@ impl<R: Rng> Plan<R> {
     /// for by this attempt or an earlier one of the cycle.
     pub fn sleep_after(&mut self, number: u32, reset: bool) -> Duration {
         self.reset_pending |= reset;
-        if number % self.cycle != 0 {
+        self.was_reset = false;
+        if self.inside_cycle(number) {
             return Duration::ZERO;
         }
         if std::mem::take(&mut self.reset_pending) {
             self.schedule.reset();
+            self.was_reset = true;
         }
         self.schedule.next().unwrap_or(Duration::MAX)
+    }
+
+    /// Does a `--rotate` value follow attempt `number` in its cycle?
+    pub fn inside_cycle(&self, number: u32) -> bool {
+        number % self.cycle != 0
+    }
+
+    /// Why the plan's last sleep is what it is, for `-vv`.
+    pub fn explain(&self, number: u32) -> String {
+        if self.inside_cycle(number) {
+            return "the next --rotate value, without a wait inside a cycle".to_string();
+        }
+        let (k, prev) = self.schedule.position();
+        let reset = if self.was_reset { "; the schedule started over" } else { "" };
+        format!("backoff step {k} ({} before jitter){reset}", crate::parse::human(prev))
     }
 }
 

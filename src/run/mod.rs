@@ -140,6 +140,9 @@ pub struct Outcome {
     pub stdout: Option<Spool>,
     /// The stdin recorded by `--stdin replay` (a queue saves it).
     pub replay: Option<Replay>,
+    /// Why no attempt could start before `--max-time` (the splay or a
+    /// store wait would end after it), when none did.
+    pub no_start: Option<String>,
 }
 
 /// Runs attempts of `cfg`'s command from `start` until success, a stop,
@@ -165,6 +168,7 @@ pub fn run(cfg: &Config, start: Start, signals: &mut Signals, report: &Reporter)
         elapsed: run.start.elapsed(),
         stdout: run.stdout_spool.filter(|_| cfg.stdout == Stdout::Captured { tee: false }),
         replay: run.replay,
+        no_start: run.no_start,
     })
 }
 
@@ -198,6 +202,8 @@ struct Run<'a> {
     position: (u32, Duration),
     next_delay: Option<Duration>,
     cut_off: bool,
+    /// Why no attempt could start within `--max-time`, when none did.
+    no_start: Option<String>,
 }
 
 impl<'a> Run<'a> {
@@ -268,6 +274,7 @@ impl<'a> Run<'a> {
             position: start.resume.position,
             next_delay: None,
             cut_off: false,
+            no_start: None,
         })
     }
 
@@ -298,8 +305,11 @@ impl<'a> Run<'a> {
             self.report.warning("--jitter has no effect with --algo decorrelated".to_string());
         }
         if let Some(max) = cfg.splay {
-            let wake = self.start.checked_add(splay_delay(max, &mut splay_rng));
+            let splay = splay_delay(max, &mut splay_rng);
+            let wake = self.start.checked_add(splay);
             if ends_after(wake, self.deadline) {
+                self.no_start =
+                    Some(format!("the --splay sleep of {} would end after it", crate::parse::human(splay)));
                 return Ok(ending);
             }
             if let Some(signal) = self.sleep_until(wake, 1) {
@@ -317,7 +327,10 @@ impl<'a> Run<'a> {
             let n = self.resume.attempts.saturating_add(this);
             match self.gate(n)? {
                 Gate::Go => {}
-                Gate::Deadline => {
+                Gate::Deadline(wait) => {
+                    if ending.attempts == 0 {
+                        self.no_start = Some(format!("{wait} would end after it"));
+                    }
                     ending.end = End::Deadline;
                     return Ok(ending);
                 }
@@ -360,6 +373,9 @@ impl<'a> Run<'a> {
                 time_left: self.deadline.map(|d| d.saturating_duration_since(attempt.ended)),
             };
             let decision = decide(&after, &limits, &mut plan);
+            if self.report.debug() {
+                self.explain(n, &decision, &plan);
+            }
             if let Decision::Retry { delay, .. } | Decision::GiveUp { delay, .. } = decision {
                 self.next_delay = Some(delay);
                 self.position = plan.position();
@@ -388,6 +404,26 @@ impl<'a> Run<'a> {
                 }
             }
         }
+    }
+
+    /// `-vv`: why the sleep after attempt `n` is what it is.
+    fn explain<R: rand::Rng>(&self, n: u32, decision: &Decision, plan: &Plan<R>) {
+        let (delay, why) = match decision {
+            Decision::Retry { delay, hinted: true } => (Some(*delay), "the --wait-from hint".to_string()),
+            Decision::Retry { delay, hinted: false } => (Some(*delay), plan.explain(n)),
+            Decision::GiveUp { end: End::Deadline, delay, .. } => {
+                (None, format!("the sleep of {} would end after --max-time", crate::parse::human(*delay)))
+            }
+            Decision::GiveUp { delay, .. } => (
+                None,
+                format!(
+                    "no attempt left in this run; the next is due {} after this one",
+                    crate::parse::human(*delay)
+                ),
+            ),
+            Decision::Stop(_) | Decision::Interrupted(_) => return,
+        };
+        self.report.schedule(n, delay, why);
     }
 
     /// Keeps the attempt's record and reports it.

@@ -1,6 +1,7 @@
 //! One integration test binary (ripgrep's layout): each module runs the
 //! built `retry` against small child scripts in `tests/fixtures/`.
 
+mod cmdline;
 mod core;
 mod countdown;
 mod fleet;
