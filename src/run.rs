@@ -478,7 +478,17 @@ impl Run<'_> {
                 facts.retry_if = Some(self.retry_if(n, &attempt, &facts)?);
             }
             outcome.validation_failed = !facts.validation.is_empty();
-            let verdict = classify::classify(&facts, &cfg.rules);
+            let verdict = match attempt.finished.and_then(|f| f.stopped) {
+                // Stopped for the terminal: it would stop again; never retried.
+                Some(sig) => {
+                    let name = crate::parse::signal_name(sig);
+                    self.report.error(format!(
+                        "attempt {n} stopped by {name}: it reads the terminal; run it with --foreground"
+                    ));
+                    Verdict::Stop(format!("stopped by {name}, which is never retried"))
+                }
+                None => classify::classify(&facts, &cfg.rules),
+            };
             // Any signal retry received since it started — during the
             // attempt, or while a predicate ran — means no new attempt.
             let interrupted = attempt.finished.and_then(|f| f.interrupted).or_else(|| self.signals.first());
@@ -949,6 +959,10 @@ impl Run<'_> {
 fn status_of(fin: &Finished) -> Status {
     if fin.timed_out {
         return Status::TimedOut;
+    }
+    // Ended for a stop by SIGTTIN or SIGTTOU: 128+N of the stopping signal.
+    if let Some(sig) = fin.stopped {
+        return Status::Signaled(sig);
     }
     match fin.exit {
         Exit::Code(c) => Status::Exited(u8::try_from(c & 0xff).unwrap_or(u8::MAX)),
