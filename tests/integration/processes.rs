@@ -30,6 +30,14 @@ fn running_in_group(pgid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// A shell pipeline that prints the `/proc/N/stat` line of each process
+/// of group PGID (a shell word) that is not a zombie (no `ps` needed).
+fn running_in_group_sh(pgid: &str) -> String {
+    format!(
+        "cat /proc/[0-9]*/stat 2>/dev/null | awk -v g=\"{pgid}\" '{{ sub(/.*\\) /, \"\"); if (g != \"\" && $3 == g && $1 != \"Z\") print }}'"
+    )
+}
+
 /// Zombies whose parent is `parent`.
 fn zombie_children(parent: u32) -> Vec<u32> {
     procs()
@@ -141,10 +149,9 @@ fn a_killed_holders_group_is_gone_before_its_slot_is_handed_on(t: &T, b: &Backen
     t.wait_for("a-started");
     std::thread::sleep(Duration::from_millis(100));
     // The waiter's attempt first notes the time and what of A's group runs.
-    let waiter = "date +%s%N > b-start; \
-                  ps -eo pgid=,stat=,comm= | awk -v g=\"$(cat a-pgid)\" '$1 == g && $2 !~ /^Z/' > b-saw";
+    let waiter = format!("date +%s%N > b-start; {} > b-saw", running_in_group_sh("$(cat a-pgid)"));
     let mut args = b.args("slot");
-    args.extend(s(&["--concurrency", "1", "--max-time", "30s", "sh", "-c", waiter]));
+    args.extend(s(&["--concurrency", "1", "--max-time", "30s", "sh", "-c", &waiter]));
     let mut w = spawn_with(t, &args, env);
     std::thread::sleep(Duration::from_millis(200));
     assert!(!t.path("b-start").exists(), "the slot is held");
@@ -196,11 +203,13 @@ both_paths! {
         let q = path_str(&t.path("q")).to_string();
         // The killed attempt runs again under the same number (the job
         // file is as it was): its first run is told by the `started` file.
-        let job = "n=$RETRY_ATTEMPT; echo $n >> runs; [ $n = 1 ] && exit 1; \
-                   ps -eo pgid=,stat= | awk -v g=\"$(cat pgid 2>/dev/null)\" '$1 == g && $2 !~ /^Z/' >> saw; \
-                   if [ ! -e started ]; then echo $$ > pgid; sh -c 'while :; do sleep 0.02; done' & \
-                   touch started; wait; fi";
-        t.retry().args(["--queue", &q, "-n", "0", "--wait", "0", "--", "sh", "-c", job]).assert().code(75);
+        let job = format!(
+            "n=$RETRY_ATTEMPT; echo $n >> runs; [ $n = 1 ] && exit 1; {} >> saw; \
+             if [ ! -e started ]; then echo $$ > pgid; sh -c 'while :; do sleep 0.02; done' & \
+             touch started; wait; fi",
+            running_in_group_sh("$(cat pgid 2>/dev/null)")
+        );
+        t.retry().args(["--queue", &q, "-n", "0", "--wait", "0", "--", "sh", "-c", &job]).assert().code(75);
         let mut first = t.spawn(&["--drain", &q]);
         t.wait_for("started");
         kill(first.id(), libc::SIGKILL);
