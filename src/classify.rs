@@ -26,7 +26,11 @@ impl Rules {
         match status {
             Status::Exited(0) => true,
             Status::Exited(code) => self.success.is_some_and(|s| s.contains(code)),
-            Status::Signaled(_) | Status::TimedOut | Status::NotFound | Status::CannotExecute => false,
+            Status::Signaled(_)
+            | Status::TimedOut
+            | Status::Stopped(_)
+            | Status::NotFound
+            | Status::CannotExecute => false,
         }
     }
 }
@@ -89,6 +93,10 @@ pub fn classify(facts: &Facts, rules: &Rules) -> Verdict {
     }
     if status.is_spawn_failure() {
         return Verdict::Stop("retry could not start the command; that is never retried".to_string());
+    }
+    if let Status::Stopped(sig) = status {
+        // It would stop again: never retried.
+        return Verdict::Stop(format!("stopped by {}, which is never retried", signal_name(sig)));
     }
     // Stop rules. Output rules judge every failure; exit-code lists judge
     // non-zero statuses only (SPEC Edge rules, "Validation failures").

@@ -416,6 +416,10 @@ pub struct Cli {
     /// Run COMMAND in retry's process group, for commands that need the terminal
     ///
     /// Then a timeout and forwarded signals reach COMMAND itself only, not its children.
+    /// Without it, an attempt that reads the terminal (a password prompt) is stopped by
+    /// SIGTTIN: retry ends it, does not retry it (status 149) and says to use this.
+    ///
+    /// Example: retry --foreground -n 2 -- ssh host uptime
     #[arg(long, help_heading = "Input and output")]
     pub foreground: bool,
 

@@ -13,7 +13,7 @@ use crate::child::{Program, SpawnError};
 use crate::exec::{self, Input, Io, Limits, Output};
 use crate::signals::Signals;
 use crate::status::Status;
-use crate::sys::{self, Exit};
+use crate::sys;
 
 /// How long `--on-give-up` (without `--timeout`) and `--on-dead` may run.
 pub const DEFAULT_LIMIT: Duration = Duration::from_secs(60);
@@ -64,14 +64,7 @@ pub fn run(
     sys::reap_orphans(&[]);
     match result {
         Ok(fin) => {
-            let status = if fin.timed_out {
-                Status::TimedOut
-            } else {
-                match fin.exit {
-                    Exit::Code(c) => Status::Exited(u8::try_from(c & 0xff).unwrap_or(u8::MAX)),
-                    Exit::Signal(s) => Status::Signaled(s),
-                }
-            };
+            let status = fin.status();
             let failed = (status != Status::Exited(0)).then(|| (status.code(), status.describe()));
             Ran { failed, interrupted: fin.interrupted }
         }

@@ -73,6 +73,12 @@ impl Run<'_> {
         if classify::retry_if_needed(&facts, &self.cfg.rules) {
             facts.retry_if = Some(self.retry_if(n, &ran, &facts)?);
         }
+        if let Status::Stopped(sig) = ran.status {
+            self.report.error(format!(
+                "attempt {n} stopped by {}: it reads the terminal; run it with --foreground",
+                crate::parse::signal_name(sig)
+            ));
+        }
         let verdict = classify::classify(&facts, &self.cfg.rules);
         let hint = match verdict {
             Verdict::Success => None,
@@ -164,12 +170,9 @@ impl Run<'_> {
             exec::run(&self.program, &env, !cfg.foreground, io, &limits, self.signals, &mut self.buf);
         let ended = Instant::now();
         match result {
-            Ok(fin) => Ok(Ran {
-                status: status_of(&fin),
-                finished: Some(fin),
-                started: fin.started,
-                ended: fin.ended,
-            }),
+            Ok(fin) => {
+                Ok(Ran { status: fin.status(), finished: Some(fin), started: fin.started, ended: fin.ended })
+            }
             Err(SpawnError::NotFound(e)) => {
                 // ENOENT for a file that exists: its `#!` interpreter is missing.
                 let message = match self.program.found().and_then(|p| interpreter(&p)) {
@@ -334,16 +337,6 @@ impl Run<'_> {
             self.report.on_retry_failed(n, code, why);
         }
         ran.interrupted
-    }
-}
-
-fn status_of(fin: &Finished) -> Status {
-    if fin.timed_out {
-        return Status::TimedOut;
-    }
-    match fin.exit {
-        Exit::Code(c) => Status::Exited(u8::try_from(c & 0xff).unwrap_or(u8::MAX)),
-        Exit::Signal(s) => Status::Signaled(s),
     }
 }
 

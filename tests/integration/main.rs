@@ -9,6 +9,7 @@ mod fleet_queue;
 mod generated;
 mod hardening;
 mod output;
+mod processes;
 mod queue;
 mod report;
 mod server;
