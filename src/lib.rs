@@ -46,6 +46,7 @@ pub mod stdin;
 pub mod store;
 pub mod summary;
 pub mod sys;
+pub mod trusted;
 
 use cli::{Cli, LogFormat};
 use config::Config;
