@@ -216,18 +216,9 @@ impl Target {
                 return Ok((id, run::temp_state_dir("cannot create the state directory")?.keep()));
             }
         };
-        let parent = dir.join("state");
-        let err =
-            |e| Error::io(format!("cannot create the job's state directory in '{}'", parent.display()), e);
-        dir::secure_dir(&parent, true)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(&id)
-            .rand_bytes(0)
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir_in(&parent)
-            .map_err(err)?;
         // The run removes it at its end, unless the job is queued.
-        Ok((id, tmp.keep()))
+        let path = dir::new_state_dir(dir, &id)?;
+        Ok((id, path))
     }
 
     /// Before the first attempt of a `--queue` run on Redis: can the queue
@@ -785,6 +776,9 @@ fn one_job<S: Store>(
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return bury(store, claim, job, "its recorded stdin is missing".to_string(), drained);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return bury(store, claim, job, format!("its recorded stdin is unreadable: {e}"), drained);
         }
         Err(e) => return Err(Error::io(format!("cannot open the recorded stdin of job {}", job.id), e)),
     };
