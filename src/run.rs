@@ -1001,15 +1001,9 @@ pub(crate) fn base_env() -> Vec<CString> {
 
 /// `--state-dir DIR`: created with mode 0700 if missing, kept afterwards.
 fn make_state_dir(dir: &std::path::Path) -> Result<(), Error> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::io(format!("cannot create --state-dir '{}'", dir.display()), e))
+    // Made 0700 when missing; an existing one must be a directory of ours
+    // alone, not a symlink (SPEC: the store's checks).
+    crate::trusted::state_dir(dir).map(drop)
 }
 
 /// The value of `name` in a `NAME=value` list.
