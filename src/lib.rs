@@ -35,6 +35,7 @@ pub mod countdown;
 pub mod error;
 pub mod exec;
 pub mod flush;
+pub mod outfile;
 pub mod parse;
 pub mod predicate;
 pub mod queue;
