@@ -269,7 +269,10 @@ fn run_with(
             (path.clone(), Some(StateDir(Some(path))))
         }
     };
-    if cfg.state_dir.is_some() || carry.is_some() {
+    // A drained job's state dir was made and checked by its queue, through
+    // the queue's descriptors: looking its path up again here could land
+    // in a directory swapped in meanwhile.
+    if cfg.state_dir.is_some() {
         make_state_dir(&state_dir)?;
     }
     if let (Some(target), None) = (&cfg.queue, &queue_id) {
