@@ -7,6 +7,7 @@ mod fleet;
 mod fleet_queue;
 mod generated;
 mod hardening;
+mod hostile;
 mod output;
 mod queue;
 mod report;
