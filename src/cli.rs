@@ -341,6 +341,11 @@ pub struct Cli {
     pub foreground: bool,
 
     /// Keep RETRY_STATE_DIR in DIR (created 0700 if missing) instead of a fresh temp dir
+    ///
+    /// An existing DIR must be a directory of yours that nobody else can write: a symlink, a
+    /// directory owned by another user or writable by group or others is refused (125).
+    ///
+    /// Example: retry --state-dir ~/.cache/backup-progress -- ./resumable-backup.sh
     #[arg(allow_hyphen_values = true, long, value_name = "DIR", help_heading = "Input and output")]
     pub state_dir: Option<PathBuf>,
 
@@ -440,8 +445,12 @@ pub struct Cli {
     /// Written on success, when retry gives up, on a stop rule, at --max-time, when COMMAND
     /// cannot run, and when a signal ends retry: the command, the options in force, each
     /// attempt (start time, duration, status, verdict, reason, the sleep after it) and the
-    /// outcome. FILE's directory must exist. With --forever only the first and last 100
-    /// attempts are listed, plus a count of those left out.
+    /// outcome. A regular FILE is replaced through a temp file in its directory, which must
+    /// exist and be writable (checked before attempt 1); a FIFO, a device or /dev/stderr is
+    /// written in place. With --forever only the first and last 100 attempts are listed,
+    /// plus a count of those left out.
+    ///
+    /// Example: retry --summary >(jq -c .attempts) -- make test
     #[arg(allow_hyphen_values = true, long, value_name = "FILE", help_heading = "Messages")]
     pub summary: Option<PathBuf>,
 
