@@ -20,7 +20,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
-use std::os::fd::AsRawFd as _;
+use std::os::fd::{AsRawFd as _, RawFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -53,6 +53,19 @@ fn is_descriptor_path(path: &Path) -> bool {
         || b.starts_with(b"/dev/fd/")
         || b.starts_with(b"/proc/self/fd/")
         || b.starts_with(b"/proc/thread-self/fd/")
+}
+
+/// The descriptor a descriptor path names (`/dev/stderr`: 2).
+fn descriptor_number(path: &Path) -> Option<RawFd> {
+    let b = path.as_os_str().as_bytes();
+    let n = match b {
+        b"/dev/stdout" => return Some(1),
+        b"/dev/stderr" => return Some(2),
+        _ => [&b"/dev/fd/"[..], b"/proc/self/fd/", b"/proc/thread-self/fd/"]
+            .iter()
+            .find_map(|prefix| b.strip_prefix(*prefix))?,
+    };
+    std::str::from_utf8(n).ok()?.parse().ok()
 }
 
 /// The directory a temp file for `path` goes to, so that the rename stays
@@ -146,7 +159,12 @@ fn write_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let flags = OFlags::WRONLY | OFlags::APPEND | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     let fd = match rustix::fs::open(path, flags, Mode::empty()) {
         Ok(fd) => fd,
-        Err(Errno::NXIO) => return Err(io::Error::other("nobody is reading it")),
+        // A socket cannot be opened (a service's stdout often is one):
+        // retry's own descriptor is written instead.
+        Err(Errno::NXIO) => match descriptor_number(path) {
+            Some(n) => return write_descriptor(n, bytes),
+            None => return Err(io::Error::other("nobody is reading it")),
+        },
         Err(e) => return Err(io::Error::other(errno_text(&e.into()))),
     };
     let mut rest = bytes;
@@ -172,6 +190,41 @@ fn write_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
             }
             Err(Errno::PIPE) => return Err(io::Error::other("its reader went away")),
             Err(e) => return Err(io::Error::other(errno_text(&e.into()))),
+        }
+    }
+    Ok(())
+}
+
+/// Writes to descriptor `fd` of retry, which stays as it is (blocking, not
+/// retry's to change): a chunk at a time once it is writable, so a reader
+/// that takes nothing for [`STALL`] ends the write.
+fn write_descriptor(fd: RawFd, bytes: &[u8]) -> io::Result<()> {
+    let mut rest = bytes;
+    let mut since = Instant::now();
+    while !rest.is_empty() {
+        let left = STALL.saturating_sub(since.elapsed());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("its reader took nothing for {}s", STALL.as_secs()),
+            ));
+        }
+        let mut fds = [sys::pollfd(fd, libc::POLLOUT)];
+        if sys::poll(&mut fds, Some(left.min(Duration::from_millis(500))))? == 0 {
+            continue;
+        }
+        // At most PIPE_BUF bytes: a writable pipe takes them without blocking.
+        let chunk = &rest[..rest.len().min(4096)];
+        match sys::write(fd, chunk) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                rest = &rest[n..];
+                since = Instant::now();
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
+                return Err(io::Error::other("its reader went away"));
+            }
+            Err(e) => return Err(io::Error::other(errno_text(&e))),
         }
     }
     Ok(())
@@ -234,6 +287,9 @@ mod tests {
         assert_eq!(classify(Path::new("/dev/null")), Ok(Target::InPlace));
         assert_eq!(classify(Path::new("/dev/stderr")), Ok(Target::InPlace));
         assert_eq!(classify(Path::new("/dev/fd/2")), Ok(Target::InPlace));
+        assert_eq!(descriptor_number(Path::new("/dev/stderr")), Some(2));
+        assert_eq!(descriptor_number(Path::new("/proc/self/fd/63")), Some(63));
+        assert_eq!(descriptor_number(Path::new("/dev/null")), None);
         assert!(classify(Path::new("/")).is_err());
         assert_eq!(
             classify(Path::new("report.json")),

@@ -151,9 +151,9 @@ fn stdin_name(id: &str) -> String {
 }
 
 /// What reading a job file gave.
-fn read_job(mut file: File, id: &str) -> io::Result<Parsed> {
+fn read_job(file: &File, id: &str) -> io::Result<Parsed> {
     let mut bytes = Vec::new();
-    match (&mut file).take(job::MAX_FILE + 1).read_to_end(&mut bytes) {
+    match file.take(job::MAX_FILE + 1).read_to_end(&mut bytes) {
         Err(e) if exhausted(&e) => Err(e),
         Err(e) => Ok(Parsed::Corrupt(format!("cannot read it: {e}"))),
         Ok(_) if bytes.len() as u64 > job::MAX_FILE => {
@@ -256,8 +256,7 @@ impl DirStore {
                 self.finish_burial(id)?;
                 return Ok(None);
             }
-            let parsed = read_job(file.try_clone().map_err(|e| self.io("cannot read a job", e))?, id)
-                .map_err(|e| self.io(&format!("cannot read job {id}"), e))?;
+            let parsed = read_job(&file, id).map_err(|e| self.io(&format!("cannot read job {id}"), e))?;
             return match parsed {
                 Parsed::Job(job) => self.claimed(*job, file),
                 Parsed::Newer(version) => Ok(Some(Found::Newer { id: id.to_string(), version })),
@@ -381,7 +380,7 @@ impl DirStore {
                 Ok(Entry::Missing) => continue,
                 Ok(Entry::Other(kind)) => Parsed::Corrupt(format!("it is not a regular file but {kind}")),
                 Ok(Entry::File(file)) => {
-                    read_job(file, &id).map_err(|e| self.io(&format!("cannot read job {id}"), e))?
+                    read_job(&file, &id).map_err(|e| self.io(&format!("cannot read job {id}"), e))?
                 }
                 Err(e) if exhausted(&e) => return Err(self.io(&format!("cannot read job {id}"), e)),
                 Err(e) => Parsed::Corrupt(format!("cannot read it: {e}")),

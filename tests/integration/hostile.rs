@@ -421,6 +421,22 @@ fn summary_into_a_fifo_a_device_or_a_descriptor_is_written_in_place() {
     assert_eq!(out.status.code(), Some(0));
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["outcome"], "success");
+    // A service's stdout is often a socket, which cannot be opened: it is
+    // written through retry's own descriptor.
+    let (mut mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut cmd = StdCommand::new(bin());
+    t.env(&mut cmd);
+    let status = cmd
+        .args(["--summary", "/dev/stdout", "true"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::os::fd::OwnedFd::from(theirs))
+        .status()
+        .unwrap();
+    drop(cmd); // It holds the other end of the socket.
+    assert!(status.success());
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut mine, &mut text).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["outcome"], "success");
     // A socket cannot be a report: 125 before anything runs.
     socket(&t.path("sock"));
     t.retry()
