@@ -466,6 +466,21 @@ fn summary_into_an_unwritable_directory_is_125_before_attempt_1_naming_the_path(
             dir.display()
         )))
         .stderr(predicate::str::contains("the-command-ran").not());
+    // A directory that goes away during the run: said at the end, naming it
+    // (not a temp file), and the run's status stands.
+    let gone = t.path("gone");
+    std::fs::create_dir(&gone).unwrap();
+    let file = gone.join("s.json");
+    t.retry()
+        .args(["--summary", path_str(&file), "--"])
+        .args(sh(&format!("rm -r {}", path_str(&gone))))
+        .assert()
+        .code(0)
+        .stderr(format!(
+            "retry: cannot write --summary '{}': cannot create a temporary file in '{}': No such file or directory\n",
+            file.display(),
+            gone.display()
+        ));
 }
 
 // ---------------------------------------------------------------------
