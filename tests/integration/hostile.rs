@@ -783,5 +783,6 @@ fn a_drain_killed_at_any_write_step_leaves_each_job_in_exactly_one_state() {
             assert!(n < 500, "{syscall}: the drain never completed");
         }
     }
+    eprintln!("killed the drain at {kills} write steps");
     assert!(kills > 20, "only {kills} kills");
 }
