@@ -78,7 +78,7 @@ fn run_to_end(cfg: &Config, signals: &mut Signals, report: &Reporter) -> Result<
     // what the first ones left.
     let (state_dir, mut kept) = match (&cfg.state_dir, cfg.temp_state) {
         (Some(dir), _) => {
-            crate::tmp::make_state_dir(dir)?;
+            crate::trusted::state_dir(dir)?;
             (Some(dir.clone()), StateDir(None))
         }
         (None, true) => {

@@ -549,8 +549,12 @@ pub struct Cli {
     /// Written on success, when retry gives up, on a stop rule, at --max-time, when COMMAND
     /// cannot run, and when a signal ends retry: the command, the options in force, each
     /// attempt (start time, duration, status, verdict, reason, the sleep after it) and the
-    /// outcome. FILE's directory must exist. With --forever only the first and last 100
-    /// attempts are listed, plus a count of those left out.
+    /// outcome. A regular FILE is replaced through a temp file in its directory, which must
+    /// exist and be writable (checked before attempt 1); a FIFO, a device or /dev/stderr is
+    /// written in place. With --forever only the first and last 100 attempts are listed,
+    /// plus a count of those left out.
+    ///
+    /// Example: retry --summary >(jq -c .attempts) -- make test
     #[arg(allow_hyphen_values = true, long, value_name = "FILE", help_heading = "Messages")]
     pub summary: Option<PathBuf>,
 

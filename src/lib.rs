@@ -47,6 +47,7 @@ pub mod error;
 pub mod exec;
 pub mod flush;
 pub mod hook;
+pub mod outfile;
 pub mod parse;
 pub mod predicate;
 pub mod queue;
@@ -59,6 +60,7 @@ pub mod stdin;
 pub mod store;
 pub mod sys;
 pub mod tmp;
+pub mod trusted;
 
 use config::Mode;
 use error::Error;

@@ -27,20 +27,6 @@ pub fn state_dir(what: &str) -> Result<tempfile::TempDir, Error> {
         .map_err(|e| Error::io(tmpdir_what(what), without_path(e)))
 }
 
-/// A state dir at a path that is not in TMPDIR (`--state-dir DIR`, a
-/// queued job's): created with mode 0700 if missing, kept afterwards.
-pub fn make_state_dir(dir: &std::path::Path) -> Result<(), Error> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::io(format!("cannot create --state-dir '{}'", dir.display()), e))
-}
-
 fn tmpdir_what(what: &str) -> String {
     let dir = std::env::temp_dir();
     format!("{what} in TMPDIR ({})", dir.display())

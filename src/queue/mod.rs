@@ -143,24 +143,15 @@ pub fn keeps_state_dir(target: &QueueTarget) -> bool {
 }
 
 /// The `--temp-state` dir of job `id`'s queueing run in a directory queue:
-/// `DIR/state/<id>` (mode 0700), which the caller removes at the run's end
-/// unless the job is queued. `None` for a Redis queue (the run's dir is an
-/// ordinary one in TMPDIR).
+/// `DIR/state/<id>` (mode 0700, made through the queue's checked
+/// descriptors), which the caller removes at the run's end unless the job
+/// is queued. `None` for a Redis queue (the run's dir is an ordinary one
+/// in TMPDIR).
 pub fn state_dir(target: &QueueTarget, id: &str) -> Result<Option<PathBuf>, Error> {
-    let dir = match &target.place {
-        Place::Dir(dir) => dir,
-        Place::Redis(_) => return Ok(None),
-    };
-    let parent = dir.join("state");
-    let err = |e| Error::io(format!("cannot create the job's state directory in '{}'", parent.display()), e);
-    dir::secure_dir(&parent, true)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(id)
-        .rand_bytes(0)
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir_in(&parent)
-        .map_err(err)?;
-    Ok(Some(tmp.keep()))
+    match &target.place {
+        Place::Dir(dir) => dir::new_state_dir(dir, id).map(Some),
+        Place::Redis(_) => Ok(None),
+    }
 }
 
 /// Before the first attempt of a `--queue` run on Redis: can the queue
@@ -468,6 +459,9 @@ impl<S: Store> Drain<'_, S> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return self.bury(claim, job, "its recorded stdin is missing".to_string(), &report);
             }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return self.bury(claim, job, format!("its recorded stdin is unreadable: {e}"), &report);
+            }
             Err(e) => return Err(Error::io(format!("cannot open the recorded stdin of job {}", job.id), e)),
         };
         let cwd = if cwd.is_dir() {
@@ -479,16 +473,23 @@ impl<S: Store> Drain<'_, S> {
             ));
             None
         };
-        // The job's own --state-dir, else with --temp-state the one the
-        // queue keeps for it; else none.
+        // The job's own --state-dir (checked as for a run), else with
+        // --temp-state the one the queue keeps for it (checked by the claim
+        // when it exists, made when it went missing); else none.
         let state_dir = match (&cfg.state_dir, cfg.temp_state) {
-            (Some(dir), _) => Some(dir.clone()),
-            (None, true) => Some(claim.state_dir()),
+            (Some(dir), _) => {
+                crate::trusted::state_dir(dir)?;
+                Some(dir.clone())
+            }
+            (None, true) => {
+                let dir = claim.state_dir();
+                if !dir.exists() {
+                    crate::trusted::state_dir(&dir)?;
+                }
+                Some(dir)
+            }
             (None, false) => None,
         };
-        if let Some(dir) = &state_dir {
-            crate::tmp::make_state_dir(dir)?;
-        }
         let start = Start {
             resume: Resume {
                 attempts: job.attempts,

@@ -343,13 +343,21 @@ impl RedisQueue {
         }
     }
 
-    /// `TMPDIR/retry-*/ID`: a drained job's `RETRY_STATE_DIR` (a job may
-    /// run on any machine, so it gets a fresh one each time).
+    /// `TMPDIR/retry-*/ID`, made: a drained job's `RETRY_STATE_DIR` (a job
+    /// may run on any machine, so it gets a fresh one each time).
     fn state_path(&mut self, id: &str) -> Result<PathBuf, Error> {
         if self.scratch.is_none() {
             self.scratch = Some(crate::tmp::state_dir("cannot create the jobs' state directory")?);
         }
-        Ok(self.scratch.as_ref().map_or_else(std::env::temp_dir, |d| d.path().to_path_buf()).join(id))
+        let path = self.scratch.as_ref().map_or_else(std::env::temp_dir, |d| d.path().to_path_buf()).join(id);
+        let made =
+            std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700).create(&path);
+        match made {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                Err(Error::io(format!("cannot create the state directory '{}'", path.display()), e))
+            }
+            Ok(()) | Err(_) => Ok(path),
+        }
     }
 
     /// Files a claim's result with [`FINISH`].

@@ -1,5 +1,6 @@
 //! `--summary FILE`: a JSON document about the whole run, written
-//! atomically (a temp file in FILE's directory, then a rename) at the end of
+//! atomically (a temp file in FILE's directory, then a rename; a FIFO or a
+//! device in place: [`crate::outfile`]) at the end of
 //! every run — success, giving up, a stop rule, `--max-time`, a spawn
 //! failure, an interrupt by signal (before retry re-raises it), and retry's
 //! own errors. The [`Recorder`] collects what the reporter sees; memory
@@ -7,7 +8,6 @@
 //! [`KEEP_LAST`] attempts are kept, the ones between are counted.
 
 use std::collections::VecDeque;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,35 +25,11 @@ pub const REASON_LIMIT: usize = 4096;
 /// The version of the document's layout; bumped when a field changes meaning.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// `--summary FILE` must land in a directory that exists: checked before
-/// anything runs, so a typo is a usage error (125), not a lost report.
+/// `--summary FILE` must be writable at the end: checked before anything
+/// runs, so a typo is a usage error (125), not a lost report
+/// ([`crate::outfile::check`]).
 pub fn check_target(path: &Path) -> Result<(), Error> {
-    let shown = path.display().to_string();
-    if path.as_os_str().is_empty() {
-        return Err(Error::usage("--summary", shown, "expected a file name"));
-    }
-    if path.is_dir() {
-        return Err(Error::usage("--summary", shown, "is a directory; expected a file name"));
-    }
-    let dir = directory_of(path);
-    match std::fs::metadata(&dir) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(Error::usage("--summary", shown, format!("'{}' is not a directory", dir.display()))),
-        Err(e) => Err(Error::usage(
-            "--summary",
-            shown,
-            format!("directory '{}': {}", dir.display(), crate::parse::os_error(&e)),
-        )),
-    }
-}
-
-/// The directory the temp file goes to, so that the rename stays on one
-/// file system and is atomic.
-fn directory_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
+    crate::outfile::check("--summary", path)
 }
 
 /// The options in force, typed (durations in milliseconds, defaults
@@ -251,19 +227,9 @@ impl Recorder {
         let mut bytes = serde_json::to_vec_pretty(&doc)
             .map_err(|e| Error::io(what(), std::io::Error::other(e.to_string())))?;
         bytes.push(b'\n');
-        write_atomically(&self.path, &bytes).map_err(|e| Error::io(what(), e))
+        // Replaced atomically, or written in place when a FIFO or device.
+        crate::outfile::write(&self.path, &bytes, 0o600).map_err(|e| Error::io(what(), e))
     }
-}
-
-/// A temp file beside `path`, synced, then renamed over it: a reader sees
-/// the old file or the whole new one, never a part. The temp file is
-/// removed if anything fails on the way.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = tempfile::Builder::new().prefix(".retry-summary-").tempfile_in(directory_of(path))?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 /// Cuts `s` to at most `limit` bytes at a character boundary, marking the cut.

@@ -42,15 +42,15 @@
 //! a cooldown or a rate window.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read as _, Write as _};
 use std::os::fd::AsFd as _;
-use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{Admission, Circuit, Key, Rate, RunEnd, Slot, Store, StoreError, Turn};
 use crate::sys;
+use crate::trusted::{Dir, Entry, OpenError, Problem};
 
 /// The first bytes of a state file: what it is and its format version.
 const MAGIC: &[u8; 8] = b"RETRYST1";
@@ -188,9 +188,12 @@ fn rate_decide(starts: &mut Vec<u64>, now: u64, n: u32, window: Duration) -> Tur
     Turn::Go
 }
 
-/// The file store of one directory.
+/// The file store of one directory, held open (SPEC Edge rules "Trusted
+/// directories"): every file is reached relative to it, never through its
+/// path again, and an entry that is not a regular file is refused (125),
+/// never opened in a way that blocks.
 pub struct FileStore {
-    dir: PathBuf,
+    dir: Dir,
     /// The state lock file of the key used last (a run uses one key; a
     /// drain of many jobs reopens it when the key changes).
     lock: Option<(Key, File)>,
@@ -212,50 +215,51 @@ fn name(dir: &Path) -> String {
     format!("state store 'file:{}'", dir.display())
 }
 
-/// Opens (creating if missing, mode 0600) a lock file.
-fn open_lock_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)
+/// `KEY.suffix`: a file of the key in the store.
+fn file_of(key: &Key, suffix: &str) -> String {
+    format!("{}.{suffix}", key.as_str())
+}
+
+/// Opens (creating it empty, mode 0600, if missing) the lock file `file`.
+fn open_lock_file(dir: &Dir, file: &str) -> Result<File, StoreError> {
+    match dir.lock_file(file) {
+        Ok(Entry::File(f)) => Ok(f),
+        Ok(Entry::Other(kind)) => Err(not_regular(dir, file, kind)),
+        Ok(Entry::Missing) => Err(io_error(dir, "open", file, &io::ErrorKind::NotFound.into())),
+        Err(e) => Err(io_error(dir, "open", file, &e)),
+    }
+}
+
+fn io_error(dir: &Dir, doing: &str, file: &str, e: &io::Error) -> StoreError {
+    StoreError::unavailable(format!("{}: cannot {doing} '{file}': {e}", name(dir.path())))
+}
+
+/// Something that is not a regular file where the store keeps one: never
+/// opened, refused (also under --store-optional: the directory is not as
+/// retry left it).
+fn not_regular(dir: &Dir, file: &str, kind: &str) -> StoreError {
+    StoreError::insecure(format!(
+        "{}: '{file}' is not a regular file but {kind}: refusing to use it; remove it",
+        name(dir.path())
+    ))
 }
 
 impl FileStore {
     /// Creates DIR (and its parents) with mode 0700 when missing, and
-    /// refuses a DIR that others could write to or that belongs to
-    /// someone else.
+    /// refuses a DIR that is a symlink, that others could write to or that
+    /// belongs to someone else.
     pub fn open(dir: &Path) -> Result<FileStore, StoreError> {
         let what = name(dir);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| StoreError::unavailable(format!("{what}: cannot create the directory: {e}")))?;
-        let meta = fs::metadata(dir).map_err(|e| StoreError::unavailable(format!("{what}: {e}")))?;
-        if !meta.is_dir() {
-            return Err(StoreError::unavailable(format!("{what}: not a directory")));
-        }
-        let me = sys::euid();
-        if meta.uid() != me {
-            return Err(StoreError::insecure(format!(
-                "{what} is owned by uid {}, not by you (uid {me}): refusing to use it",
-                meta.uid()
-            )));
-        }
-        let mode = meta.mode() & 0o7777;
-        if mode & 0o022 != 0 {
-            return Err(StoreError::insecure(format!(
-                "{what} is group- or world-writable (mode {mode:04o}): refusing to use it; \
-                 chmod go-w it or use another directory"
-            )));
-        }
-        Ok(FileStore { dir: dir.to_path_buf(), lock: None, trials: HashMap::new(), warnings: Vec::new() })
-    }
-
-    fn path(&self, key: &Key, suffix: &str) -> PathBuf {
-        self.dir.join(format!("{}.{suffix}", key.as_str()))
-    }
-
-    fn io_error(&self, doing: &str, path: &Path, e: &io::Error) -> StoreError {
-        let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        StoreError::unavailable(format!("{}: cannot {doing} '{file}': {e}", name(&self.dir)))
+        let dir = match Dir::open(dir, true) {
+            Ok(Some(dir)) => dir,
+            Ok(None) => return Err(StoreError::unavailable(format!("{what}: cannot create the directory"))),
+            Err(OpenError::Create(e)) => {
+                return Err(StoreError::unavailable(format!("{what}: cannot create the directory: {e}")));
+            }
+            Err(OpenError::Open(e)) => return Err(StoreError::unavailable(format!("{what}: {e}"))),
+            Err(OpenError::Refused(problem)) => return Err(refused(&what, &problem)),
+        };
+        Ok(FileStore { dir, lock: None, trials: HashMap::new(), warnings: Vec::new() })
     }
 
     /// Runs `update` on the key's state under its lock; writes the state
@@ -268,10 +272,7 @@ impl FileStore {
     ) -> Result<T, StoreError> {
         let lock = match self.lock.take() {
             Some((k, file)) if k == *key => file,
-            _ => {
-                let lock_path = self.path(key, "lock");
-                open_lock_file(&lock_path).map_err(|e| self.io_error("open", &lock_path, &e))?
-            }
+            _ => open_lock_file(&self.dir, &file_of(key, "lock"))?,
         };
         let result = self.locked(key, &lock, update);
         self.lock = Some((key.clone(), lock));
@@ -284,30 +285,53 @@ impl FileStore {
         lock: &File,
         update: impl FnOnce(&mut State, u64, &mut HashMap<String, File>) -> Result<(T, bool), StoreError>,
     ) -> Result<T, StoreError> {
-        let lock_path = self.path(key, "lock");
-        sys::flock(lock.as_fd(), true, true).map_err(|e| self.io_error("lock", &lock_path, &e))?;
+        sys::flock(lock.as_fd(), true, true)
+            .map_err(|e| io_error(&self.dir, "lock", &file_of(key, "lock"), &e))?;
         let _unlock = Locked(lock);
-        let path = self.path(key, "state");
-        let (mut state, reset) = match read_state(&path) {
+        let file = file_of(key, "state");
+        let (mut state, reset) = match read_state(&self.dir, &file) {
             Ok(Some(state)) => (state, false),
             Ok(None) => (State::new(), false),
-            Err(Corrupt::Io(e)) => return Err(self.io_error("read", &path, &e)),
+            Err(Corrupt::Io(e)) => return Err(io_error(&self.dir, "read", &file, &e)),
+            Err(Corrupt::NotRegular(kind)) => return Err(not_regular(&self.dir, &file, kind)),
             Err(Corrupt::Bad(why)) => {
                 self.warnings.push(format!(
                     "{}: state file '{}' was corrupt ({why}); it was reset",
-                    name(&self.dir),
-                    path.display()
+                    name(self.dir.path()),
+                    self.dir.path().join(&file).display()
                 ));
                 (State::new(), true)
             }
         };
         let (value, changed) = update(&mut state, now_us(), &mut self.trials)?;
         if changed || reset {
-            let tmp = self.path(key, "state.tmp");
-            write_state(&tmp, &path, &state)
-                .map_err(|(p, e)| self.io_error("write", p.path(&tmp, &path), &e))?;
+            let tmp = file_of(key, "state.tmp");
+            write_state(&self.dir, &tmp, &file, &state).map_err(|(step, e)| {
+                let failed = match step {
+                    Step::Tmp => &tmp,
+                    Step::Rename => &file,
+                };
+                io_error(&self.dir, "write", failed, &e)
+            })?;
         }
         Ok(value)
+    }
+}
+
+/// The store's refusal of its directory, in its own words.
+fn refused(what: &str, problem: &Problem) -> StoreError {
+    match problem {
+        Problem::Owner { uid, me } => StoreError::insecure(format!(
+            "{what} is owned by uid {uid}, not by you (uid {me}): refusing to use it"
+        )),
+        Problem::Writable { mode } => StoreError::insecure(format!(
+            "{what} is group- or world-writable (mode {mode:04o}): refusing to use it; \
+             chmod go-w it or use another directory"
+        )),
+        Problem::Symlink => StoreError::insecure(format!(
+            "{what} is a symbolic link: refusing to use it; give the directory it points to"
+        )),
+        Problem::NotDir(kind) => StoreError::unavailable(format!("{what}: not a directory but {kind}")),
     }
 }
 
@@ -317,25 +341,18 @@ enum Step {
     Rename,
 }
 
-impl Step {
-    fn path<'a>(&self, tmp: &'a Path, path: &'a Path) -> &'a Path {
-        match self {
-            Step::Tmp => tmp,
-            Step::Rename => path,
-        }
-    }
-}
-
 enum Corrupt {
     Io(io::Error),
+    NotRegular(&'static str),
     Bad(String),
 }
 
-/// The state in `path`; `None` when there is none yet.
-fn read_state(path: &Path) -> Result<Option<State>, Corrupt> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+/// The state in `file`; `None` when there is none yet.
+fn read_state(dir: &Dir, file: &str) -> Result<Option<State>, Corrupt> {
+    let file = match dir.open_file(file) {
+        Ok(Entry::File(f)) => f,
+        Ok(Entry::Missing) => return Ok(None),
+        Ok(Entry::Other(kind)) => return Err(Corrupt::NotRegular(kind)),
         Err(e) => return Err(Corrupt::Io(e)),
     };
     let size = file.metadata().map_or(0, |m| usize::try_from(m.len()).unwrap_or(usize::MAX));
@@ -347,25 +364,25 @@ fn read_state(path: &Path) -> Result<Option<State>, Corrupt> {
     State::decode(&bytes).map(Some).map_err(Corrupt::Bad)
 }
 
-/// Temp file, then rename over `path`; no fsync (SPEC Edge rules).
-fn write_state(tmp: &Path, path: &Path, state: &State) -> Result<(), (Step, io::Error)> {
+/// Temp file `tmp`, then rename over `file`; no fsync (SPEC Edge rules).
+/// Under the key's lock nobody else writes `tmp`: whatever is there (a
+/// leftover, a planted symlink) is removed, never followed, and the temp
+/// file is created anew (`O_EXCL|O_NOFOLLOW`).
+fn write_state(dir: &Dir, tmp: &str, file: &str, state: &State) -> Result<(), (Step, io::Error)> {
     let bytes = state.encode();
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(tmp)
-        .map_err(|e| (Step::Tmp, e))?;
-    file.write_all(&bytes).map_err(|e| (Step::Tmp, e))?;
-    drop(file);
-    fs::rename(tmp, path).map_err(|e| (Step::Rename, e))
+    dir.unlink(tmp).map_err(|e| (Step::Tmp, e))?;
+    let mut out = dir.create_new(tmp).map_err(|e| (Step::Tmp, e))?;
+    out.write_all(&bytes).map_err(|e| (Step::Tmp, e))?;
+    drop(out);
+    dir.rename(tmp, dir, file).map_err(|e| (Step::Rename, e))
 }
 
 impl Store for FileStore {
     fn admit(&mut self, key: &Key, circuit: &Circuit) -> Result<Admission, StoreError> {
-        let trial_path = self.path(key, "trial");
-        let dir = self.dir.clone();
+        let trial = file_of(key, "trial");
+        // The update below borrows the store; the trial lock is opened in
+        // the same directory through a second descriptor of it.
+        let dir = self.dir.try_clone().map_err(|e| io_error(&self.dir, "open", &trial, &e))?;
         self.with_state(key, |state, now, trials| {
             let answer = match circuit_now(state, circuit, now) {
                 CircuitNow::Closed => Admission::Admitted { trial: false },
@@ -375,20 +392,9 @@ impl Store for FileStore {
                 CircuitNow::HalfOpen => {
                     // Decided under the state lock, so a trial that ends
                     // (state first, then its lock) is seen as ended.
-                    let file = open_lock_file(&trial_path).map_err(|e| {
-                        StoreError::unavailable(format!(
-                            "{}: cannot open '{}': {e}",
-                            name(&dir),
-                            trial_path.display()
-                        ))
-                    })?;
-                    let mine = sys::flock(file.as_fd(), true, false).map_err(|e| {
-                        StoreError::unavailable(format!(
-                            "{}: cannot lock '{}': {e}",
-                            name(&dir),
-                            trial_path.display()
-                        ))
-                    })?;
+                    let file = open_lock_file(&dir, &trial)?;
+                    let mine = sys::flock(file.as_fd(), true, false)
+                        .map_err(|e| io_error(&dir, "lock", &trial, &e))?;
                     if mine {
                         trials.insert(key.as_str().to_string(), file);
                         Admission::Admitted { trial: true }
@@ -441,9 +447,9 @@ impl Store for FileStore {
         // not queue on slot 0.
         let first = std::process::id() % n;
         for i in 0..n {
-            let path = self.path(key, &format!("slot.{}", (first + i) % n));
-            let file = open_lock_file(&path).map_err(|e| self.io_error("open", &path, &e))?;
-            if sys::flock(file.as_fd(), true, false).map_err(|e| self.io_error("lock", &path, &e))? {
+            let slot = file_of(key, &format!("slot.{}", (first + i) % n));
+            let file = open_lock_file(&self.dir, &slot)?;
+            if sys::flock(file.as_fd(), true, false).map_err(|e| io_error(&self.dir, "lock", &slot, &e))? {
                 return Ok(Some(Slot::new(file)));
             }
         }
@@ -539,13 +545,13 @@ mod tests {
         unsorted.swap(HEADER, HEADER + 8);
         let other_version = [&b"RETRYST2"[..], &[0u8; 16]].concat();
         for garbage in [&b""[..], b"{\"failures\":", b"\xff\xfe", &valid, &unsorted, &other_version] {
-            fs::write(dir.path().join("k.state"), garbage).expect("write");
+            std::fs::write(dir.path().join("k.state"), garbage).expect("write");
             let c = Circuit { threshold: 1, cooldown: Duration::from_secs(60) };
             assert_eq!(store.admit(&key, &c).expect("admit"), Admission::Admitted { trial: false });
             let w = store.take_warnings();
             assert_eq!(w.len(), 1, "{w:?}");
             assert!(w[0].contains("was corrupt"), "{w:?}");
-            let bytes = fs::read(dir.path().join("k.state")).expect("read");
+            let bytes = std::fs::read(dir.path().join("k.state")).expect("read");
             assert_eq!(State::decode(&bytes), Ok(State::new()));
         }
     }

@@ -8,6 +8,7 @@ mod fleet;
 mod fleet_queue;
 mod generated;
 mod hardening;
+mod hostile;
 mod output;
 mod processes;
 mod queue;
