@@ -177,6 +177,11 @@ pub struct Config {
     pub format: Format,
     /// `--summary FILE`; its directory exists (checked here).
     pub summary: Option<PathBuf>,
+    /// `--flaky-exit N`: the exit status of a flaky success.
+    pub flaky_exit: Option<u8>,
+    /// `--metrics FILE`; its directory is writable (checked here, except
+    /// for a drained job: see [`for_job`]).
+    pub metrics: Option<PathBuf>,
     /// `--queue DIR`: where the job goes when the run gives up.
     pub queue: Option<QueueTarget>,
     /// `--max-age`: how long a queued job lives (default [`DEFAULT_MAX_AGE`]).
@@ -203,6 +208,10 @@ pub struct DrainConfig {
     pub state_store: Option<String>,
     /// `--store-optional` for every job.
     pub store_optional: bool,
+    /// `--summary FILE`: a document of the drain.
+    pub summary: Option<PathBuf>,
+    /// `--metrics FILE`: the queue's gauges and the drain's counters.
+    pub metrics: Option<PathBuf>,
 }
 
 /// `--list`'s options.
@@ -214,8 +223,10 @@ pub struct ListConfig {
 }
 
 /// The options a drain takes for itself (clap ids).
-const DRAIN_OPTIONS: [&str; 10] = [
+const DRAIN_OPTIONS: [&str; 12] = [
     "drain",
+    "summary",
+    "metrics",
     "max_age",
     "max_time",
     "lease",
@@ -291,12 +302,20 @@ pub fn for_job(
     cli.max_age = None;
     cli.queue_env = Vec::new();
     cli.lease = None;
+    // A job's saved --summary and --flaky-exit belong to its queueing run
+    // (README "Durable queue"). Its --metrics FILE is the drain's to
+    // update, unchecked: a directory gone since is a failure to write at
+    // the end (reported), not a reason to bury the job.
+    cli.summary = None;
+    cli.flaky_exit = None;
+    let metrics = cli.metrics.take();
     cli.quiet = drain.verbosity == Verbosity::Quiet;
     cli.verbose = drain.verbosity == Verbosity::Verbose;
     cli.log_format = Some(match drain.format {
         Format::Text => cli::LogFormat::Text,
         Format::Json => cli::LogFormat::Json,
         Format::Github => cli::LogFormat::Github,
+        Format::Gitlab => cli::LogFormat::Gitlab,
     });
     if drain.stdout.is_some() {
         cli.stdout = drain.stdout;
@@ -311,7 +330,9 @@ pub fn for_job(
         cli.state_dir =
             Some(if dir.is_relative() && !cwd.as_os_str().is_empty() { cwd.join(dir) } else { dir });
     }
-    Config::from_cli(cli).map_err(|e| e.to_string())
+    let mut cfg = Config::from_cli(cli).map_err(|e| e.to_string())?;
+    cfg.metrics = metrics;
+    Ok(cfg)
 }
 
 impl Config {
@@ -361,6 +382,9 @@ impl Config {
         };
         if let Some(path) = &cli.summary {
             summary::check_target(path)?;
+        }
+        if let Some(path) = &cli.metrics {
+            crate::report::metrics::check_target(path)?;
         }
         if cli.command.first().is_some_and(|c| c.is_empty()) {
             return Err(Error::usage("COMMAND", "", "the command name is empty"));
@@ -423,6 +447,8 @@ impl Config {
             verbosity,
             format,
             summary: cli.summary,
+            flaky_exit: cli.flaky_exit,
+            metrics: cli.metrics,
             queue,
             max_age: cli.max_age,
             shared,
@@ -438,6 +464,21 @@ impl Config {
     /// `--jitter` given with `--algo decorrelated`, which ignores it.
     pub fn jitter_ignored(&self) -> bool {
         self.backoff.algo == Algo::Decorrelated && self.backoff.jitter > 0.0
+    }
+
+    /// The `key` label of `--metrics`: `--key`, else the command's base
+    /// name (`curl` for `/usr/bin/curl`).
+    pub fn metrics_key(&self) -> String {
+        if let Some(shared) = &self.shared {
+            return shared.key.as_str().to_string();
+        }
+        let first = self.command.first().map(Path::new);
+        first
+            .and_then(Path::file_name)
+            .or(first.map(Path::as_os_str))
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
     }
 
     /// The command as `--summary` and `-v` show it.
@@ -489,6 +530,8 @@ impl Config {
             verbosity: self.verbosity.word(),
             log_format: self.format.word(),
             summary: lossy(summary),
+            flaky_exit: self.flaky_exit,
+            metrics: self.metrics.as_deref().map(lossy),
             key: shared.map(|sh| sh.key.as_str().to_string()),
             state_store: shared.map(|sh| sh.store.masked()),
             circuit_break: shared.and_then(|sh| sh.circuit).map(|c| c.threshold),
@@ -518,6 +561,7 @@ fn format_of(f: Option<cli::LogFormat>) -> Format {
         cli::LogFormat::Text => Format::Text,
         cli::LogFormat::Json => Format::Json,
         cli::LogFormat::Github => Format::Github,
+        cli::LogFormat::Gitlab => Format::Gitlab,
     }
 }
 
@@ -545,6 +589,12 @@ fn drain(cli: &Cli, raw: &Path) -> Result<DrainConfig, Error> {
         }
         (Place::Dir(_) | Place::Redis(_), _) => {}
     }
+    if let Some(path) = &cli.summary {
+        summary::check_target(path)?;
+    }
+    if let Some(path) = &cli.metrics {
+        crate::report::metrics::check_target(path)?;
+    }
     Ok(DrainConfig {
         place,
         max_age: cli.max_age,
@@ -555,6 +605,8 @@ fn drain(cli: &Cli, raw: &Path) -> Result<DrainConfig, Error> {
         format: format(cli),
         state_store: cli.state_store.clone(),
         store_optional: cli.store_optional,
+        summary: cli.summary.clone(),
+        metrics: cli.metrics.clone(),
     })
 }
 
@@ -574,8 +626,9 @@ fn check_options(matches: &ArgMatches, mode: &str, allowed: &[&str]) -> Result<(
         }
         let name = arg.get_long().map_or_else(|| id.to_string(), |l| format!("--{l}"));
         let takes = if mode == "--drain" {
-            "a drain takes only --max-age, --max-time, --lease, --stdout, -q, -v, --log-format, \
-             --state-store and --store-optional; each job runs with the options saved with it"
+            "a drain takes only --max-age, --max-time, --lease, --summary, --metrics, --stdout, -q, \
+             -v, --log-format, --state-store and --store-optional; each job runs with the options \
+             saved with it"
         } else {
             "--list takes only -q, -v and --log-format"
         };
