@@ -1,12 +1,14 @@
 //! One integration test binary (ripgrep's layout): each module runs the
 //! built `retry` against small child scripts in `tests/fixtures/`.
 
+mod ci;
 mod core;
 mod countdown;
 mod fleet;
 mod fleet_queue;
 mod generated;
 mod hardening;
+mod metrics;
 mod output;
 mod queue;
 mod report;
