@@ -16,7 +16,8 @@ pub struct Fold {
     open: Option<String>,
     /// Makes this run's GitLab section names unique: two runs of retry in
     /// one job log must not share a name (GitLab would fold them as one).
-    token: String,
+    /// Drawn at the first section, so other formats draw nothing.
+    token: Option<String>,
     /// The attempt whose section starts expanded: the last possible one
     /// (`None`: every section collapsed, e.g. with `--forever`).
     expand: Option<u32>,
@@ -24,7 +25,7 @@ pub struct Fold {
 
 impl Fold {
     pub fn new(expand: Option<u32>) -> Fold {
-        Fold { open: None, token: token(), expand }
+        Fold { open: None, token: None, expand }
     }
 
     /// The line that opens attempt `n`'s fold, titled `title`; `None` when
@@ -37,7 +38,8 @@ impl Fold {
                 self.open = Some(String::new());
             }
             Format::Gitlab => {
-                let name = format!("retry_attempt_{n}_{}", self.token);
+                let token = self.token.get_or_insert_with(token);
+                let name = format!("retry_attempt_{n}_{token}");
                 let options = if self.expand == Some(n) { "" } else { "[collapsed=true]" };
                 out.push_str(&format!(
                     "\x1b[0Ksection_start:{}:{name}{options}\r\x1b[0K{}\n",
@@ -87,7 +89,8 @@ mod tests {
         let now = UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
         let mut fold = Fold::new(Some(2));
         let first = fold.open(Format::Gitlab, 1, "retry: attempt 1/2", now).unwrap();
-        let name = format!("retry_attempt_1_{}", fold.token);
+        let token = fold.token.clone().unwrap();
+        let name = format!("retry_attempt_1_{token}");
         assert_eq!(
             first,
             format!("\x1b[0Ksection_start:1700000000:{name}[collapsed=true]\r\x1b[0Kretry: attempt 1/2\n")
@@ -98,8 +101,11 @@ mod tests {
         );
         assert_eq!(fold.close(Format::Gitlab, now), None);
         let last = fold.open(Format::Gitlab, 2, "x\ny", now).unwrap();
-        assert!(last.ends_with(&format!("_{}\r\x1b[0Kx y\n", fold.token)), "{last:?}");
-        assert_ne!(Fold::new(None).token, Fold::new(None).token);
+        assert!(last.ends_with("\r\x1b[0Kx y\n") && last.contains(&format!("_2_{token}\r")), "{last:?}");
+        assert!(last.contains("section_start:1700000000:retry_attempt_2_"), "{last:?}");
+        let mut other = Fold::new(None);
+        other.open(Format::Gitlab, 1, "t", now);
+        assert_ne!(other.token, fold.token, "another run draws another token");
     }
 
     #[test]
