@@ -308,7 +308,7 @@ pub fn for_job(
     // the end (reported), not a reason to bury the job.
     cli.summary = None;
     cli.flaky_exit = None;
-    let metrics = cli.metrics.take();
+    let metrics = cli.metrics.take().map(|m| in_job_dir(m, cwd));
     cli.quiet = drain.verbosity == Verbosity::Quiet;
     cli.verbose = drain.verbosity == Verbosity::Verbose;
     cli.log_format = Some(match drain.format {
@@ -326,13 +326,16 @@ pub fn for_job(
     }
     cli.store_optional |= drain.store_optional;
     cli.seed = cli.seed.map(|s| s ^ u64::from(step).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    if let Some(dir) = cli.state_dir.take() {
-        cli.state_dir =
-            Some(if dir.is_relative() && !cwd.as_os_str().is_empty() { cwd.join(dir) } else { dir });
-    }
+    cli.state_dir = cli.state_dir.take().map(|dir| in_job_dir(dir, cwd));
     let mut cfg = Config::from_cli(cli).map_err(|e| e.to_string())?;
     cfg.metrics = metrics;
     Ok(cfg)
+}
+
+/// A path a job saved as given: a relative one was relative to the job's
+/// working directory `cwd`, not to the drain's.
+fn in_job_dir(path: PathBuf, cwd: &Path) -> PathBuf {
+    if path.is_relative() && !cwd.as_os_str().is_empty() { cwd.join(path) } else { path }
 }
 
 impl Config {

@@ -277,7 +277,14 @@ fn a_drains_queue_gauges_match_list_and_its_counters_add_up() {
     let job = read_metrics(&t.path("job.prom"));
     assert_eq!(runs(&job, "fail-times.sh", "queued"), 1.0);
     let m = t.path("q.prom");
-    t.retry().args(["--drain", "q", "--metrics", path_str(&m)]).assert().code(1);
+    // From another directory: the job's relative --metrics is its own directory's.
+    std::fs::create_dir(t.path("elsewhere")).unwrap();
+    t.retry()
+        .current_dir(t.path("elsewhere"))
+        .args(["--drain", path_str(&t.path("q")), "--metrics", path_str(&m)])
+        .assert()
+        .code(1);
+    assert!(!t.path("elsewhere/job.prom").exists());
     let series = read_metrics(&m);
     let listed = list(&t, "q");
     let (queued, dead) = states(&listed);
