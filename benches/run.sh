@@ -13,6 +13,11 @@
 #
 # Knobs (environment): ROUNDS=5, SIZE_MIB=1024 (the throughput rows),
 # ATTEMPTS=10000 (the memory row), SKIP_BIG=1 skips the 1 GiB rows.
+#
+# The portable process path (no pidfds: kernels before 5.4, seccomp
+# policies) gets its own failing-attempt and memory rows, measured under
+# the seccomp filter the tests use (tests/fixtures/no-pidfd.c, built with
+# cc), next to a `sh` loop under the same filter.
 set -euo pipefail
 export LC_ALL=C
 
@@ -98,6 +103,11 @@ if command -v cc >/dev/null; then
         '  waitpid(p, &s, 0); return WEXITSTATUS(s); }' >"$WORK/bare.c"
     cc -O2 -static -o "$WORK/bare" "$WORK/bare.c" 2>/dev/null && BARE=$WORK/bare
 fi
+# The seccomp filter that refuses pidfds (the portable path's rows).
+NOPIDFD=""
+if command -v cc >/dev/null && cc -O2 -o "$WORK/no-pidfd" tests/fixtures/no-pidfd.c 2>/dev/null; then
+    NOPIDFD=$WORK/no-pidfd
+fi
 # One round: true, retry and the peers; appends "TAG TOOL FIELD OVERHEAD".
 start_round() {
     local tag=$1 cmds=(-n true /bin/true -n retry "$R -- /bin/true")
@@ -163,23 +173,30 @@ for ((i = 0; i < ROUNDS; i++)); do
     cmds=(-n sh "sh -c '$loop'" -n retry "$R -n 999 --wait 0 -- /bin/false")
     [ -n "$DEB" ] && cmds+=(-n debian "$DEB -t 1000 -d 0 -- /bin/false")
     [ -n "$ATT" ] && cmds+=(-n attempt "$ATT -a 1000 fixed -w 0 -F -- /bin/false")
+    [ -n "$NOPIDFD" ] && cmds+=(-n sh-nopidfd "$NOPIDFD sh -c '$loop'" \
+        -n retry-nopidfd "$NOPIDFD $R -n 999 --wait 0 -- /bin/false")
     hf -N -i --warmup 1 --runs 3 "${cmds[@]}"
-    for t in sh retry debian attempt; do
+    for t in sh retry debian attempt sh-nopidfd retry-nopidfd; do
         v=$(col "$t" 2); m=$(col "$t" 3)
         [ -n "$v" ] && echo "$t $(awk -v a="$v" 'BEGIN {print a / 1000}') $(awk -v a="$m" 'BEGIN {print a / 1000}')" >>"$WORK/fail"
     done
 done
 per() { awk -v t="$1" '$1 == t {print $2}' "$WORK/fail" | median; }
-fail_ratio() {
-    local med mn
-    med=$(paste <(awk -v t="$1" '$1 == t {print $2}' "$WORK/fail") <(awk '$1 == "sh" {print $2}' "$WORK/fail") |
+fail_ratio() { # TOOL [REFERENCE, default sh]
+    local med mn ref=${2:-sh}
+    med=$(paste <(awk -v t="$1" '$1 == t {print $2}' "$WORK/fail") <(awk -v r="$ref" '$1 == r {print $2}' "$WORK/fail") |
         awk '{print $1 / $2}' | median)
-    mn=$(ratio "$(awk -v t="$1" '$1 == t {print $3}' "$WORK/fail" | minimum)" "$(awk '$1 == "sh" {print $3}' "$WORK/fail" | minimum)")
+    mn=$(ratio "$(awk -v t="$1" '$1 == t {print $3}' "$WORK/fail" | minimum)" "$(awk -v r="$ref" '$1 == r {print $3}' "$WORK/fail" | minimum)")
     echo "$med $mn"
 }
 read -r fm fmin < <(fail_ratio retry)
 row "failing attempt: \`retry -n 999 --wait 0 -- /bin/false\`, per attempt" "$(fmt "$(per retry)" 0) µs" \
     "\`sh\` loop $(fmt "$(per sh)" 0) µs" "$(fmt "$fm") ($(fmt "$fmin"))" "≤ 1.1×" "$(le "$fm" 1.1)"
+if grep -q "^retry-nopidfd " "$WORK/fail"; then
+    read -r nm nmin < <(fail_ratio retry-nopidfd sh-nopidfd)
+    row "… portable path: the same with pidfds refused (seccomp, \`no-pidfd\`)" "$(fmt "$(per retry-nopidfd)" 0) µs" \
+        "\`sh\` loop under the same filter $(fmt "$(per sh-nopidfd)" 0) µs" "$(fmt "$nm") ($(fmt "$nmin"))" "≤ 1.1×" "$(le "$nm" 1.1)"
+fi
 for peer in debian attempt; do
     if grep -q "^$peer " "$WORK/fail"; then
         read -r pm pmin < <(fail_ratio "$peer")
@@ -272,6 +289,7 @@ mem_run() { # NAME CMD...
 }
 {
     mem_run retry "$R" -q -n "$ATTEMPTS" --wait 0 --
+    [ -n "$NOPIDFD" ] && mem_run retry-nopidfd "$NOPIDFD" "$R" -q -n "$ATTEMPTS" --wait 0 --
     [ -n "$DEB" ] && mem_run debian "$DEB" -t "$ATTEMPTS" -d 0 --
     [ -n "$ATT" ] && mem_run attempt "$ATT" -a "$ATTEMPTS" fixed -w 0 -F --
 } >"$WORK/mem"
@@ -290,6 +308,7 @@ memrow() { # NAME LABEL GOAL?
         "attempt 100 → $ATTEMPTS ($(fmt "$secs" 1) s)" "" "$goal" "$met"
 }
 memrow retry "memory and fds across $ATTEMPTS attempts (\`--wait 0\`)" goal
+grep -q '^retry-nopidfd ' "$WORK/mem" && memrow retry-nopidfd "… portable path (pidfds refused, \`no-pidfd\`)" goal
 grep -q '^debian ' "$WORK/mem" && memrow debian "… Debian retry (peer)" ""
 grep -q '^attempt ' "$WORK/mem" && memrow attempt "… attempt (peer)" ""
 

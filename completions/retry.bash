@@ -23,7 +23,7 @@ _retry() {
 
     case "${cmd}" in
         retry)
-            opts="-n -t -w -j -q -v -h -V --retries --forever --timeout --kill-after --kill-signal --max-time --algo --wait --multiplier --max-wait --jitter --reset-after --splay --seed --dry-run --on-retry --retry-on-exit --stop-on-exit --retry-on-stderr --retry-on-stdout --stop-on-stderr --stop-on-stdout --retry-if --until --until-match --stdout --stdin --foreground --state-dir --temp-state --key --state-store --circuit-break --circuit-cooldown --rate --concurrency --store-optional --quiet --verbose --log-format --summary --flaky-exit --metrics --queue --queue-env --drain --lease --list --max-age --help --version"
+            opts="-n -t -w -j -q -v -h -V --retries --forever --timeout --kill-after --kill-signal --max-time --algo --delays --wait --multiplier --max-wait --jitter --reset-after --wait-from --rotate --reset-on-progress --splay --seed --dry-run --on-retry --on-give-up --success-exit --retry-on-exit --stop-on-exit --retry-on-signal --stop-on-signal --retry-on-stderr --retry-on-stdout --stop-on-stderr --stop-on-stdout --retry-if --until --until-match --stdout --stdin --foreground --state-dir --temp-state --key --state-store --circuit-break --circuit-cooldown --rate --concurrency --store-optional --quiet --verbose --log-format --summary --flaky-exit --metrics --queue --queue-env --drain --lease --list --max-age --on-dead --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -61,6 +61,10 @@ _retry() {
                     COMPREPLY=($(compgen -W "exponential linear fibonacci constant decorrelated" -- "${cur}"))
                     return 0
                     ;;
+                --delays)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --wait)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -89,6 +93,14 @@ _retry() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --wait-from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rotate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --splay)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -101,11 +113,27 @@ _retry() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --on-give-up)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --success-exit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --retry-on-exit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --stop-on-exit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retry-on-signal)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stop-on-signal)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -210,6 +238,10 @@ _retry() {
                     return 0
                     ;;
                 --max-age)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-dead)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

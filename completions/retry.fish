@@ -8,16 +8,23 @@ linear\t'w·k: 1, 2, 3, 4 … × w'
 fibonacci\t'w·F(k): 1, 1, 2, 3, 5, 8 … × w'
 constant\t'w every time'
 decorrelated\t'uniform(w, 3·previous), AWS "decorrelated jitter"'"
+complete -c retry -l delays -d 'A fixed list of delays: the k-th before retry k, the last one repeating' -r
 complete -c retry -s w -l wait -d 'Base delay w of the backoff; 0 = no delay [default: 1s]' -r
 complete -c retry -l multiplier -d 'Growth factor m of exponential backoff, a decimal >= 1 [default: 2]' -r
 complete -c retry -l max-wait -d 'Cap on each delay, applied before jitter' -r
 complete -c retry -s j -l jitter -d 'Randomize each delay d: sleep uniform in [(1−F)·d, d]; F in [0,1], none, equal, full' -r
 complete -c retry -l reset-after -d 'An attempt that ran at least this long before failing resets the backoff' -r
+complete -c retry -l wait-from -d 'The server decides the wait: read it from the last output line matching REGEX' -r
+complete -c retry -l rotate -d 'Try alternatives before waiting: attempt k gets NAME set to the k-th value, in turn' -r
 complete -c retry -l splay -d 'Sleep a random time in [0, DURATION] before the first attempt' -r
 complete -c retry -l seed -d 'Seed the random generators: the same seed and options give the same sleeps' -r
 complete -c retry -l on-retry -d 'Run `sh -c CMD` after each failed attempt that will be retried, before the sleep' -r
+complete -c retry -l on-give-up -d 'Run `sh -c CMD` once when the run gives up (attempts exhausted, a stop rule, --max-time)' -r
+complete -c retry -l success-exit -d 'Treat these exit statuses as success too, e.g. 0,24 for rsync\'s "some files vanished"' -r
 complete -c retry -l retry-on-exit -d 'Retry only these statuses, e.g. 1,7,75-78,124' -r
 complete -c retry -l stop-on-exit -d 'Never retry these statuses (wins over every retry rule)' -r
+complete -c retry -l retry-on-signal -d 'Retry an attempt that died of one of these signals, e.g. KILL,TERM,SEGV' -r
+complete -c retry -l stop-on-signal -d 'Never retry an attempt that died of one of these signals (wins over every retry rule)' -r
 complete -c retry -l retry-on-stderr -d 'Retry only if a line of the attempt\'s stderr matched REGEX (repeatable)' -r
 complete -c retry -l retry-on-stdout -d 'Retry only if a line of the attempt\'s stdout matched REGEX (repeatable)' -r
 complete -c retry -l stop-on-stderr -d 'A stderr line matching REGEX makes the failure permanent (repeatable)' -r
@@ -49,12 +56,14 @@ complete -c retry -l drain -d 'Run every due job of the queue DIR (or redis://�
 complete -c retry -l lease -d 'How long a drain holds a job of a Redis queue without renewing it [default: 30s]' -r
 complete -c retry -l list -d 'Print the jobs of the queue DIR (or redis://…#NAME) and its dead letters, as JSON lines' -r -F
 complete -c retry -l max-age -d 'A queued job older than this (since its first attempt) goes to dead/ [default: 3days]' -r
+complete -c retry -l on-dead -d 'With --drain: run `sh -c CMD` for each job this drain moves to the dead letters' -r
 complete -c retry -l forever -d 'Retry without limit (until success, a stop rule, --max-time or a signal)'
+complete -c retry -l reset-on-progress -d 'An attempt that changed its state dir does not use up the budget'
 complete -c retry -l dry-run -d 'Print the planned delays and exit without running anything'
 complete -c retry -l foreground -d 'Run COMMAND in retry\'s process group, for commands that need the terminal'
 complete -c retry -l temp-state -d 'Give every attempt RETRY_STATE_DIR, a fresh private directory removed after the run'
 complete -c retry -l store-optional -d 'When the state store cannot be used, warn and run without coordination'
 complete -c retry -s q -l quiet -d 'Print nothing but errors about retry itself'
-complete -c retry -s v -l verbose -d 'Also print the command, each attempt\'s start and the rule that decided'
+complete -c retry -s v -l verbose -d 'Also print the command, each attempt\'s start and the rule that decided (-vv: more)'
 complete -c retry -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c retry -s V -l version -d 'Print version'

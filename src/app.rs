@@ -115,7 +115,7 @@ fn run_to_end(cfg: &Config, signals: &mut Signals, report: &Reporter) -> Result<
     if let Some(target) = &cfg.queue {
         queue::check(target)?;
     }
-    let mut outcome = run::run(cfg, Start::fresh(state_dir), signals, report)?;
+    let mut outcome = run::run(cfg, Start::fresh(state_dir.clone()), signals, report)?;
     if let (Some(target), Some(id)) = (&cfg.queue, &id) {
         if queue::gives_up(&outcome.ending) {
             match queue::enqueue(target, id, cfg, &mut outcome, &environ::base(), signals)? {
@@ -146,8 +146,48 @@ fn run_to_end(cfg: &Config, signals: &mut Signals, report: &Reporter) -> Result<
             }
         }
     }
-    report.done(&outcome.ending, begin.elapsed(), cfg.attempts);
+    report.done(&outcome.ending, begin.elapsed(), cfg.attempts, outcome.no_start.as_deref());
+    on_give_up(cfg, &outcome.ending, state_dir.as_deref(), signals, report);
     Ok((outcome.ending, kept))
+}
+
+/// `--on-give-up`: once, when the run ended without success (exhausted,
+/// stopped, deadline; not interrupted, refused or queued), with the last
+/// attempt's `RETRY_*` variables and `RETRY_OUTCOME`, bounded by
+/// `--timeout` else 60 s. Its failure is logged; the status stays.
+fn on_give_up(
+    cfg: &Config,
+    ending: &Ending,
+    state_dir: Option<&std::path::Path>,
+    signals: &mut Signals,
+    report: &Reporter,
+) {
+    let Some(cmd) = &cfg.on_give_up else { return };
+    match ending.end {
+        End::Exhausted | End::Stopped | End::Deadline => {}
+        End::Success | End::Interrupted { .. } | End::ClosedStdout | End::Queued | End::Refused => return,
+    }
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut env = environ::base();
+    let number = if ending.attempts > 0 { ending.attempts.to_string() } else { String::new() };
+    let total = cfg.attempts.map(|t| t.to_string()).unwrap_or_default();
+    let last = ending.last.map(|s| s.code().to_string()).unwrap_or_default();
+    for (name, value) in [
+        ("RETRY_ATTEMPT", number.as_bytes()),
+        ("RETRY_MAX_ATTEMPTS", total.as_bytes()),
+        ("RETRY_LAST_STATUS", last.as_bytes()),
+        ("RETRY_OUTCOME", ending.end.word().as_bytes()),
+    ] {
+        env.extend(environ::entry(name.as_bytes(), value));
+    }
+    if let Some(dir) = state_dir {
+        env.extend(environ::entry(b"RETRY_STATE_DIR", dir.as_os_str().as_bytes()));
+    }
+    let limit = Some(cfg.timeout.unwrap_or(crate::hook::DEFAULT_LIMIT));
+    let ran = crate::hook::run(cmd, &env, limit, (cfg.kill_signal, cfg.kill_after), signals, &mut Vec::new());
+    if let Some((status, why)) = ran.failed {
+        report.on_give_up_failed(status, why);
+    }
 }
 
 /// `--drain`: the drain's signals and reporter, then the queue's work.
@@ -165,22 +205,36 @@ pub fn drain(cfg: &DrainConfig) -> u8 {
     }
 }
 
-/// `--dry-run`: the planned sleeps on stdout, nothing run.
+/// `--dry-run`: the planned sleeps on stdout, nothing run. It walks the
+/// same [`run::decide::Plan`] a run takes, so a `--seed` gives the same
+/// sleeps in both; with `--rotate` each row shows the attempt's values.
 pub fn dry_run(cfg: &Config) -> u8 {
+    if cfg.jitter_ignored() {
+        Reporter::new(cfg.format, cfg.verbosity)
+            .warning("--jitter has no effect with --algo decorrelated".into());
+    }
     let (backoff_rng, mut splay_rng) = run::rngs(cfg.seed);
     let mut rows: Vec<(u32, Duration)> = Vec::new();
-    if let Some(max) = cfg.splay {
-        rows.push((1, run::splay_delay(max, &mut splay_rng)));
+    match cfg.splay {
+        Some(max) => rows.push((1, run::splay_delay(max, &mut splay_rng))),
+        // With --rotate, attempt 1's values are worth a row too.
+        None if !cfg.rotate.is_empty() => rows.push((1, Duration::ZERO)),
+        None => {}
     }
     let retries = cfg.attempts.map_or(20, |t| t.saturating_sub(1));
-    let mut schedule = crate::backoff::Schedule::new(cfg.backoff, backoff_rng);
+    let schedule = crate::backoff::Schedule::new(cfg.backoff.clone(), backoff_rng);
+    let mut plan = run::decide::Plan::new(schedule, cfg.cycle());
     for k in 1..=retries {
-        rows.push((k + 1, schedule.next().unwrap_or(Duration::MAX)));
+        rows.push((k + 1, plan.sleep_after(k, false)));
     }
     let mut out = String::new();
     let mut at = Duration::ZERO;
     if cfg.format != Format::Json {
-        out.push_str("attempt  sleep before  at\n");
+        out.push_str("attempt  sleep before  at");
+        for r in &cfg.rotate {
+            out.push_str(&format!("  {}", r.name));
+        }
+        out.push('\n');
     }
     for (attempt, delay) in rows {
         at = at.saturating_add(delay);
@@ -189,18 +243,28 @@ pub fn dry_run(cfg: &Config) -> u8 {
         }
         let ms = crate::record::ms;
         if cfg.format == Format::Json {
-            out.push_str(&format!(
-                "{{\"attempt\":{attempt},\"delay_ms\":{},\"at_ms\":{}}}\n",
-                ms(delay),
-                ms(at)
-            ));
+            out.push_str(&format!("{{\"attempt\":{attempt},\"delay_ms\":{},\"at_ms\":{}", ms(delay), ms(at)));
+            if !cfg.rotate.is_empty() {
+                let env: serde_json::Map<String, serde_json::Value> =
+                    cfg.rotation_of(attempt).map(|(n, v)| (n.to_string(), v.into())).collect();
+                out.push_str(&format!(",\"env\":{}", serde_json::Value::Object(env)));
+            }
+            out.push_str("}\n");
         } else {
-            out.push_str(&format!("{attempt:>7}  {:>12}  {}\n", parse::human(delay), parse::human(at)));
+            out.push_str(&format!("{attempt:>7}  {:>12}  {}", parse::human(delay), parse::human(at)));
+            for (_, value) in cfg.rotation_of(attempt) {
+                out.push_str(&format!("  {value}"));
+            }
+            out.push('\n');
         }
     }
     match std::io::stdout().lock().write_all(out.as_bytes()) {
         Ok(()) => status::OK,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => status::CLOSED_STDOUT,
-        Err(_) => status::USAGE,
+        Err(e) => {
+            Reporter::new(cfg.format, cfg.verbosity)
+                .error(format!("cannot write the schedule to stdout: {}", parse::os_error(&e)));
+            status::USAGE
+        }
     }
 }

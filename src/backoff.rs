@@ -15,6 +15,8 @@ pub enum Algo {
     Fibonacci,
     Constant,
     Decorrelated,
+    /// `--delays LIST`: the k-th item, the last one repeating.
+    Delays,
 }
 
 impl Algo {
@@ -26,12 +28,13 @@ impl Algo {
             Algo::Fibonacci => "fibonacci",
             Algo::Constant => "constant",
             Algo::Decorrelated => "decorrelated",
+            Algo::Delays => "delays",
         }
     }
 }
 
 /// The options that shape the schedule.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Backoff {
     pub algo: Algo,
     /// `--wait`: the base delay `w`.
@@ -42,6 +45,8 @@ pub struct Backoff {
     pub cap: Duration,
     /// `--jitter`: fraction in [0, 1]; ignored by `decorrelated`.
     pub jitter: f64,
+    /// `--delays`: the schedule of [`Algo::Delays`] (not empty then).
+    pub delays: Vec<Duration>,
 }
 
 impl Backoff {
@@ -65,6 +70,10 @@ impl Backoff {
                 }
             }
             Algo::Decorrelated => w,
+            Algo::Delays => {
+                let i = usize::try_from(k - 1).unwrap_or(usize::MAX).min(self.delays.len().saturating_sub(1));
+                self.delays.get(i).copied().unwrap_or(w)
+            }
         }
     }
 
@@ -201,30 +210,51 @@ mod tests {
     use rand::rngs::Xoshiro256PlusPlus;
 
     fn spec(algo: Algo) -> Backoff {
-        Backoff { algo, wait: Duration::from_secs(1), multiplier: 2.0, cap: Duration::MAX, jitter: 0.0 }
+        Backoff {
+            algo,
+            wait: Duration::from_secs(1),
+            multiplier: 2.0,
+            cap: Duration::MAX,
+            jitter: 0.0,
+            delays: Vec::new(),
+        }
     }
 
-    fn first(spec: Backoff, n: usize) -> Vec<u64> {
-        Schedule::new(spec, Xoshiro256PlusPlus::seed_from_u64(1))
+    fn first(spec: &Backoff, n: usize) -> Vec<u64> {
+        Schedule::new(spec.clone(), Xoshiro256PlusPlus::seed_from_u64(1))
             .take(n)
             .map(|d| d.as_millis() as u64)
             .collect()
     }
 
     #[test]
+    fn a_delay_list_repeats_its_last_item_under_the_cap_and_jitter() {
+        let s = |secs: &[u64]| secs.iter().map(|&x| Duration::from_secs(x)).collect::<Vec<_>>();
+        let mut d = spec(Algo::Delays);
+        d.delays = s(&[1, 5, 30]);
+        assert_eq!(first(&d, 5), [1000, 5000, 30_000, 30_000, 30_000]);
+        d.cap = Duration::from_secs(10);
+        assert_eq!(first(&d, 4), [1000, 5000, 10_000, 10_000]);
+        d.jitter = 1.0;
+        let j = first(&d, 50);
+        assert!(j.iter().all(|&x| x <= 10_000) && j.iter().any(|&x| x < 5000), "{j:?}");
+        assert_eq!(d.formula(u32::MAX), Duration::from_secs(30));
+    }
+
+    #[test]
     fn every_formula_from_the_spec() {
-        assert_eq!(first(spec(Algo::Exponential), 6), [1000, 2000, 4000, 8000, 16000, 32000]);
-        assert_eq!(first(spec(Algo::Linear), 5), [1000, 2000, 3000, 4000, 5000]);
-        assert_eq!(first(spec(Algo::Fibonacci), 7), [1000, 1000, 2000, 3000, 5000, 8000, 13000]);
-        assert_eq!(first(spec(Algo::Constant), 3), [1000, 1000, 1000]);
+        assert_eq!(first(&spec(Algo::Exponential), 6), [1000, 2000, 4000, 8000, 16000, 32000]);
+        assert_eq!(first(&spec(Algo::Linear), 5), [1000, 2000, 3000, 4000, 5000]);
+        assert_eq!(first(&spec(Algo::Fibonacci), 7), [1000, 1000, 2000, 3000, 5000, 8000, 13000]);
+        assert_eq!(first(&spec(Algo::Constant), 3), [1000, 1000, 1000]);
         let mut m = spec(Algo::Exponential);
         m.multiplier = 1.5;
-        assert_eq!(first(m, 4), [1000, 1500, 2250, 3375]);
+        assert_eq!(first(&m, 4), [1000, 1500, 2250, 3375]);
     }
 
     #[test]
     fn decorrelated_stays_between_base_and_three_times_previous() {
-        let d = first(spec(Algo::Decorrelated), 50);
+        let d = first(&spec(Algo::Decorrelated), 50);
         assert_eq!(d[0], 1000);
         for pair in d.windows(2) {
             assert!(pair[1] >= 1000 && pair[1] <= 3 * pair[0], "{pair:?}");
@@ -235,14 +265,14 @@ mod tests {
     fn cap_applies_before_jitter() {
         let mut s = spec(Algo::Exponential);
         s.cap = Duration::from_secs(5);
-        assert_eq!(first(s, 5), [1000, 2000, 4000, 5000, 5000]);
+        assert_eq!(first(&s, 5), [1000, 2000, 4000, 5000, 5000]);
         s.jitter = 1.0;
-        for d in first(s, 200) {
+        for d in first(&s, 200) {
             assert!(d <= 5000);
         }
         // With a cap before jitter, equal jitter of a capped 5s is in [2.5s, 5s].
         s.jitter = 0.5;
-        for d in first(s, 200).into_iter().skip(3) {
+        for d in first(&s, 200).into_iter().skip(3) {
             assert!((2500..=5000).contains(&d), "{d}");
         }
     }
@@ -274,9 +304,9 @@ mod tests {
         let mut s = spec(Algo::Exponential);
         s.wait = Duration::ZERO;
         s.jitter = 1.0;
-        assert_eq!(first(s, 300).iter().sum::<u64>(), 0);
+        assert_eq!(first(&s, 300).iter().sum::<u64>(), 0);
         s.algo = Algo::Decorrelated;
-        assert_eq!(first(s, 10).iter().sum::<u64>(), 0);
+        assert_eq!(first(&s, 10).iter().sum::<u64>(), 0);
     }
 
     #[test]
@@ -312,8 +342,8 @@ mod tests {
         let mut s = spec(Algo::Exponential);
         s.jitter = 1.0;
         s.wait = Duration::from_millis(100);
-        let got = first(s, 5);
-        let again = first(s, 5);
+        let got = first(&s, 5);
+        let again = first(&s, 5);
         assert_eq!(got, again);
         assert_eq!(got, PINNED);
     }
@@ -338,11 +368,12 @@ mod tests {
                 multiplier,
                 cap: cap_ms.map_or(Duration::MAX, Duration::from_millis),
                 jitter,
+                delays: Vec::new(),
             };
             let a: Vec<Duration> =
-                Schedule::new(s, Xoshiro256PlusPlus::seed_from_u64(seed)).take(80).collect();
+                Schedule::new(s.clone(), Xoshiro256PlusPlus::seed_from_u64(seed)).take(80).collect();
             let b: Vec<Duration> =
-                Schedule::new(s, Xoshiro256PlusPlus::seed_from_u64(seed)).take(80).collect();
+                Schedule::new(s.clone(), Xoshiro256PlusPlus::seed_from_u64(seed)).take(80).collect();
             prop_assert_eq!(&a, &b);
             for d in &a {
                 prop_assert!(*d <= s.cap);

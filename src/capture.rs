@@ -167,20 +167,40 @@ impl Tail {
     }
 }
 
+/// The longest `--wait-from` hint kept (a date or a number is far shorter).
+pub const HINT_MAX: usize = 256;
+
 /// Matches regexes against each line of a stream, as it streams. A regex
 /// that matched once is not tried again; when all have matched, scanning
-/// stops. Lines longer than `LINE_WINDOW` are matched in pieces of that size.
+/// stops (unless hint regexes want every line). Lines longer than
+/// `LINE_WINDOW` are matched in pieces of that size.
 pub struct Scanner {
     regexes: Vec<Regex>,
     matched: Vec<bool>,
     left: usize,
     partial: Vec<u8>,
+    /// `--wait-from` regexes: the last line one of them matched gives the hint.
+    hints: Vec<Regex>,
+    hint: Option<Vec<u8>>,
 }
 
 impl Scanner {
     pub fn new(regexes: Vec<Regex>) -> Scanner {
         let n = regexes.len();
-        Scanner { regexes, matched: vec![false; n], left: n, partial: Vec::new() }
+        Scanner {
+            regexes,
+            matched: vec![false; n],
+            left: n,
+            partial: Vec::new(),
+            hints: Vec::new(),
+            hint: None,
+        }
+    }
+
+    /// Also keeps the hint of the last line one of `hints` matches.
+    pub fn with_hints(mut self, hints: Vec<Regex>) -> Scanner {
+        self.hints = hints;
+        self
     }
 
     /// Starts a new stream (a new attempt).
@@ -188,6 +208,7 @@ impl Scanner {
         self.matched.iter_mut().for_each(|m| *m = false);
         self.left = self.regexes.len();
         self.partial.clear();
+        self.hint = None;
     }
 
     /// Which regexes matched some line so far.
@@ -195,11 +216,28 @@ impl Scanner {
         &self.matched
     }
 
+    /// The hint text of the last line a hint regex matched: its first
+    /// capture group, or the whole match (at most [`HINT_MAX`] bytes).
+    pub fn hint(&self) -> Option<&[u8]> {
+        self.hint.as_deref()
+    }
+
+    /// Does the scanner still want lines?
+    fn wants(&self) -> bool {
+        self.left > 0 || !self.hints.is_empty()
+    }
+
     fn line(&mut self, line: &[u8]) {
         for (re, hit) in self.regexes.iter().zip(self.matched.iter_mut()) {
             if !*hit && re.is_match(line) {
                 *hit = true;
                 self.left -= 1;
+            }
+        }
+        if let Some(caps) = self.hints.iter().find_map(|re| re.captures(line)) {
+            if let Some(m) = caps.get(1).or_else(|| caps.get(0)) {
+                let text = m.as_bytes();
+                self.hint = Some(text[..text.len().min(HINT_MAX)].to_vec());
             }
         }
     }
@@ -213,7 +251,7 @@ impl Scanner {
 
     /// Feeds the next bytes of the stream.
     pub fn feed(&mut self, mut data: &[u8]) {
-        while self.left > 0 && !data.is_empty() {
+        while self.wants() && !data.is_empty() {
             match data.iter().position(|&b| b == b'\n') {
                 Some(i) => {
                     if self.partial.is_empty() {
@@ -247,7 +285,7 @@ impl Scanner {
 
     /// The stream ended: the last line needs no newline.
     pub fn finish(&mut self) {
-        if !self.partial.is_empty() && self.left > 0 {
+        if !self.partial.is_empty() && self.wants() {
             self.flush_partial();
         }
         self.partial.clear();
@@ -324,5 +362,22 @@ mod tests {
         t.push(&big);
         assert_eq!(t.bytes().len(), TAIL);
         assert_eq!(t.bytes().last(), Some(&b'!'));
+    }
+
+    #[test]
+    fn hints_come_from_the_last_matching_line() {
+        let re = |p: &str| Regex::new(p).unwrap();
+        let mut s =
+            Scanner::new(Vec::new()).with_hints(vec![re("(?i)^retry-after: *(.+)$"), re("reset=([0-9]+)")]);
+        s.feed(b"HTTP/1.1 429\nRetry-After: 5\nx reset=17");
+        assert_eq!(s.hint(), Some(&b"5"[..]));
+        s.finish();
+        assert_eq!(s.hint(), Some(&b"17"[..]), "the last line, without a newline");
+        s.clear();
+        assert_eq!(s.hint(), None);
+        // Without a capture group, the whole match.
+        let mut w = Scanner::new(vec![re("x")]).with_hints(vec![re("[0-9]+s")]);
+        w.feed(b"x\nwait 30s please\n");
+        assert_eq!((w.hint(), w.matched()), (Some(&b"30s"[..]), &[true][..]));
     }
 }

@@ -9,16 +9,34 @@
 //! makes raw system calls on data the parent prepared (no allocation, no
 //! locks), as a vfork child must.
 //!
-//! A [`Child`] owns a pidfd: it can be polled for exit, and waited on with
-//! `WNOWAIT` so the pid and process group stay reserved until retry reaps
-//! the leader — signalling a group id is safe until then.
+//! A [`Child`] owns a pidfd where the kernel gives one (Linux 5.4:
+//! `CLONE_PIDFD` and `waitid(P_PIDFD)`): it can be polled for exit, and
+//! waited on with `WNOWAIT` so the pid and process group stay reserved
+//! until retry reaps the leader — signalling a group id is safe until then.
+//! Where pidfds are missing (an older kernel ignores the flag and leaves
+//! the fd at -1, or `clone`/`waitid` answer EINVAL, ENOSYS or EPERM under a
+//! seccomp policy), this is noticed at the first spawn and every child is
+//! then started without `CLONE_PIDFD` and waited for by pid: the caller
+//! learns of its exit from SIGCHLD ([`crate::signals`]), and the same
+//! `WNOWAIT` keeps its pid reserved. Nothing else differs.
+//!
+//! The guardian: a tiny process per retry, started with the first spawn of
+//! a process group, that kills the running attempt's group when retry dies
+//! — even by SIGKILL, which `PR_SET_PDEATHSIG` answers for the attempt's
+//! leader only (SPEC Edge rules, "Attempts die with retry"). It shares
+//! retry's memory and descriptor table (`CLONE_VM | CLONE_FILES`), so it
+//! reads the running group from [`GROUP`] at no cost per attempt, and
+//! retry's descriptors — a `--concurrency` slot's lock, a drained job's
+//! lock, a Redis connection — stay open until the group it kills is gone:
+//! no lock is handed to another process while a member still runs.
 
 use std::ffi::{CStr, CString, c_int, c_void};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 
-use crate::sys::{self, Exit};
+use crate::sys::{self, Exit, Wait};
 
 /// Everything needed to start COMMAND, prepared once per run.
 pub struct Program {
@@ -67,6 +85,18 @@ impl Program {
     }
 }
 
+impl Program {
+    /// The first candidate path that is a regular file: where a failed
+    /// exec found something (to explain a missing `#!` interpreter).
+    pub fn found(&self) -> Option<std::path::PathBuf> {
+        use std::os::unix::ffi::OsStrExt as _;
+        self.candidates
+            .iter()
+            .map(|c| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(c.as_bytes())))
+            .find(|p| p.is_file())
+    }
+}
+
 /// Where a standard descriptor of the child comes from.
 #[derive(Clone, Copy, Debug)]
 pub enum Stdio {
@@ -106,7 +136,55 @@ pub enum SpawnError {
 /// unblocks signals: the ones retry catches (their handlers would run in
 /// the child between clone and exec) and SIGPIPE (ignored by Rust's
 /// runtime; an ignored signal stays ignored across exec).
-const RESET_SIGNALS: [c_int; 5] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGPIPE];
+const RESET_SIGNALS: [c_int; 6] =
+    [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGCHLD, libc::SIGPIPE];
+
+/// Are pidfds usable here? Learnt at the first spawn, then kept.
+static PIDFDS: AtomicU8 = AtomicU8::new(PIDFDS_UNKNOWN);
+const PIDFDS_UNKNOWN: u8 = 0;
+const PIDFDS_YES: u8 = 1;
+const PIDFDS_NO: u8 = 2;
+
+/// The process group of the running child that leads one (0: none). The
+/// child stores it itself, before it execs, so that no grandchild can
+/// exist before the guardian knows the group; retry clears it before it
+/// reaps the leader, so it never names a group id that may be reused.
+static GROUP: AtomicI32 = AtomicI32::new(0);
+
+/// The running child's pid until it is reaped (0: none): the one exited
+/// child that reaping orphans must leave to its [`Child`].
+static LEADER: AtomicI32 = AtomicI32::new(0);
+
+/// The guardian's pid (0: not started, -1: could not be started).
+static GUARDIAN: AtomicI32 = AtomicI32::new(0);
+
+/// retry's pid, as the guardian compares it with its parent.
+static GUARDED: AtomicI32 = AtomicI32::new(0);
+
+/// The signal that tells the guardian its parent died (blocked in it, and
+/// waited for). A stray one is harmless: it checks its parent again.
+const GUARD_SIGNAL: c_int = libc::SIGUSR1;
+
+/// The process group of the attempt (or helper) running now, if it leads
+/// one: for code that must act on it from elsewhere (e.g. a Redis lease
+/// that was lost while the attempt runs).
+pub fn running_group() -> Option<libc::pid_t> {
+    match GROUP.load(Ordering::SeqCst) {
+        0 => None,
+        pgid => Some(pgid),
+    }
+}
+
+/// Reaps orphans re-parented to retry that have exited, leaving the
+/// running child (its exit is its [`Child`]'s to collect).
+pub fn reap_orphans() {
+    sys::reap_orphans(&[LEADER.load(Ordering::SeqCst)]);
+}
+
+/// Uses pidfds, or the pid path ([`PIDFDS`])?
+pub fn uses_pidfds() -> bool {
+    PIDFDS.load(Ordering::Relaxed) != PIDFDS_NO
+}
 
 /// Size of the stack the child runs on until it execs.
 const CHILD_STACK: usize = 64 * 1024;
@@ -154,8 +232,13 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
             // retry died before the death signal was armed.
             libc::_exit(127);
         }
-        if args.own_group && libc::setpgid(0, 0) != 0 {
-            return fail(args);
+        if args.own_group {
+            if libc::setpgid(0, 0) != 0 {
+                return fail(args);
+            }
+            // Before exec: the guardian knows the group before any
+            // grandchild can exist (this memory is retry's: CLONE_VM).
+            GROUP.store(libc::getpid(), Ordering::SeqCst);
         }
         for (target, &source) in args.fds.iter().enumerate() {
             if source >= 0 && libc::dup2(source, target as c_int) < 0 {
@@ -212,7 +295,8 @@ unsafe fn fail(args: &mut ChildArgs) -> c_int {
 /// A running (or exited, not yet reaped) attempt.
 pub struct Child {
     pid: libc::pid_t,
-    pidfd: OwnedFd,
+    /// `None` on the pid path (no pidfds here).
+    pidfd: Option<OwnedFd>,
     own_group: bool,
     reaped: bool,
 }
@@ -265,7 +349,11 @@ pub fn spawn(req: &Spawn<'_>) -> Result<Child, SpawnError> {
     // SAFETY: the offset is the end of the allocation (capacity CHILD_STACK).
     let top = unsafe { stack.as_mut_ptr().add(CHILD_STACK) };
     let top = ((top as usize) & !15) as *mut c_void;
+    if req.own_group {
+        start_guardian();
+    }
     let mut pidfd: c_int = -1;
+    let want_pidfd = uses_pidfds();
     // Block every signal across clone so that no handler of retry's runs in
     // the child before it has reset them (glibc's posix_spawn does the same).
     // SAFETY: sigset operations on local, initialised sets.
@@ -275,25 +363,54 @@ pub fn spawn(req: &Spawn<'_>) -> Result<Child, SpawnError> {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
-    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    let args_ptr: *mut c_void = (&mut args as *mut ChildArgs).cast();
     // SAFETY: child_main only reads `args` and the arrays it points to (all
     // alive until this call returns, since CLONE_VFORK suspends us until the
     // child execs or exits) and runs on `stack`, which outlives the call.
-    let pid = unsafe {
-        libc::clone(child_main, top, flags, (&mut args as *mut ChildArgs).cast(), &mut pidfd as *mut c_int)
-    };
-    let clone_err = io::Error::last_os_error();
+    let clone =
+        |flags: c_int, pidfd: *mut c_int| unsafe { libc::clone(child_main, top, flags, args_ptr, pidfd) };
+    let mut pid =
+        if want_pidfd { clone(flags | libc::CLONE_PIDFD, &mut pidfd) } else { clone(flags, ptr::null_mut()) };
+    let mut clone_err = io::Error::last_os_error();
+    if pid == -1 && want_pidfd && sys::pidfds_refused(&clone_err) {
+        // A seccomp policy (or a kernel) that refuses CLONE_PIDFD: the child
+        // never ran, so `args` is untouched. The pid path from now on.
+        PIDFDS.store(PIDFDS_NO, Ordering::Relaxed);
+        pidfd = -1;
+        pid = clone(flags, ptr::null_mut());
+        clone_err = io::Error::last_os_error();
+    }
     // SAFETY: restores the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut()) };
     drop(stack);
     if pid == -1 {
         return Err(SpawnError::Internal(clone_err));
     }
-    // SAFETY: with CLONE_PIDFD the kernel stored a new fd we now own.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    LEADER.store(pid, Ordering::SeqCst);
+    // A kernel before 5.2 ignores the unknown flag and leaves the fd as it
+    // was (-1): no pidfds here.
+    let pidfd = if pidfd >= 0 {
+        // SAFETY: with CLONE_PIDFD the kernel stored a new fd we now own.
+        Some(unsafe { OwnedFd::from_raw_fd(pidfd) })
+    } else {
+        if want_pidfd {
+            PIDFDS.store(PIDFDS_NO, Ordering::Relaxed);
+        }
+        None
+    };
+    let mut child = Child { pid, pidfd, own_group: req.own_group, reaped: false };
+    if child.pidfd.is_some() && PIDFDS.load(Ordering::Relaxed) == PIDFDS_UNKNOWN {
+        // Linux 5.2 and 5.3 give a pidfd from clone but know no P_PIDFD: ask
+        // once (a peek that changes nothing), and fall back if refused.
+        let _ = child.peek();
+        if child.pidfd.is_some() {
+            PIDFDS.store(PIDFDS_YES, Ordering::Relaxed);
+        }
+    }
     if args.errno != 0 {
         // The child failed before or at exec and has exited: reap it.
-        let _ = sys::waitid(pidfd.as_fd(), true, true);
+        let _ = child.reap();
         let err = io::Error::from_raw_os_error(args.errno);
         if args.chdir_failed {
             // The command cannot run where it must: like an exec failure.
@@ -318,7 +435,7 @@ pub fn spawn(req: &Spawn<'_>) -> Result<Child, SpawnError> {
             }
         });
     }
-    Ok(Child { pid, pidfd, own_group: req.own_group, reaped: false })
+    Ok(child)
 }
 
 impl Child {
@@ -326,9 +443,15 @@ impl Child {
         self.pid
     }
 
-    /// Readable (POLLIN) once the process has exited.
-    pub fn pidfd(&self) -> BorrowedFd<'_> {
-        self.pidfd.as_fd()
+    /// Leads its own process group (not `--foreground`).
+    pub fn own_group(&self) -> bool {
+        self.own_group
+    }
+
+    /// Readable (POLLIN) once the process has exited; `None` on the pid
+    /// path, where SIGCHLD says when to [`Child::peek`].
+    pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(|fd| fd.as_fd())
     }
 
     /// Sends `sig` to the attempt: its whole process group, or only the
@@ -360,16 +483,42 @@ impl Child {
         }
     }
 
+    /// Waits by pidfd, or by pid on the pid path. A pidfd that `waitid`
+    /// refuses (no `P_PIDFD` in this kernel, or a seccomp policy) is
+    /// dropped, and the pid path used from then on.
+    fn wait(&mut self, reap: bool, block: bool) -> io::Result<Option<Exit>> {
+        if let Some(fd) = &self.pidfd {
+            match sys::waitid(Wait::Pidfd(fd.as_fd()), reap, block) {
+                Err(e) if sys::pidfds_refused(&e) => {
+                    PIDFDS.store(PIDFDS_NO, Ordering::Relaxed);
+                    self.pidfd = None;
+                }
+                other => return other,
+            }
+        }
+        sys::waitid(Wait::Pid(self.pid), reap, block)
+    }
+
     /// How the process exited, if it has, leaving it unreaped.
-    pub fn peek(&self) -> io::Result<Option<Exit>> {
-        sys::waitid(self.pidfd.as_fd(), false, false)
+    pub fn peek(&mut self) -> io::Result<Option<Exit>> {
+        self.wait(false, false)
     }
 
     /// Reaps the exited process (blocks until it has exited).
     pub fn reap(&mut self) -> io::Result<Exit> {
-        let exit = sys::waitid(self.pidfd.as_fd(), true, true)?;
+        self.forget();
+        let exit = self.wait(true, true)?;
         self.reaped = true;
+        LEADER.store(0, Ordering::SeqCst);
         exit.ok_or_else(|| io::Error::other("waitid reported no exit"))
+    }
+
+    /// The guardian stops covering the group before the leader is reaped:
+    /// after that, its id may name someone else's group.
+    fn forget(&self) {
+        if self.own_group {
+            let _ = GROUP.compare_exchange(self.pid, 0, Ordering::SeqCst, Ordering::SeqCst);
+        }
     }
 }
 
@@ -379,7 +528,113 @@ impl Drop for Child {
     fn drop(&mut self) {
         if !self.reaped {
             self.signal(libc::SIGKILL);
-            let _ = sys::waitid(self.pidfd.as_fd(), true, true);
+            let _ = self.reap();
+        }
+    }
+}
+
+/// Starts the guardian once per process (see the module's doc): a process
+/// that shares retry's memory and descriptors, in its own process group (a
+/// `kill -9` of retry's job or group leaves it to do its work), blocked in
+/// `sigtimedwait` until retry dies. A failure to start it is not fatal:
+/// the attempt's leader still dies with retry (`PR_SET_PDEATHSIG`).
+fn start_guardian() {
+    if GUARDIAN.load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    // Never unmapped: the guardian runs on it for retry's whole life.
+    // SAFETY: an anonymous private mapping; no pointer is passed in.
+    let stack = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            GUARD_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        GUARDIAN.store(-1, Ordering::Relaxed);
+        return;
+    }
+    // SAFETY: getpid has no preconditions.
+    GUARDED.store(unsafe { libc::getpid() }, Ordering::SeqCst);
+    // SAFETY: the offset is the end of the mapping (GUARD_STACK bytes).
+    let top = unsafe { stack.cast::<u8>().add(GUARD_STACK) }.cast::<c_void>();
+    // The guardian starts with every signal blocked and keeps them so.
+    // SAFETY: sigset operations on local, initialised sets.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    // No exit signal (a "clone child"): retry's waits for any child, which
+    // reap orphans and read stop reports, never see it; only
+    // `end_guardian` waits for it (__WCLONE), so its pid is never reused
+    // while retry may still signal it.
+    let flags = libc::CLONE_VM | libc::CLONE_FILES;
+    // SAFETY: guardian_main runs on its own mapping and touches only
+    // atomics and async-signal-safe calls; the argument is unused.
+    let pid = unsafe { libc::clone(guardian_main, top, flags, ptr::null_mut()) };
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut()) };
+    if pid <= 0 {
+        GUARDIAN.store(-1, Ordering::Relaxed);
+        return;
+    }
+    GUARDIAN.store(pid, Ordering::SeqCst);
+    sys::at_exit(end_guardian);
+}
+
+/// The guardian's stack: it needs ~6 KiB (a directory buffer and a stat
+/// line), pages are touched only as used.
+const GUARD_STACK: usize = 64 * 1024;
+
+/// The guardian's body. Until retry dies it makes only calls that cannot
+/// fail (so it never writes `errno`, which lives in retry's memory).
+extern "C" fn guardian_main(_: *mut c_void) -> c_int {
+    // SAFETY: prctl, setpgid, getppid and sigtimedwait take integers and
+    // pointers to locals; the kill and wait that follow allocate nothing.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, c"retry-guard".as_ptr(), 0, 0, 0);
+        libc::setpgid(0, 0);
+        libc::prctl(libc::PR_SET_PDEATHSIG, GUARD_SIGNAL, 0, 0, 0);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, GUARD_SIGNAL);
+        // Also when retry died before the death signal was armed.
+        while libc::getppid() == GUARDED.load(Ordering::SeqCst) {
+            // The raw call: glibc's wrapper is a cancellation point, which
+            // touches the calling thread's state — retry's main thread's.
+            libc::syscall(
+                libc::SYS_rt_sigtimedwait,
+                &set as *const libc::sigset_t,
+                ptr::null_mut::<libc::siginfo_t>(),
+                ptr::null::<libc::timespec>(),
+                std::mem::size_of::<libc::c_ulong>(),
+            );
+        }
+        sys::kill_group_and_wait(GROUP.load(Ordering::SeqCst));
+        libc::_exit(0)
+    }
+}
+
+/// Ends the guardian as retry ends normally (the attempt is over, so there
+/// is nothing to kill), and waits until it is gone, so nothing of retry
+/// outlives it.
+fn end_guardian() {
+    let pid = GUARDIAN.swap(-1, Ordering::SeqCst);
+    if pid <= 0 {
+        return;
+    }
+    sys::kill(pid, libc::SIGKILL);
+    loop {
+        // SAFETY: waits for our own (clone) child; a null status is allowed.
+        let ret = unsafe { libc::waitpid(pid, ptr::null_mut(), libc::__WCLONE) };
+        if ret != -1 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return;
         }
     }
 }

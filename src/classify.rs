@@ -2,17 +2,37 @@
 //! rules in force give a [`Verdict`] with the reason a rule matched
 //! (SPEC "Is a failure retried" and its Edge rules).
 
-use crate::parse::CodeSet;
+use crate::parse::{CodeSet, SignalSet, signal_name};
 use crate::status::Status;
 
 /// The rules from the command line.
 #[derive(Clone, Debug, Default)]
 pub struct Rules {
+    /// `--success-exit`: statuses besides 0 that count as a success.
+    pub success: Option<CodeSet>,
     pub retry_on_exit: Option<CodeSet>,
     pub stop_on_exit: Option<CodeSet>,
+    /// `--retry-on-signal`, `--stop-on-signal`: deaths by signal only.
+    pub retry_on_signal: Option<SignalSet>,
+    pub stop_on_signal: Option<SignalSet>,
     pub retry_on_stdout: bool,
     pub retry_on_stderr: bool,
     pub retry_if: bool,
+}
+
+impl Rules {
+    /// Is `status` a success status: 0, or one `--success-exit` lists?
+    pub fn is_success(&self, status: Status) -> bool {
+        match status {
+            Status::Exited(0) => true,
+            Status::Exited(code) => self.success.is_some_and(|s| s.contains(code)),
+            Status::Signaled(_)
+            | Status::TimedOut
+            | Status::Stopped(_)
+            | Status::NotFound
+            | Status::CannotExecute => false,
+        }
+    }
 }
 
 /// What one attempt did, as far as the rules care.
@@ -67,12 +87,16 @@ pub fn classify(facts: &Facts, rules: &Rules) -> Verdict {
     let Some(status) = facts.status else {
         return Verdict::Stop("no attempt ran".to_string());
     };
-    let exited_zero = status == Status::Exited(0);
+    let exited_zero = rules.is_success(status);
     if exited_zero && facts.validation.is_empty() {
         return Verdict::Success;
     }
     if status.is_spawn_failure() {
         return Verdict::Stop("retry could not start the command; that is never retried".to_string());
+    }
+    if let Status::Stopped(sig) = status {
+        // It would stop again: never retried.
+        return Verdict::Stop(format!("stopped by {}, which is never retried", signal_name(sig)));
     }
     // Stop rules. Output rules judge every failure; exit-code lists judge
     // non-zero statuses only (SPEC Edge rules, "Validation failures").
@@ -90,6 +114,11 @@ pub fn classify(facts: &Facts, rules: &Rules) -> Verdict {
             }
         }
     }
+    if let (Status::Signaled(sig), Some(set)) = (status, &rules.stop_on_signal) {
+        if set.contains(sig) {
+            return Verdict::Stop(format!("{} is in --stop-on-signal", signal_name(sig)));
+        }
+    }
     let retry_if_said = |facts: &Facts| match &facts.retry_if {
         Some(Ok(())) => Some(Ok("--retry-if held".to_string())),
         Some(Err(why)) => Some(Err(format!("--retry-if did not hold: {why}"))),
@@ -103,14 +132,22 @@ pub fn classify(facts: &Facts, rules: &Rules) -> Verdict {
             None => Verdict::Retry(None),
         };
     }
-    let any_rule =
-        rules.retry_on_exit.is_some() || rules.retry_on_stdout || rules.retry_on_stderr || rules.retry_if;
+    let any_rule = rules.retry_on_exit.is_some()
+        || rules.retry_on_signal.is_some()
+        || rules.retry_on_stdout
+        || rules.retry_on_stderr
+        || rules.retry_if;
     if !any_rule {
         return Verdict::Retry(None);
     }
     if let Some(set) = &rules.retry_on_exit {
         if set.contains(code) {
             return Verdict::Retry(Some(format!("status {code} is in --retry-on-exit")));
+        }
+    }
+    if let (Status::Signaled(sig), Some(set)) = (status, &rules.retry_on_signal) {
+        if set.contains(sig) {
+            return Verdict::Retry(Some(format!("{} is in --retry-on-signal", signal_name(sig))));
         }
     }
     if let Some(re) = &facts.stdout_retry {
@@ -136,15 +173,18 @@ pub fn retry_if_needed(facts: &Facts, rules: &Rules) -> bool {
     if !rules.retry_if || status.is_spawn_failure() {
         return false;
     }
-    let exited_zero = status == Status::Exited(0);
+    let exited_zero = rules.is_success(status);
     if exited_zero {
         return !facts.validation.is_empty() && facts.stdout_stop.is_none() && facts.stderr_stop.is_none();
     }
     let code = status.code();
+    let signal = |set: Option<SignalSet>| matches!(status, Status::Signaled(sig) if set.is_some_and(|s| s.contains(sig)));
     let stopped = facts.stdout_stop.is_some()
         || facts.stderr_stop.is_some()
-        || rules.stop_on_exit.is_some_and(|s| s.contains(code));
+        || rules.stop_on_exit.is_some_and(|s| s.contains(code))
+        || signal(rules.stop_on_signal);
     let retried = rules.retry_on_exit.is_some_and(|s| s.contains(code))
+        || signal(rules.retry_on_signal)
         || facts.stdout_retry.is_some()
         || facts.stderr_retry.is_some();
     !stopped && !retried
@@ -261,5 +301,48 @@ mod tests {
         v.validation = vec!["x".into()];
         assert!(retry_if_needed(&v, &rules));
         assert!(!retry_if_needed(&facts(Status::Exited(8)), &Rules::default()));
+    }
+
+    #[test]
+    fn signal_rules_judge_deaths_by_signal_only() {
+        let sigs = |t: &str| Some(crate::parse::signals(t).unwrap());
+        let retry_kill = Rules { retry_on_signal: sigs("KILL"), ..Rules::default() };
+        assert_eq!(word(&facts(Status::Signaled(9)), &retry_kill), "retry");
+        // An exit status of 137 is not a death by SIGKILL; nor is a timeout.
+        assert_eq!(word(&facts(Status::Exited(137)), &retry_kill), "stop");
+        assert_eq!(word(&facts(Status::TimedOut), &retry_kill), "stop");
+        assert_eq!(word(&facts(Status::Signaled(15)), &retry_kill), "stop");
+        let v = classify(&facts(Status::Signaled(9)), &retry_kill);
+        assert_eq!(v.rule(), Some("SIGKILL is in --retry-on-signal"));
+        // A stop rule wins, also over an exit-code list that holds 128+N.
+        let both = Rules {
+            retry_on_exit: Some(codes("137").unwrap()),
+            stop_on_signal: sigs("KILL"),
+            ..Rules::default()
+        };
+        assert_eq!(word(&facts(Status::Signaled(9)), &both), "stop");
+        assert_eq!(word(&facts(Status::Exited(137)), &both), "retry");
+        // Without retry rules a signal death is retried; --stop-on-signal stops it.
+        let stop_segv = Rules { stop_on_signal: sigs("SEGV"), ..Rules::default() };
+        assert_eq!(word(&facts(Status::Signaled(11)), &stop_segv), "stop");
+        assert_eq!(word(&facts(Status::Signaled(9)), &stop_segv), "retry");
+        // --retry-if is not needed when a signal rule decided.
+        let with_if = Rules { retry_if: true, ..retry_kill };
+        assert!(!retry_if_needed(&facts(Status::Signaled(9)), &with_if));
+        assert!(retry_if_needed(&facts(Status::Signaled(15)), &with_if));
+    }
+
+    #[test]
+    fn success_exit_statuses_are_successes_everywhere() {
+        let rules = Rules {
+            success: Some(codes("24").unwrap()),
+            stop_on_exit: Some(codes("24").unwrap()),
+            ..Rules::default()
+        };
+        assert_eq!(word(&facts(Status::Exited(24)), &rules), "success");
+        assert_eq!(word(&facts(Status::Exited(23)), &rules), "retry");
+        // --until still applies to it; a failed validation is judged as for 0.
+        let invalid = Facts { validation: vec!["no".into()], ..facts(Status::Exited(24)) };
+        assert_eq!(word(&invalid, &rules), "retry");
     }
 }

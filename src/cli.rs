@@ -51,6 +51,11 @@ Examples:
   Kill an attempt after 30s (its whole process group), SIGKILL it 5s later:
     $ retry -t 30s --kill-after 5s -- ./flaky-test.sh
 
+  Wait as long as the server's Retry-After says; try three mirrors before backing off:
+    $ retry --wait-from '(?i)^retry-after:\\s*(.+)$' -- curl -fsS -D /dev/stderr https://x.org
+    $ retry -n 8 --rotate MIRROR=https://a.example,https://b.example,https://c.example \\
+        -- sh -c 'curl -fsS \"$MIRROR/pkg.tar.gz\" -o pkg.tar.gz'
+
   See the delays a schedule would use, without running anything:
     $ retry --dry-run -n 6 --algo fibonacci --wait 2s
 
@@ -201,6 +206,14 @@ pub struct Cli {
     #[arg(allow_hyphen_values = true, long, value_enum, value_name = "ALGO", help_heading = "Backoff")]
     pub algo: Option<Algo>,
 
+    /// A fixed list of delays: the k-th before retry k, the last one repeating
+    ///
+    /// Replaces --algo, --wait and --multiplier (not given together); --max-wait and --jitter
+    /// still apply. Example: --delays 1s,5s,30s,2m
+    #[arg(allow_hyphen_values = true, long, value_name = "LIST", value_parser = parse::delays,
+          conflicts_with_all = ["algo", "wait", "multiplier"], help_heading = "Backoff")]
+    pub delays: Option<parse::Delays>,
+
     /// Base delay w of the backoff; 0 = no delay [default: 1s]
     #[arg(allow_hyphen_values = true, short = 'w', long, value_name = "DURATION", value_parser = parse::duration,
           help_heading = "Backoff")]
@@ -228,6 +241,41 @@ pub struct Cli {
     #[arg(allow_hyphen_values = true, long, value_name = "DURATION", value_parser = parse::duration, help_heading = "Backoff")]
     pub reset_after: Option<Duration>,
 
+    /// The server decides the wait: read it from the last output line matching REGEX
+    ///
+    /// The failed attempt's stderr (and stdout, when it is captured anyway) is scanned line
+    /// by line; the last line that matched gives the hint, from its first capture group (the
+    /// whole match without one): seconds (Retry-After: 120), a DURATION, an HTTP-date, an RFC
+    /// 3339 time, or a Unix time (X-RateLimit-Reset). The sleep is then exactly until that
+    /// moment: no jitter, not capped by --max-wait; a hint past --max-time ends the run at once
+    /// (deadline); with --queue the job is due at that moment. A line that cannot be read as a
+    /// hint is logged and the schedule's delay is used. It does not make a failure retryable.
+    /// Repeatable. Example: retry --wait-from '(?i)^retry-after:\s*(.+)$' -- curl -fsS -D
+    /// /dev/stderr https://api.example/x
+    #[arg(allow_hyphen_values = true, long, value_name = "REGEX", action = ArgAction::Append,
+          help_heading = "Backoff")]
+    pub wait_from: Vec<OsString>,
+
+    /// Try alternatives before waiting: attempt k gets NAME set to the k-th value, in turn
+    ///
+    /// The attempts of one cycle through the values run back to back; the backoff schedule
+    /// advances once per cycle. Several --rotate options advance together and need the same
+    /// number of values. -n still counts attempts; --dry-run shows each attempt's value.
+    /// Example: retry -n 8 --rotate MIRROR=https://a.example,https://b.example -- sh -c 'curl
+    /// -fsS "$MIRROR/pkg.tar.gz" -o pkg.tar.gz'
+    #[arg(allow_hyphen_values = true, long, value_name = "NAME=V1,V2,...", value_parser = parse::rotation,
+          action = ArgAction::Append, help_heading = "Backoff")]
+    pub rotate: Vec<parse::Rotation>,
+
+    /// An attempt that changed its state dir does not use up the budget
+    ///
+    /// Progress: a file or directory under RETRY_STATE_DIR was created, removed, or changed in
+    /// size or modification time (up to 10,000 entries are compared). After such an attempt
+    /// the schedule starts over (the next sleep is the first delay) and the attempt does not
+    /// count against -n; --max-time still bounds the run. Needs --state-dir or --temp-state.
+    /// Example: retry -n 3 --temp-state --reset-on-progress -- ./resumable-download.sh
+    #[arg(long, help_heading = "Backoff")]
+    pub reset_on_progress: bool,
     /// Sleep a random time in [0, DURATION] before the first attempt
     ///
     /// Spreads cron jobs of a fleet that all start on the same second.
@@ -257,6 +305,24 @@ pub struct Cli {
     #[arg(allow_hyphen_values = true, long, value_name = "CMD", help_heading = "Backoff")]
     pub on_retry: Option<OsString>,
 
+    /// Run `sh -c CMD` once when the run gives up (attempts exhausted, a stop rule, --max-time)
+    ///
+    /// After the last attempt, before retry exits, with the RETRY_* variables of the last
+    /// attempt plus RETRY_OUTCOME (exhausted, stopped or deadline); not on success, on a
+    /// signal, when the circuit is open or when the job is queued. Bounded by --timeout, else
+    /// 60s; its failure is logged and never changes retry's exit status. Example:
+    /// --on-give-up 'notify-send "backup failed after $RETRY_ATTEMPT attempts"'
+    #[arg(allow_hyphen_values = true, long, value_name = "CMD", help_heading = "Backoff")]
+    pub on_give_up: Option<OsString>,
+    /// Treat these exit statuses as success too, e.g. 0,24 for rsync's "some files vanished"
+    ///
+    /// A comma list of statuses and ranges (0 is always a success). Such a status is a success
+    /// everywhere (--until still applies to it); 124-127 and statuses above 128 cannot be
+    /// listed. Example: retry --success-exit 0,24 -- rsync -a src/ dst/
+    #[arg(allow_hyphen_values = true, long, value_name = "CODES", value_parser = parse::codes, action = ArgAction::Append,
+          help_heading = "When an attempt succeeds")]
+    pub success_exit: Vec<parse::CodeSet>,
+
     // ----- Which failures are retried -----
     /// Retry only these statuses, e.g. 1,7,75-78,124
     ///
@@ -271,25 +337,39 @@ pub struct Cli {
           help_heading = "Which failures are retried")]
     pub stop_on_exit: Vec<parse::CodeSet>,
 
+    /// Retry an attempt that died of one of these signals, e.g. KILL,TERM,SEGV
+    ///
+    /// Only a real death by signal: not an exit status of 128+N, and not an attempt that retry
+    /// itself killed for --timeout or --max-time (status 124). Combines with the other
+    /// --retry-on-* rules (any one that matches makes the failure retryable).
+    /// Example: --retry-on-signal KILL (the OOM killer)
+    #[arg(allow_hyphen_values = true, long, value_name = "SIGS", value_parser = parse::signals,
+          action = ArgAction::Append, help_heading = "Which failures are retried")]
+    pub retry_on_signal: Vec<parse::SignalSet>,
+
+    /// Never retry an attempt that died of one of these signals (wins over every retry rule)
+    #[arg(allow_hyphen_values = true, long, value_name = "SIGS", value_parser = parse::signals,
+          action = ArgAction::Append, help_heading = "Which failures are retried")]
+    pub stop_on_signal: Vec<parse::SignalSet>,
     /// Retry only if a line of the attempt's stderr matched REGEX (repeatable)
     #[arg(allow_hyphen_values = true, long, value_name = "REGEX", action = ArgAction::Append,
           help_heading = "Which failures are retried")]
-    pub retry_on_stderr: Vec<String>,
+    pub retry_on_stderr: Vec<OsString>,
 
     /// Retry only if a line of the attempt's stdout matched REGEX (repeatable)
     #[arg(allow_hyphen_values = true, long, value_name = "REGEX", action = ArgAction::Append,
           help_heading = "Which failures are retried")]
-    pub retry_on_stdout: Vec<String>,
+    pub retry_on_stdout: Vec<OsString>,
 
     /// A stderr line matching REGEX makes the failure permanent (repeatable)
     #[arg(allow_hyphen_values = true, long, value_name = "REGEX", action = ArgAction::Append,
           help_heading = "Which failures are retried")]
-    pub stop_on_stderr: Vec<String>,
+    pub stop_on_stderr: Vec<OsString>,
 
     /// A stdout line matching REGEX makes the failure permanent (repeatable)
     #[arg(allow_hyphen_values = true, long, value_name = "REGEX", action = ArgAction::Append,
           help_heading = "Which failures are retried")]
-    pub stop_on_stdout: Vec<String>,
+    pub stop_on_stdout: Vec<OsString>,
 
     /// Retry only if the jq EXPR is true on the attempt's context object (repeatable)
     ///
@@ -299,7 +379,7 @@ pub struct Cli {
     /// --retry-if '.status == 7 or (.stderr | test("timed out"))'
     #[arg(allow_hyphen_values = true, long, value_name = "EXPR", action = ArgAction::Append,
           help_heading = "Which failures are retried")]
-    pub retry_if: Vec<String>,
+    pub retry_if: Vec<OsString>,
 
     // ----- When an attempt succeeds -----
     /// Succeed only if the jq EXPR is true on the attempt's stdout as JSON (repeatable)
@@ -310,12 +390,12 @@ pub struct Cli {
     /// $attempt (1-based) and $elapsed (seconds) are bound. Example: --until '.status == "ok"'
     #[arg(allow_hyphen_values = true, long, value_name = "EXPR", action = ArgAction::Append,
           help_heading = "When an attempt succeeds")]
-    pub until: Vec<String>,
+    pub until: Vec<OsString>,
 
     /// Succeed only if a line of the attempt's stdout matches REGEX (repeatable)
     #[arg(allow_hyphen_values = true, long, value_name = "REGEX", action = ArgAction::Append,
           help_heading = "When an attempt succeeds")]
-    pub until_match: Vec<String>,
+    pub until_match: Vec<OsString>,
 
     // ----- Input and output -----
     /// live: stream each attempt's stdout; final: only the accepted attempt's
@@ -347,6 +427,10 @@ pub struct Cli {
     /// Run COMMAND in retry's process group, for commands that need the terminal
     ///
     /// Then a timeout and forwarded signals reach COMMAND itself only, not its children.
+    /// Without it, an attempt that reads the terminal (a password prompt) is stopped by
+    /// SIGTTIN: retry ends it, does not retry it (status 149) and says to use this.
+    ///
+    /// Example: retry --foreground -n 2 -- ssh host uptime
     #[arg(long, help_heading = "Input and output")]
     pub foreground: bool,
 
@@ -453,9 +537,13 @@ pub struct Cli {
     #[arg(short = 'q', long, conflicts_with = "verbose", help_heading = "Messages")]
     pub quiet: bool,
 
-    /// Also print the command, each attempt's start and the rule that decided
-    #[arg(short = 'v', long, help_heading = "Messages")]
-    pub verbose: bool,
+    /// Also print the command, each attempt's start and the rule that decided (-vv: more)
+    ///
+    /// -vv also prints why each sleep is as long as it is (the backoff step, a --wait-from
+    /// hint, a --rotate cycle, a reset) and every decision of the shared-state store (circuit
+    /// admitted, rate turn, slot taken and given back, the run recorded).
+    #[arg(short = 'v', long, action = ArgAction::Count, help_heading = "Messages")]
+    pub verbose: u8,
 
     /// Format of retry's messages on stderr [default: text]
     ///
@@ -604,6 +692,21 @@ pub struct Cli {
           help_heading = "Durable queue")]
     pub max_age: Option<Duration>,
 
+    /// With --drain: run `sh -c CMD` for each job this drain moves to the dead letters
+    ///
+    /// Its environment has RETRY_JOB_ID, RETRY_JOB_REASON, RETRY_JOB_ARGV (a JSON array),
+    /// RETRY_JOB_ATTEMPTS and RETRY_QUEUE (the queue, password masked). Bounded by 60s; its
+    /// failure is logged and never changes the drain's exit status; it runs at most once per
+    /// dead job. Example: retry --drain q --on-dead 'mail -s "job $RETRY_JOB_ID died:
+    /// $RETRY_JOB_REASON" ops@example.org < /dev/null'
+    #[arg(
+        allow_hyphen_values = true,
+        long,
+        value_name = "CMD",
+        requires = "drain",
+        help_heading = "Durable queue"
+    )]
+    pub on_dead: Option<OsString>,
     /// The command to run, then its arguments (no shell; use `sh -c '...'` for one)
     #[arg(value_name = "COMMAND", trailing_var_arg = true,
           required_unless_present_any = ["dry_run", "drain", "list"])]

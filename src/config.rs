@@ -157,9 +157,18 @@ pub struct Config {
     pub max_time: Option<Duration>,
     pub backoff: Backoff,
     pub reset_after: Option<Duration>,
+    /// `--reset-on-progress` (the run has a state dir: checked here).
+    pub reset_on_progress: bool,
+    /// `--wait-from`: where a failed attempt's output names the wait.
+    pub wait_from: Vec<Pattern>,
+    /// `--rotate`: variables whose values attempts take in turn (all of
+    /// the same length, checked here).
+    pub rotate: Vec<crate::parse::Rotation>,
     pub splay: Option<Duration>,
     pub seed: Option<u64>,
     pub on_retry: Option<OsString>,
+    /// `--on-give-up`.
+    pub on_give_up: Option<OsString>,
     pub rules: Rules,
     pub stdout_rules: StreamRules,
     pub stderr_rules: StreamRules,
@@ -212,6 +221,8 @@ pub struct DrainConfig {
     pub summary: Option<PathBuf>,
     /// `--metrics FILE`: the queue's gauges and the drain's counters.
     pub metrics: Option<PathBuf>,
+    /// `--on-dead`: run for each job this drain buries.
+    pub on_dead: Option<OsString>,
 }
 
 /// `--list`'s options.
@@ -223,7 +234,8 @@ pub struct ListConfig {
 }
 
 /// The options a drain takes for itself (clap ids).
-const DRAIN_OPTIONS: [&str; 12] = [
+const DRAIN_OPTIONS: [&str; 13] = [
+    "on_dead",
     "drain",
     "summary",
     "metrics",
@@ -291,6 +303,9 @@ pub fn for_job(
         let text = e.render().to_string();
         text.lines().next().unwrap_or("cannot parse").trim_start_matches("error: ").to_string()
     })?;
+    if cli.drain.is_some() || cli.list.is_some() {
+        return Err("they hold --drain or --list: a job runs a command".to_string());
+    }
     cli.retries = None;
     cli.forever = true;
     cli.max_time = budget;
@@ -302,6 +317,9 @@ pub fn for_job(
     cli.max_age = None;
     cli.queue_env = Vec::new();
     cli.lease = None;
+    // A job's saved --on-give-up belongs to its queueing run (a drain
+    // reports a dead job through its own --on-dead).
+    cli.on_give_up = None;
     // A job's saved --summary and --flaky-exit belong to its queueing run
     // (README "Durable queue"). Its --metrics FILE is the drain's to
     // update, unchecked: a directory gone since is a failure to write at
@@ -310,7 +328,11 @@ pub fn for_job(
     cli.flaky_exit = None;
     let metrics = cli.metrics.take().map(|m| in_job_dir(m, cwd));
     cli.quiet = drain.verbosity == Verbosity::Quiet;
-    cli.verbose = drain.verbosity == Verbosity::Verbose;
+    cli.verbose = match drain.verbosity {
+        Verbosity::Quiet | Verbosity::Normal => 0,
+        Verbosity::Verbose => 1,
+        Verbosity::Debug => 2,
+    };
     cli.log_format = Some(match drain.format {
         Format::Text => cli::LogFormat::Text,
         Format::Json => cli::LogFormat::Json,
@@ -340,19 +362,24 @@ fn in_job_dir(path: PathBuf, cwd: &Path) -> PathBuf {
 
 impl Config {
     fn from_cli(cli: Cli) -> Result<Config, Error> {
-        let patterns = |option: &str, sources: Vec<String>| -> Result<Vec<Pattern>, Error> {
-            sources
-                .into_iter()
-                .map(|source| match Regex::new(&source) {
-                    Ok(regex) => Ok(Pattern { source, regex }),
-                    Err(e) => Err(Error::usage(option, source, regex_error(&e))),
-                })
-                .collect()
-        };
-        let predicates = |option: &str, sources: Vec<String>| -> Result<Vec<Predicate>, Error> {
+        let patterns = |option: &str, sources: Vec<OsString>| -> Result<Vec<Pattern>, Error> {
             sources
                 .into_iter()
                 .map(|source| {
+                    let source =
+                        utf8(option, source, "a regex; match raw bytes with escapes such as (?-u)\\xFF")?;
+                    match Regex::new(&source) {
+                        Ok(regex) => Ok(Pattern { source, regex }),
+                        Err(e) => Err(Error::usage(option, source, regex_error(&e))),
+                    }
+                })
+                .collect()
+        };
+        let predicates = |option: &str, sources: Vec<OsString>| -> Result<Vec<Predicate>, Error> {
+            sources
+                .into_iter()
+                .map(|source| {
+                    let source = utf8(option, source, "a jq expression")?;
                     Predicate::compile(&source).map_err(|e| Error::usage(option, &source, e.to_string()))
                 })
                 .collect()
@@ -366,12 +393,31 @@ impl Config {
             stop: patterns("--stop-on-stderr", cli.stop_on_stderr)?,
         };
         let until_match = patterns("--until-match", cli.until_match)?;
+        let wait_from = patterns("--wait-from", cli.wait_from)?;
         let until = predicates("--until", cli.until)?;
         let retry_if = predicates("--retry-if", cli.retry_if)?;
         let union = |sets: Vec<CodeSet>| sets.into_iter().reduce(CodeSet::union);
+        let success = union(cli.success_exit);
+        if let Some(set) = success {
+            if let Some(bad) = (124..=127).chain(129..=255).find(|&c| set.contains(c)) {
+                return Err(Error::usage(
+                    "--success-exit",
+                    set.to_text(),
+                    format!(
+                        "status {bad} cannot be a success: 124-127 are timeouts and retry's own failures, \
+                         above 128 deaths by signal"
+                    ),
+                ));
+            }
+        }
+        let signals =
+            |sets: Vec<crate::parse::SignalSet>| sets.into_iter().reduce(crate::parse::SignalSet::union);
         let rules = Rules {
+            success,
             retry_on_exit: union(cli.retry_on_exit),
             stop_on_exit: union(cli.stop_on_exit),
+            retry_on_signal: signals(cli.retry_on_signal),
+            stop_on_signal: signals(cli.stop_on_signal),
             retry_on_stdout: !stdout_rules.retry.is_empty(),
             retry_on_stderr: !stderr_rules.retry.is_empty(),
             retry_if: !retry_if.is_empty(),
@@ -392,13 +438,35 @@ impl Config {
         if cli.command.first().is_some_and(|c| c.is_empty()) {
             return Err(Error::usage("COMMAND", "", "the command name is empty"));
         }
-        let algo = match cli.algo.unwrap_or(cli::Algo::Exponential) {
-            cli::Algo::Exponential => Algo::Exponential,
-            cli::Algo::Linear => Algo::Linear,
-            cli::Algo::Fibonacci => Algo::Fibonacci,
-            cli::Algo::Constant => Algo::Constant,
-            cli::Algo::Decorrelated => Algo::Decorrelated,
+        let algo = match (cli.algo.unwrap_or(cli::Algo::Exponential), &cli.delays) {
+            (_, Some(_)) => Algo::Delays,
+            (cli::Algo::Exponential, None) => Algo::Exponential,
+            (cli::Algo::Linear, None) => Algo::Linear,
+            (cli::Algo::Fibonacci, None) => Algo::Fibonacci,
+            (cli::Algo::Constant, None) => Algo::Constant,
+            (cli::Algo::Decorrelated, None) => Algo::Decorrelated,
         };
+        check_rotation(&cli.rotate)?;
+        if cli.reset_on_progress {
+            let redis_queue =
+                cli.queue.as_deref().and_then(|q| q.to_str()).is_some_and(|q| q.contains("://"));
+            match (&cli.state_dir, cli.temp_state, redis_queue) {
+                (Some(_), _, _) | (None, true, false) => {}
+                (None, true, true) => {
+                    return Err(Error::Conflict(
+                        "--reset-on-progress with a Redis --queue needs --state-dir DIR: a --temp-state \
+                         dir does not follow a job to the draining machine"
+                            .to_string(),
+                    ));
+                }
+                (None, false, _) => {
+                    return Err(Error::Conflict(
+                        "--reset-on-progress needs a state dir to watch: give --temp-state or --state-dir DIR"
+                            .to_string(),
+                    ));
+                }
+            }
+        }
         if let (Some(age), None, None) = (cli.max_age, &cli.queue, &cli.drain) {
             return Err(Error::usage(
                 "--max-age",
@@ -408,6 +476,8 @@ impl Config {
         }
         let queue = queue_target(cli.queue.as_deref(), cli.queue_env)?;
         let verbosity = verbosity_of(cli.quiet, cli.verbose);
+        // `-t 0` and `--max-time 0` mean no limit, as with timeout(1).
+        let nonzero = |d: Option<Duration>| d.filter(|d| !d.is_zero());
         let format = format_of(cli.log_format);
         let shared = store::Shared::from_options(store::Options {
             key: cli.key,
@@ -421,21 +491,26 @@ impl Config {
         Ok(Config {
             command: cli.command,
             attempts: if cli.forever { None } else { Some(cli.retries.unwrap_or(3).saturating_add(1)) },
-            timeout: cli.timeout,
+            timeout: nonzero(cli.timeout),
             kill_after: cli.kill_after.unwrap_or(Duration::from_secs(10)),
             kill_signal: cli.kill_signal.unwrap_or(libc::SIGTERM),
-            max_time: cli.max_time,
+            max_time: nonzero(cli.max_time),
             backoff: Backoff {
                 algo,
                 wait: cli.wait.unwrap_or(Duration::from_secs(1)),
                 multiplier: cli.multiplier.unwrap_or(2.0),
                 cap: cli.max_wait.unwrap_or(Duration::MAX),
                 jitter: cli.jitter.unwrap_or(0.0),
+                delays: cli.delays.map(|d| d.0).unwrap_or_default(),
             },
             reset_after: cli.reset_after,
+            reset_on_progress: cli.reset_on_progress,
+            wait_from,
+            rotate: cli.rotate,
             splay: cli.splay,
             seed: cli.seed,
             on_retry: cli.on_retry,
+            on_give_up: cli.on_give_up,
             rules,
             stdout_rules,
             stderr_rules,
@@ -461,7 +536,20 @@ impl Config {
     /// stderr is piped (and still streamed live) only when a rule reads it,
     /// so that otherwise the child keeps retry's terminal.
     pub fn pipes_stderr(&self) -> bool {
-        !self.stderr_rules.is_empty() || !self.retry_if.is_empty()
+        !self.stderr_rules.is_empty() || !self.retry_if.is_empty() || !self.wait_from.is_empty()
+    }
+
+    /// Attempts per `--rotate` cycle (1 without it).
+    pub fn cycle(&self) -> u32 {
+        self.rotate.first().map_or(1, |r| u32::try_from(r.values.len()).unwrap_or(u32::MAX))
+    }
+
+    /// The `--rotate` variables of attempt `n` (1-based): `NAME=value` each.
+    pub fn rotation_of(&self, n: u32) -> impl Iterator<Item = (&str, &str)> {
+        self.rotate.iter().map(move |r| {
+            let i = usize::try_from(n.saturating_sub(1)).unwrap_or(0) % r.values.len().max(1);
+            (r.name.as_str(), r.values.get(i).map_or("", String::as_str))
+        })
     }
 
     /// `--jitter` given with `--algo decorrelated`, which ignores it.
@@ -510,6 +598,17 @@ impl Config {
             max_wait_ms: (b.cap != Duration::MAX).then(|| ms(b.cap)),
             jitter: b.jitter,
             reset_after_ms: self.reset_after.map(ms),
+            reset_on_progress: self.reset_on_progress,
+            delays_ms: (b.algo == Algo::Delays).then(|| b.delays.iter().copied().map(ms).collect()),
+            wait_from: sources(&self.wait_from),
+            rotate: self
+                .rotate
+                .iter()
+                .map(|r| summary::RotateOption { name: r.name.clone(), values: r.values.clone() })
+                .collect(),
+            on_give_up: self.on_give_up.as_ref().map(|c| c.to_string_lossy().into_owned()),
+            retry_on_signal: self.rules.retry_on_signal.map(|s| s.to_text()),
+            stop_on_signal: self.rules.stop_on_signal.map(|s| s.to_text()),
             splay_ms: self.splay.map(ms),
             seed: self.seed,
             on_retry: self.on_retry.as_ref().map(|c| c.to_string_lossy().into_owned()),
@@ -551,12 +650,20 @@ impl Config {
     }
 }
 
-fn verbosity_of(quiet: bool, verbose: bool) -> Verbosity {
+fn verbosity_of(quiet: bool, verbose: u8) -> Verbosity {
     match (quiet, verbose) {
         (true, _) => Verbosity::Quiet,
-        (false, true) => Verbosity::Verbose,
-        (false, false) => Verbosity::Normal,
+        (false, 0) => Verbosity::Normal,
+        (false, 1) => Verbosity::Verbose,
+        (false, _) => Verbosity::Debug,
     }
+}
+
+/// An option value that must be text: a regex or a jq expression.
+fn utf8(option: &str, value: OsString, what: &str) -> Result<String, Error> {
+    value.into_string().map_err(|raw| {
+        Error::usage(option, raw.to_string_lossy(), format!("not valid UTF-8; expected {what}"))
+    })
 }
 
 fn format_of(f: Option<cli::LogFormat>) -> Format {
@@ -601,7 +708,7 @@ fn drain(cli: &Cli, raw: &Path) -> Result<DrainConfig, Error> {
     Ok(DrainConfig {
         place,
         max_age: cli.max_age,
-        max_time: cli.max_time,
+        max_time: cli.max_time.filter(|d| !d.is_zero()),
         lease: cli.lease,
         stdout: cli.stdout,
         verbosity: verbosity(cli),
@@ -610,6 +717,7 @@ fn drain(cli: &Cli, raw: &Path) -> Result<DrainConfig, Error> {
         store_optional: cli.store_optional,
         summary: cli.summary.clone(),
         metrics: cli.metrics.clone(),
+        on_dead: cli.on_dead.clone(),
     })
 }
 
@@ -629,13 +737,36 @@ fn check_options(matches: &ArgMatches, mode: &str, allowed: &[&str]) -> Result<(
         }
         let name = arg.get_long().map_or_else(|| id.to_string(), |l| format!("--{l}"));
         let takes = if mode == "--drain" {
-            "a drain takes only --max-age, --max-time, --lease, --summary, --metrics, --stdout, -q, \
-             -v, --log-format, --state-store and --store-optional; each job runs with the options \
-             saved with it"
+            "a drain takes only --max-age, --max-time, --lease, --on-dead, --summary, --metrics, \
+             --stdout, -q, -v, --log-format, --state-store and --store-optional; each job runs with \
+             the options saved with it"
         } else {
             "--list takes only -q, -v and --log-format"
         };
         return Err(Error::Conflict(format!("'{name}' cannot be used with {mode}: {takes}")));
+    }
+    Ok(())
+}
+
+/// `--rotate`: every list as long as the first, no variable twice.
+fn check_rotation(rotate: &[crate::parse::Rotation]) -> Result<(), Error> {
+    let Some(first) = rotate.first() else { return Ok(()) };
+    for (i, r) in rotate.iter().enumerate() {
+        if r.values.len() != first.values.len() {
+            return Err(Error::usage(
+                "--rotate",
+                format!("{}={}", r.name, r.values.join(",")),
+                format!(
+                    "{} value(s), but {} has {}: rotations advance together and need as many values",
+                    r.values.len(),
+                    first.name,
+                    first.values.len()
+                ),
+            ));
+        }
+        if rotate[..i].iter().any(|o| o.name == r.name) {
+            return Err(Error::usage("--rotate", &r.name, "the variable is rotated twice"));
+        }
     }
     Ok(())
 }
@@ -727,6 +858,10 @@ fn clap_error(e: clap::Error) -> Result<Mode, Error> {
         } else {
             format!("missing required arguments: {}", missing.join(" "))
         };
+    }
+    // A bad choice lists the good ones (clap puts them on a line of their own).
+    if let Some(values) = lines.clone().find_map(|l| l.strip_prefix("[possible values: ")) {
+        first = format!("{first} (possible values: {})", values.trim_end_matches(']'));
     }
     let tip = lines.find_map(|l| l.strip_prefix("tip: ")).map(str::to_string);
     Err(Error::Args { message: first, tip })

@@ -1,14 +1,21 @@
 //! Runs one process to its end: spawn it, then a single `ppoll` loop over
 //! its pidfd, its pipes, retry's signal pipe and stdin, with a timeout
 //! computed from the nearest deadline — no threads, no busy polling, and
-//! a timeout fires within the kernel's timer slack of its due time.
+//! a timeout fires within the kernel's timer slack of its due time. On the
+//! pid path (no pidfds, see [`crate::child`]) the signal pipe, which
+//! SIGCHLD also wakes, says when to look whether the process exited.
 //!
 //! The process ends as SPEC "Processes and signals" and its Edge rules
 //! say: at the deadline the group gets `--kill-signal` and SIGCONT, then
 //! SIGKILL after `--kill-after`; when a timed-out leader exits, the rest
 //! of its group is SIGKILLed before the leader is reaped; after any exit
 //! the pipes are read until EOF or `GRACE`, then closed. Signals sent to
-//! retry are forwarded to the group (a second SIGINT becomes SIGKILL).
+//! retry are forwarded to the group, then SIGCONT (a second SIGINT becomes
+//! SIGKILL). A leader, or a member of its group re-parented to retry, that
+//! is stopped by SIGTTIN or SIGTTOU (it wants the terminal, from a
+//! background group) would never go on: the group gets SIGTERM and
+//! SIGCONT, then SIGKILL after `--kill-after`, and [`Finished::stopped`]
+//! says why. Orphans re-parented to retry are reaped as they exit.
 
 use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -85,6 +92,29 @@ pub struct Finished {
     pub interrupted: Option<libc::c_int>,
     /// Forwarding to retry's own descriptor failed with EPIPE (reader gone).
     pub forward_broken: bool,
+    /// retry ended it because it (or a member of its group re-parented to
+    /// retry) was stopped by this signal, SIGTTIN or SIGTTOU: it wanted the
+    /// terminal from its own process group (not with `--foreground`).
+    pub stopped: Option<libc::c_int>,
+}
+
+impl Finished {
+    /// The attempt's status as SPEC counts it: 124 when retry ended it at
+    /// the deadline, 128+N of the stopping signal when it was ended for a
+    /// stop by SIGTTIN/SIGTTOU, else its exit code or 128+N.
+    pub fn status(&self) -> crate::status::Status {
+        use crate::status::Status;
+        if self.timed_out {
+            return Status::TimedOut;
+        }
+        if let Some(sig) = self.stopped {
+            return Status::Stopped(sig);
+        }
+        match self.exit {
+            Exit::Code(c) => Status::Exited(u8::try_from(c & 0xff).unwrap_or(u8::MAX)),
+            Exit::Signal(s) => Status::Signaled(s),
+        }
+    }
 }
 
 /// A stream retry reads, with its sink.
@@ -287,7 +317,14 @@ pub fn run(
     drop((stdin_child, out_child, err_child));
     let mut child = spawned?;
     let mut readers = [Reader::new(out_reader), Reader::new(err_reader)];
-    let mut state = Waiting { exit: None, timed_out: false, kill_at: None, killed: false, interrupted: None };
+    let mut state = Waiting {
+        exit: None,
+        timed_out: false,
+        kill_at: None,
+        killed: false,
+        interrupted: None,
+        stopped: None,
+    };
     loop {
         let now = Instant::now();
         if state.exit.is_none() {
@@ -303,10 +340,13 @@ pub fn run(
         // What to wait for, and until when.
         let mut fds = Vec::with_capacity(6);
         fds.push(sys::pollfd(signals.fd(), libc::POLLIN));
-        let pid_slot = ended.is_none().then(|| {
-            fds.push(sys::pollfd(child.pidfd().as_raw_fd(), libc::POLLIN));
-            fds.len() - 1
-        });
+        let pid_slot = match (ended, child.pidfd()) {
+            (None, Some(pidfd)) => {
+                fds.push(sys::pollfd(pidfd.as_raw_fd(), libc::POLLIN));
+                Some(fds.len() - 1)
+            }
+            _ => None,
+        };
         let mut reader_slots = [None, None];
         for (slot, r) in reader_slots.iter_mut().zip(&readers) {
             if let Some(fd) = &r.fd {
@@ -340,14 +380,20 @@ pub fn run(
             return Err(SpawnError::Internal(e));
         }
         let ready = |slot: Option<usize>| slot.is_some_and(|i| fds[i].revents != 0);
-        if fds[0].revents != 0 {
+        // A signal to forward, or SIGCHLD: a child exited or stopped (the
+        // orphans that exited are reaped by `take`).
+        let children = fds[0].revents != 0 && {
             state.forward(&child, signals);
+            signals.children()
+        };
+        if children && state.exit.is_none() && child.own_group() {
+            state.check_stops(&child, limits, Instant::now());
         }
-        if ready(pid_slot) {
+        if state.exit.is_none() && (ready(pid_slot) || (children && child.pidfd().is_none())) {
             if let Ok(Some(exit)) = child.peek() {
-                if state.timed_out {
-                    // A timed-out leader is gone: end the rest of its group
-                    // now, while the group id is still reserved.
+                if state.timed_out || state.stopped.is_some() {
+                    // A leader retry is ending is gone: end the rest of its
+                    // group now, while the group id is still reserved.
                     child.kill_group();
                     state.killed = true;
                 }
@@ -355,6 +401,8 @@ pub fn run(
                 if state.killed {
                     child.settle_group(GRACE);
                 }
+                // Orphans that exited while the leader's exit was pending.
+                child::reap_orphans();
                 state.exit = Some((exit, Instant::now()));
                 if let Some(f) = feeder.as_mut() {
                     f.fd = None;
@@ -386,6 +434,7 @@ pub fn run(
         ended,
         interrupted: state.interrupted,
         forward_broken: readers.iter().any(|r| r.broken),
+        stopped: state.stopped,
     })
 }
 
@@ -397,6 +446,8 @@ struct Waiting {
     /// retry sent SIGKILL to the attempt.
     killed: bool,
     interrupted: Option<libc::c_int>,
+    /// The group is being ended because a member stopped for the terminal.
+    stopped: Option<libc::c_int>,
 }
 
 impl Waiting {
@@ -428,6 +479,27 @@ impl Waiting {
                 self.killed = true;
             } else {
                 child.signal(sig);
+                // A stopped process would not act on it until continued.
+                child.signal(libc::SIGCONT);
+            }
+        }
+    }
+
+    /// Reads the stop reports of retry's children: the leader, or a member
+    /// of its group re-parented to retry, stopped by SIGTTIN or SIGTTOU ends
+    /// the attempt (SIGTERM and SIGCONT now, SIGKILL after --kill-after).
+    /// Other stops (SIGSTOP, SIGTSTP) are someone's deliberate choice.
+    fn check_stops(&mut self, child: &Child, limits: &Limits, now: Instant) {
+        while let Some((pid, sig)) = sys::stopped_child() {
+            let terminal = sig == libc::SIGTTIN || sig == libc::SIGTTOU;
+            let ours = pid == child.pid() || sys::getpgid(pid) == Some(child.pid());
+            if terminal && ours && self.stopped.is_none() && !self.timed_out {
+                self.stopped = Some(sig);
+                child.signal(libc::SIGTERM);
+                child.signal(libc::SIGCONT);
+                if self.kill_at.is_none() && !self.killed {
+                    self.kill_at = Some(now.checked_add(limits.kill_after).unwrap_or(now));
+                }
             }
         }
     }

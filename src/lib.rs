@@ -47,6 +47,7 @@ pub mod environ;
 pub mod error;
 pub mod exec;
 pub mod flush;
+pub mod hook;
 pub mod parse;
 pub mod predicate;
 pub mod queue;

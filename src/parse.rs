@@ -103,6 +103,9 @@ pub fn codes(text: &str) -> Result<CodeSet, String> {
         if item.is_empty() {
             return Err(format!("empty item; {HINT}"));
         }
+        if item.starts_with(['-', '+']) {
+            return Err(format!("'{item}' is not a status (no sign); {HINT}"));
+        }
         let (lo, hi) = match item.split_once('-') {
             Some((a, b)) => (code(a.trim(), HINT)?, code(b.trim(), HINT)?),
             None => {
@@ -219,6 +222,11 @@ pub fn signal_name(num: i32) -> String {
     }
 }
 
+/// `1 attempt`, `3 attempts`: a count and its noun, singular or plural.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
 /// Renders a duration for people: `250ms`, `1.9s`, `3m12s`, `2h5m`.
 pub fn human(d: Duration) -> String {
     let ms = d.as_millis();
@@ -264,6 +272,127 @@ pub fn mask_url(url: &str) -> String {
     };
     let password_start = start + rest[..at].find(':').map_or(0, |colon| colon + 1);
     format!("{}***{}", &url[..password_start], &url[start + at..])
+}
+
+/// A set of signal numbers 1..=64 (`--retry-on-signal KILL,TERM,11`).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct SignalSet(u64);
+
+impl SignalSet {
+    pub fn contains(&self, sig: i32) -> bool {
+        (1..=SIGMAX).contains(&sig) && self.0 & (1u64 << (sig - 1)) != 0
+    }
+
+    pub fn union(self, other: SignalSet) -> SignalSet {
+        SignalSet(self.0 | other.0)
+    }
+
+    /// `SIGKILL,SIGTERM`, for reports.
+    pub fn to_text(&self) -> String {
+        (1..=SIGMAX).filter(|&s| self.contains(s)).map(signal_name).collect::<Vec<_>>().join(",")
+    }
+}
+
+impl std::fmt::Debug for SignalSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_text())
+    }
+}
+
+/// Parses SIGS: a comma list of signal names or numbers (`KILL,TERM,SEGV`, `9,15`).
+pub fn signals(text: &str) -> Result<SignalSet, String> {
+    let mut set = SignalSet::default();
+    for part in text.split(',') {
+        let sig = signal(part).map_err(|e| format!("'{}': {e}", part.trim()))?;
+        set.0 |= 1u64 << (sig - 1);
+    }
+    Ok(set)
+}
+
+/// `--delays LIST`: the delays before retries 1, 2, … (one value to clap).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delays(pub Vec<Duration>);
+
+/// Parses `--delays LIST`: DURATIONs separated by commas (`1s,5s,30s,2m`).
+pub fn delays(text: &str) -> Result<Delays, String> {
+    text.split(',')
+        .map(|part| duration(part).map_err(|e| format!("'{}': {e}", part.trim())))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Delays)
+}
+
+/// `--rotate NAME=V1,V2,...`: a variable and the values attempts take in turn.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    pub name: String,
+    pub values: Vec<String>,
+}
+
+/// Parses `--rotate NAME=V1,V2,...` (a value may be empty: `A=x,,y`).
+pub fn rotation(text: &str) -> Result<Rotation, String> {
+    const HINT: &str = "expected NAME=V1,V2,... e.g. MIRROR=https://a.example,https://b.example";
+    let Some((name, values)) = text.split_once('=') else {
+        return Err(format!("no '='; {HINT}"));
+    };
+    let valid = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !valid {
+        return Err(format!("'{name}' is not a variable name (letters, digits, '_'); {HINT}"));
+    }
+    if values.contains('\0') {
+        return Err(format!("a value holds a NUL byte; {HINT}"));
+    }
+    Ok(Rotation { name: name.to_string(), values: values.split(',').map(str::to_string).collect() })
+}
+
+/// Reads a `--wait-from` hint (SPEC "Backoff"): a non-negative decimal
+/// number of seconds (`120`), a DURATION (`1m30s`), an HTTP-date (`Wed, 21
+/// Oct 2026 07:28:00 GMT`, RFC 9110, with its two obsolete forms), an RFC
+/// 3339 timestamp (`2026-10-21T07:28:00Z`, `…+02:00`), or a Unix time in
+/// seconds (a number >= 1000000000, as in `X-RateLimit-Reset`). Returns
+/// how long from `now` until the hinted moment (zero when it is past);
+/// `None` when the text is none of these.
+pub fn hint(text: &str, now: std::time::SystemTime) -> Option<Duration> {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let s = text.trim();
+    let until = |t: SystemTime| t.duration_since(now).unwrap_or(Duration::ZERO);
+    if is_decimal(s) {
+        let n: f64 = s.parse().ok()?;
+        let d = Duration::try_from_secs_f64(n).ok()?;
+        return Some(if n >= 1e9 { until(UNIX_EPOCH.checked_add(d)?) } else { d });
+    }
+    if let Ok(d) = duration(s) {
+        return Some(d);
+    }
+    if let Some(t) = rfc3339_with_offset(s) {
+        return Some(until(t));
+    }
+    httpdate::parse_http_date(s).ok().map(until)
+}
+
+/// RFC 3339 with `Z` or a numeric offset (humantime reads `Z` only).
+fn rfc3339_with_offset(s: &str) -> Option<std::time::SystemTime> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        if s.ends_with(['Z', 'z']) {
+            return Some(t);
+        }
+    }
+    // `…T07:28:00+02:00`: the offset is the last six bytes.
+    let (base, offset) = s.split_at_checked(s.len().checked_sub(6)?)?;
+    let (sign, hhmm) = offset.split_at(1);
+    let (hh, mm) = hhmm.split_once(':')?;
+    let minutes = hh.parse::<u64>().ok()? * 60 + mm.parse::<u64>().ok()?;
+    if !base.contains('T') && !base.contains('t') {
+        return None;
+    }
+    let utc = humantime::parse_rfc3339_weak(base).ok()?;
+    let shift = Duration::from_secs(minutes * 60);
+    match sign {
+        "+" => utc.checked_sub(shift),
+        "-" => utc.checked_add(shift),
+        _ => None,
+    }
 }
 
 // ----- Shared-state names and limits (`--key`, `--rate`, `--concurrency`) -----
@@ -427,6 +556,10 @@ mod tests {
         for text in ["", "1,", "a", "256", "5-3", "1-", "-1", "1,,2", "1-2-3", "+1"] {
             assert!(codes(text).is_err(), "{text} accepted");
         }
+        // A sign is named as such, not as an empty status.
+        assert!(codes("-1").unwrap_err().starts_with("'-1' is not a status (no sign)"));
+        assert_eq!(count(1, "attempt"), "1 attempt");
+        assert_eq!(count(0, "attempt"), "0 attempts");
     }
 
     #[test]
@@ -523,6 +656,64 @@ mod tests {
             ["", "10", "/1s", "x/1s", "0/1s", "10001/1s", "-1/1s", "5/0s", "5/", "5/x", "5/1q", "1.5/1s"]
         {
             assert!(parse_rate(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn signal_sets() {
+        let set = signals("KILL, sigterm,11").unwrap();
+        assert!(set.contains(9) && set.contains(15) && set.contains(11) && !set.contains(2));
+        assert_eq!(set.to_text(), "SIGKILL,SIGSEGV,SIGTERM");
+        for bad in ["", "KILL,", "NOPE", "0", "65", "9,x"] {
+            assert!(signals(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn delay_lists() {
+        let s = Duration::from_secs;
+        assert_eq!(delays("1s,5s,30s,2m"), Ok(Delays(vec![s(1), s(5), s(30), s(120)])));
+        assert_eq!(delays("0.5"), Ok(Delays(vec![Duration::from_millis(500)])));
+        for bad in ["", "1s,", "1s,x", ",1s"] {
+            assert!(delays(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn rotations() {
+        let r = rotation("MIRROR=https://a.example,https://b.example").unwrap();
+        assert_eq!((r.name.as_str(), r.values.len()), ("MIRROR", 2));
+        assert_eq!(rotation("A=x,,y").unwrap().values, ["x", "", "y"]);
+        assert_eq!(rotation("A=").unwrap().values, [""]);
+        for bad in ["A", "=x", "1A=x", "A-B=x", "A B=x"] {
+            assert!(rotation(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn hints_in_every_grammar() {
+        use std::time::UNIX_EPOCH;
+        let now = UNIX_EPOCH + Duration::from_secs(1_792_000_000);
+        let s = Duration::from_secs;
+        assert_eq!(hint("120", now), Some(s(120)));
+        assert_eq!(hint(" 1.5 ", now), Some(Duration::from_millis(1500)));
+        assert_eq!(hint("1m30s", now), Some(s(90)));
+        assert_eq!(hint("1792000030", now), Some(s(30)), "a Unix time");
+        assert_eq!(hint("1700000000", now), Some(Duration::ZERO), "a past Unix time");
+        let date = humantime::format_rfc3339_seconds(now + s(60)).to_string();
+        assert_eq!(hint(&date, now), Some(s(60)));
+        let offset = date.replace('Z', "+01:00");
+        // The same clock time at +01:00 is an hour earlier.
+        assert_eq!(hint(&offset, now - s(3600)), Some(s(60)));
+        assert_eq!(hint(&offset, now), Some(Duration::ZERO));
+        assert_eq!(hint(&date.replace('Z', "-00:30"), now), Some(s(60 + 1800)));
+        let http = httpdate::fmt_http_date(now + s(45));
+        assert_eq!(hint(&http, now), Some(s(45)), "{http}");
+        assert_eq!(hint("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(Duration::ZERO), "a past date");
+        assert_eq!(hint("Sunday, 06-Nov-94 08:49:37 GMT", now), Some(Duration::ZERO), "RFC 850");
+        assert_eq!(hint("Sun Nov  6 08:49:37 1994", now), Some(Duration::ZERO), "asctime");
+        for bad in ["", "soon", "-5", "1e3", "tomorrow 9am", "2026-13-45T00:00:00Z"] {
+            assert_eq!(hint(bad, now), None, "{bad}");
         }
     }
 }

@@ -62,6 +62,12 @@ pub struct AttemptRecord {
     /// The sleep that followed it; `None` when no attempt followed (yet).
     #[serde(rename = "delay_ms", default, with = "opt_millis")]
     pub delay: Option<Duration>,
+    /// The sleep a `--wait-from` hint set (then `delay` is the same).
+    #[serde(rename = "hint_ms", default, with = "opt_millis", skip_serializing_if = "Option::is_none")]
+    pub hint: Option<Duration>,
+    /// With `--reset-on-progress`: did it change its state dir?
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<bool>,
 }
 
 /// An attempt's `reason`: what went wrong, then the rule that decided
@@ -97,6 +103,10 @@ pub mod job_layout {
         reason: &'a Option<String>,
         #[serde(with = "opt_millis")]
         delay_ms: Option<Duration>,
+        #[serde(with = "opt_millis", skip_serializing_if = "Option::is_none")]
+        hint_ms: Option<Duration>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        progress: Option<bool>,
     }
 
     pub fn serialize<S: Serializer>(history: &[AttemptRecord], s: S) -> Result<S::Ok, S::Error> {
@@ -111,6 +121,8 @@ pub mod job_layout {
             verdict: r.verdict,
             reason: &r.reason,
             delay_ms: r.delay,
+            hint_ms: r.hint,
+            progress: r.progress,
         }))
     }
 
@@ -191,6 +203,8 @@ mod tests {
             verdict: Verdict::Retry,
             reason: Some("exit status 7".into()),
             delay: Some(Duration::from_secs(1)),
+            hint: None,
+            progress: None,
         }
     }
 

@@ -2,6 +2,13 @@
 //! signal-hook handler that also writes a byte to a self-pipe, so the run
 //! loop's single `ppoll` wakes up for a signal as for a child's exit or
 //! output. Installed before the first spawn (as GNU timeout does).
+//!
+//! SIGCHLD wakes the same pipe: a child exited (the attempt's leader, on
+//! the pid path without pidfds; an orphan re-parented to retry, which
+//! [`Signals::take`] reaps at once, during an attempt or a sleep alike) or
+//! stopped ([`Signals::children`] tells the exec loop to look). SIGCHLD is
+//! blocked outside `ppoll` (see `sys::block_outside_poll`), so it never
+//! interrupts another system call with EINTR, in any thread.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -18,11 +25,26 @@ static COUNTS: [AtomicU32; 4] = [const { AtomicU32::new(0) }; 4];
 static FIRST: AtomicI32 = AtomicI32::new(0);
 /// Write end of the self-pipe (-1 until installed).
 static WAKE: AtomicI32 = AtomicI32::new(-1);
+/// SIGCHLD deliveries.
+static CHILDREN: AtomicU32 = AtomicU32::new(0);
 
 /// The receiving side, owned by the run loop.
 pub struct Signals {
     read: OwnedFd,
     seen: [u32; 4],
+    /// `CHILDREN` when `take` last reaped orphans, and when `children`
+    /// was last asked.
+    reaped: u32,
+    children: u32,
+}
+
+/// Wakes the loop: write(2) is async-signal-safe; the fd is a
+/// non-blocking pipe that is never closed. A full pipe already guarantees
+/// a wake-up, so errors are ignored.
+fn wake() {
+    let fd = WAKE.load(Ordering::SeqCst);
+    // SAFETY: see above; the buffer is a local byte.
+    unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
 }
 
 impl Signals {
@@ -39,17 +61,25 @@ impl Signals {
             let action = move || {
                 COUNTS[i].fetch_add(1, Ordering::SeqCst);
                 let _ = FIRST.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
-                let fd = WAKE.load(Ordering::SeqCst);
-                // SAFETY: write(2) is async-signal-safe; the fd is a
-                // non-blocking pipe that is never closed. A full pipe
-                // already guarantees a wake-up, so errors are ignored.
-                unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
+                wake();
             };
             // SAFETY: the action only touches atomics and calls write(2),
             // both async-signal-safe.
             unsafe { signal_hook::low_level::register(sig, action) }?;
         }
-        Ok(Signals { read, seen: [0; 4] })
+        // Blocked before the handler exists and before any thread starts
+        // (threads inherit the mask). A handler also replaces a SIG_IGN
+        // inherited from retry's parent, under which exited children would
+        // vanish unreported. No SA_NOCLDSTOP: stops are reported too.
+        sys::block_outside_poll(libc::SIGCHLD)?;
+        let action = || {
+            CHILDREN.fetch_add(1, Ordering::SeqCst);
+            wake();
+        };
+        // SAFETY: the action only touches an atomic and calls write(2).
+        unsafe { signal_hook::low_level::register(libc::SIGCHLD, action) }?;
+        let now = CHILDREN.load(Ordering::SeqCst);
+        Ok(Signals { read, seen: [0; 4], reaped: now, children: now })
     }
 
     /// Poll this for POLLIN: a signal arrived.
@@ -58,10 +88,16 @@ impl Signals {
     }
 
     /// The signals delivered since the last call, one entry per delivery,
-    /// in `FORWARDED` order within one call.
+    /// in `FORWARDED` order within one call. Reaps the orphans that exited
+    /// meanwhile (never the running attempt's leader).
     pub fn take(&mut self) -> Vec<libc::c_int> {
         let mut buf = [0u8; 64];
         while matches!(sys::read(self.read.as_raw_fd(), &mut buf), Ok(n) if n > 0) {}
+        let children = CHILDREN.load(Ordering::SeqCst);
+        if children != self.reaped {
+            self.reaped = children;
+            crate::child::reap_orphans();
+        }
         let mut out = Vec::new();
         for (i, &sig) in FORWARDED.iter().enumerate() {
             let now = COUNTS[i].load(Ordering::SeqCst);
@@ -79,6 +115,16 @@ impl Signals {
             0 => None,
             sig => Some(sig),
         }
+    }
+
+    /// Did a child exit or stop since the last call? (Read after `take`,
+    /// which empties the pipe: a SIGCHLD counted before the byte it writes
+    /// is seen now, or wakes the next `ppoll`.)
+    pub fn children(&mut self) -> bool {
+        let now = CHILDREN.load(Ordering::SeqCst);
+        let changed = now != self.children;
+        self.children = now;
+        changed
     }
 
     /// How many SIGINTs arrived so far (a second one means SIGKILL).

@@ -16,6 +16,9 @@ pub enum Status {
     Signaled(i32),
     /// retry killed it for `--timeout` or `--max-time`.
     TimedOut,
+    /// retry ended it because it (or an orphan of its group) was stopped by
+    /// this signal, SIGTTIN or SIGTTOU: it wanted the terminal.
+    Stopped(i32),
     /// retry could not find COMMAND (ENOENT).
     NotFound,
     /// retry could not execute COMMAND (EACCES, ENOEXEC, ...).
@@ -27,7 +30,9 @@ impl Status {
     pub fn code(self) -> u8 {
         match self {
             Status::Exited(code) => code,
-            Status::Signaled(sig) => 128u8.saturating_add(u8::try_from(sig).unwrap_or(u8::MAX)),
+            Status::Signaled(sig) | Status::Stopped(sig) => {
+                128u8.saturating_add(u8::try_from(sig).unwrap_or(u8::MAX))
+            }
             Status::TimedOut => 124,
             Status::NotFound => 127,
             Status::CannotExecute => 126,
@@ -40,6 +45,7 @@ impl Status {
             Status::Exited(code) => format!("exit status {code}"),
             Status::Signaled(sig) => format!("killed by {}", signal_name(sig)),
             Status::TimedOut => "timed out".to_string(),
+            Status::Stopped(sig) => format!("stopped by {} (it reads the terminal)", signal_name(sig)),
             Status::NotFound => "command not found".to_string(),
             Status::CannotExecute => "command cannot be executed".to_string(),
         }
@@ -130,7 +136,8 @@ impl Ending {
             (End::Deadline, None) => 124,
             (End::Exhausted | End::Stopped, None) => USAGE,
             (End::Exhausted | End::Stopped | End::Deadline | End::Interrupted { .. }, Some(last)) => {
-                if self.validation_failed && last == Status::Exited(0) { 1 } else { last.code() }
+                // Validation runs on a success status only (0 or --success-exit).
+                if self.validation_failed { 1 } else { last.code() }
             }
         }
     }

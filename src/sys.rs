@@ -1,12 +1,17 @@
 //! Thin, policy-free wrappers over the Linux system calls retry needs
 //! beyond std: pipes, `ppoll`, `sendfile`, `memfd`, process-group
-//! signals, `waitid` on a pidfd, subreaping. Every `unsafe` block here is a
-//! plain FFI call on values this module owns or borrows; the SAFETY notes
-//! say what the kernel reads or writes.
+//! signals, `waitid` on a pidfd or a pid, stop reports, subreaping. Every
+//! `unsafe` block here is a plain FFI call on values this module owns or
+//! borrows; the SAFETY notes say what the kernel reads or writes.
+//!
+//! Kernel features and their fallbacks (README "Kernels"): `waitid` takes a
+//! pidfd ([`Wait::Pidfd`], Linux 5.4) or a pid ([`Wait::Pid`], any kernel);
+//! `memfd_create` (3.17) falls back to an unlinked file in TMPDIR.
 
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -52,6 +57,33 @@ pub fn pipe_size(fd: RawFd) -> io::Result<usize> {
     Ok(usize::try_from(size).unwrap_or(0))
 }
 
+/// The signal mask `ppoll` waits with, once [`set_poll_mask`] set it:
+/// retry keeps SIGCHLD blocked everywhere else, so its handler runs only
+/// while a `ppoll` waits (no EINTR in the middle of other system calls),
+/// and a SIGCHLD that came meanwhile is delivered as the wait begins.
+static POLL_MASK: OnceLock<libc::sigset_t> = OnceLock::new();
+
+/// Blocks `sig` in the calling thread (threads it starts later inherit
+/// that) and makes every later [`poll`] wait with the mask as it was
+/// before, so `sig` is delivered only during a `ppoll`.
+pub fn block_outside_poll(sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: sigset operations on local sets; pthread_sigmask reads `add`
+    // and writes the previous mask into `old`.
+    unsafe {
+        let mut add: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut add);
+        libc::sigaddset(&mut add, sig);
+        match libc::pthread_sigmask(libc::SIG_BLOCK, &add, &mut old) {
+            0 => {}
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+        libc::sigdelset(&mut old, sig);
+        let _ = POLL_MASK.set(old);
+    }
+    Ok(())
+}
+
 /// `ppoll` with a timeout (`None` = wait forever). EINTR counts as a wake-up
 /// with nothing ready: the caller re-checks its signal pipe and clocks.
 pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
@@ -62,9 +94,10 @@ pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<u
         tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
     });
     let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: fds is a valid slice of pollfd; ts_ptr is null or points to a
-    // timespec that lives until the call returns; no signal mask change.
-    let ret = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ts_ptr, std::ptr::null()) };
+    let mask = POLL_MASK.get().map_or(std::ptr::null(), |m| m as *const libc::sigset_t);
+    // SAFETY: fds is a valid slice of pollfd; ts_ptr and mask are null or
+    // point to values that live until the call returns.
+    let ret = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ts_ptr, mask) };
     match cvt(ret) {
         Ok(n) => Ok(n as usize),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
@@ -142,12 +175,19 @@ pub fn sendfile(to: RawFd, from: RawFd, offset: &mut u64, count: usize) -> io::R
     }
 }
 
-/// An anonymous in-memory file (close-on-exec).
+/// An anonymous in-memory file (close-on-exec). Before Linux 3.17 (or
+/// where a seccomp policy refuses `memfd_create`): an already-unlinked
+/// file in TMPDIR instead, which is as private and leaves nothing behind.
 pub fn memfd(name: &CStr) -> io::Result<OwnedFd> {
     // SAFETY: name is a valid C string; flags are constants.
-    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
-    // SAFETY: the fd was just created and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    match cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) }) {
+        // SAFETY: the fd was just created and is owned by nobody else.
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM | libc::EINVAL)) => {
+            tempfile::tempfile().map(OwnedFd::from)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `kill(2)`. Negative `pid` signals a process group. ESRCH is not an error.
@@ -172,10 +212,21 @@ pub enum Exit {
     Signal(i32),
 }
 
-/// Waits for the child behind `pidfd`. With `reap == false` the child stays
-/// a zombie (WNOWAIT), so its pid and process group stay reserved. With
-/// `block == false`, `Ok(None)` means still running.
-pub fn waitid(pidfd: BorrowedFd<'_>, reap: bool, block: bool) -> io::Result<Option<Exit>> {
+/// The child a [`waitid`] is about: by pidfd (Linux 5.4) or by pid.
+#[derive(Clone, Copy, Debug)]
+pub enum Wait<'a> {
+    Pidfd(BorrowedFd<'a>),
+    /// Only for a child of ours that is not reaped yet, so the pid cannot
+    /// have been reused.
+    Pid(libc::pid_t),
+}
+
+/// Waits for a child to exit. With `reap == false` the child stays a
+/// zombie (WNOWAIT), so its pid and process group stay reserved. With
+/// `block == false`, `Ok(None)` means still running. A kernel without
+/// `P_PIDFD` answers [`Wait::Pidfd`] with EINVAL (a seccomp policy may say
+/// EPERM or ENOSYS): see [`pidfds_refused`].
+pub fn waitid(child: Wait<'_>, reap: bool, block: bool) -> io::Result<Option<Exit>> {
     let mut flags = libc::WEXITED;
     if !reap {
         flags |= libc::WNOWAIT;
@@ -183,11 +234,16 @@ pub fn waitid(pidfd: BorrowedFd<'_>, reap: bool, block: bool) -> io::Result<Opti
     if !block {
         flags |= libc::WNOHANG;
     }
+    let (idtype, id) = match child {
+        Wait::Pidfd(fd) => (libc::P_PIDFD, fd.as_raw_fd() as libc::id_t),
+        Wait::Pid(pid) => (libc::P_PID, pid as libc::id_t),
+    };
     loop {
         // SAFETY: zeroed siginfo_t is a valid output buffer for waitid.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: P_PIDFD with a pidfd we own; info is a valid out-pointer.
-        let ret = unsafe { libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, flags) };
+        // SAFETY: integers and a valid out-pointer; the id names a child
+        // of ours (a pidfd we own, or an unreaped pid).
+        let ret = unsafe { libc::waitid(idtype, id, &mut info, flags) };
         match cvt(ret) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -205,6 +261,35 @@ pub fn waitid(pidfd: BorrowedFd<'_>, reap: bool, block: bool) -> io::Result<Opti
             }
         }
     }
+}
+
+/// Does this error of `clone(CLONE_PIDFD)` or `waitid(P_PIDFD)` mean the
+/// kernel (or a seccomp policy) has no pidfds for us, so the pid path must
+/// be used? EINVAL and ENOSYS from older kernels, EPERM (or ENOSYS) from
+/// seccomp policies.
+pub fn pidfds_refused(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EPERM))
+}
+
+/// The next unreported stop of a child of ours (a stop is reported once):
+/// its pid and the signal that stopped it. Never reaps; `None` when no
+/// child stopped since the last call.
+pub fn stopped_child() -> Option<(libc::pid_t, libc::c_int)> {
+    // SAFETY: zeroed siginfo_t is a valid output buffer for waitid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: P_ALL with WSTOPPED | WNOHANG (no WEXITED) only consumes stop
+    // reports; info is a valid out-pointer.
+    let ret = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WSTOPPED | libc::WNOHANG) };
+    // SAFETY: waitid filled the SIGCHLD fields (si_pid 0: nothing to report).
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    (ret == 0 && pid != 0 && info.si_code == libc::CLD_STOPPED).then_some((pid, status))
+}
+
+/// The process group of `pid` (`None` if it is gone).
+pub fn getpgid(pid: libc::pid_t) -> Option<libc::pid_t> {
+    // SAFETY: getpgid takes an integer.
+    let pgid = unsafe { libc::getpgid(pid) };
+    (pgid > 0).then_some(pgid)
 }
 
 /// Reaps exited children that are not `keep` (orphans re-parented to us as
@@ -305,8 +390,14 @@ pub fn isatty(fd: RawFd) -> bool {
 
 /// Ends retry by signal `sig` after cleanup, as GNU timeout does: default
 /// disposition, unblocked, core dumps off; then `raise`. Returns only if
-/// the signal did not end the process (e.g. SIGCHLD-like defaults).
+/// the signal did not end the process (e.g. SIGCHLD-like defaults). A stop
+/// signal (an attempt stopped by SIGTTIN is 128+21) is not raised: it
+/// would stop retry, not end it.
 pub fn die_by_signal(sig: libc::c_int) {
+    if matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) {
+        return;
+    }
+    run_exit_hook();
     let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: plain libc calls with valid pointers to local structs.
     unsafe {
@@ -318,6 +409,128 @@ pub fn die_by_signal(sig: libc::c_int) {
         libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
         libc::raise(sig);
     }
+}
+
+/// What must run before retry ends (its guardian is dismissed), whether it
+/// returns from `main` or dies by a re-raised signal.
+static EXIT_HOOK: OnceLock<fn()> = OnceLock::new();
+
+/// Registers `hook` to run once before retry ends: at a normal exit
+/// (`atexit`) and in [`die_by_signal`]. Only the first registration counts.
+pub fn at_exit(hook: fn()) {
+    extern "C" fn run() {
+        run_exit_hook();
+    }
+    if EXIT_HOOK.set(hook).is_ok() {
+        // SAFETY: atexit stores a function pointer to a function that lives
+        // as long as the program.
+        unsafe { libc::atexit(run) };
+    }
+}
+
+fn run_exit_hook() {
+    if let Some(hook) = EXIT_HOOK.get() {
+        hook();
+    }
+}
+
+/// For a guardian whose retry died: SIGKILLs process group `pgid` and
+/// returns once none of its members runs any more (zombies waiting for a
+/// parent that may never reap them do not count). Allocates nothing and
+/// calls only async-signal-safe functions: it runs in a process that
+/// shares the dead retry's memory, where a lock of the allocator may be
+/// held forever.
+pub fn kill_group_and_wait(pgid: libc::pid_t) {
+    if pgid <= 0 {
+        return;
+    }
+    let mut pause_ms = 1;
+    loop {
+        // Again each round: harmless, and a member that was being created
+        // during the first SIGKILL is caught by the next.
+        kill(-pgid, libc::SIGKILL);
+        if !group_exists(pgid) || !group_runs(pgid) {
+            return;
+        }
+        let ts = libc::timespec { tv_sec: 0, tv_nsec: pause_ms * 1_000_000 };
+        // SAFETY: nanosleep reads a local timespec; no remainder wanted.
+        unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+        pause_ms = (pause_ms * 2).min(20);
+    }
+}
+
+/// Does a process of group `pgid` still run (any state but zombie)? Reads
+/// `/proc/N/stat` of every process, without allocating. When `/proc`
+/// cannot be read, answers yes: the caller then waits for the group to be
+/// gone altogether.
+fn group_runs(pgid: libc::pid_t) -> bool {
+    // SAFETY: open with a static C string.
+    let dir = unsafe { libc::open(c"/proc".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if dir < 0 {
+        return true;
+    }
+    let mut buf = [0u8; 4096];
+    let mut runs = false;
+    'scan: loop {
+        // SAFETY: getdents64 writes at most buf.len() bytes into buf.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) };
+        let Ok(n) = usize::try_from(n) else { break };
+        if n == 0 {
+            break;
+        }
+        // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, name.
+        let mut at = 0;
+        while at + 19 < n {
+            let reclen = usize::from(u16::from_ne_bytes([buf[at + 16], buf[at + 17]]));
+            if reclen < 20 || at + reclen > n {
+                break 'scan;
+            }
+            let name = &buf[at + 19..at + reclen];
+            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+            if !name.is_empty() && name.iter().all(u8::is_ascii_digit) && member_runs(dir, name, pgid) {
+                runs = true;
+                break 'scan;
+            }
+            at += reclen;
+        }
+    }
+    // SAFETY: closes the fd opened above.
+    unsafe { libc::close(dir) };
+    runs
+}
+
+/// Is process `name` (a pid in `/proc`, the directory `dir`) a running
+/// member of group `pgid`? From its `stat`: `pid (comm) state ppid pgrp …`.
+fn member_runs(dir: RawFd, name: &[u8], pgid: libc::pid_t) -> bool {
+    let mut path = [0u8; 32];
+    if name.len() + 6 > path.len() {
+        return false;
+    }
+    path[..name.len()].copy_from_slice(name);
+    path[name.len()..name.len() + 6].copy_from_slice(b"/stat\0");
+    // SAFETY: path is NUL-terminated; dir is an open directory fd.
+    let fd = unsafe { libc::openat(dir, path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return false;
+    }
+    let mut stat = [0u8; 512];
+    // SAFETY: read writes at most stat.len() bytes into stat.
+    let n = unsafe { libc::read(fd, stat.as_mut_ptr().cast(), stat.len()) };
+    // SAFETY: closes the fd opened above.
+    unsafe { libc::close(fd) };
+    let Ok(n) = usize::try_from(n) else { return false };
+    let stat = &stat[..n];
+    // The command name may hold spaces and parentheses: fields start
+    // after the last ')'.
+    let Some(end) = stat.iter().rposition(|&b| b == b')') else { return false };
+    let mut fields = stat[end + 1..].split(|&b| b == b' ').filter(|f| !f.is_empty());
+    let state = fields.next().and_then(|f| f.first().copied());
+    let pgrp = fields.nth(1).map(|f| {
+        f.iter().try_fold(0 as libc::pid_t, |acc, &b| {
+            b.is_ascii_digit().then(|| acc.saturating_mul(10).saturating_add(libc::pid_t::from(b - b'0')))
+        })
+    });
+    pgrp == Some(Some(pgid)) && !matches!(state, Some(b'Z' | b'X') | None)
 }
 
 /// Caps this process's data segment (heap and private mappings), so a

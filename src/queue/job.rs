@@ -371,6 +371,8 @@ mod tests {
                 verdict: crate::record::Verdict::Retry,
                 reason: Some("exit status 7".to_string()),
                 delay: Some(Duration::from_millis(40)),
+                hint: None,
+                progress: None,
             }],
             backoff: Position::new(3, Duration::from_millis(40)),
             next_due: Stamp(t + Duration::from_secs(8)),

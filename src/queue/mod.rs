@@ -303,7 +303,10 @@ pub fn list(cfg: &ListConfig, report: &Reporter) -> u8 {
     match std::io::stdout().lock().write_all(out.as_bytes()) {
         Ok(()) => status::OK,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => status::CLOSED_STDOUT,
-        Err(_) => status::USAGE,
+        Err(e) => {
+            report.error(format!("cannot write the list to stdout: {}", crate::parse::os_error(&e)));
+            status::USAGE
+        }
     }
 }
 
@@ -396,7 +399,9 @@ pub fn drain<S: Store>(
             Found::Job(claim) => claim,
             Found::Corrupt { id, reason } => {
                 drained.died += 1;
-                report.for_job(&id).job(&JobReport::unrun(JobResult::Dead, reason));
+                let report = report.for_job(&id);
+                report.job(&JobReport::unrun(JobResult::Dead, reason.clone()));
+                on_dead(cfg, &id, &reason, &[], 0, signals, &report);
                 continue;
             }
             Found::Newer { id, version } => {
@@ -446,10 +451,10 @@ impl<S: Store> Drain<'_, S> {
         let age = now.duration_since(job.first_start.0).unwrap_or(Duration::ZERO);
         if age > max_age {
             let reason = format!(
-                "past its --max-age of {} (first attempt {} ago, {} attempts); last failure: {}",
+                "past its --max-age of {} (first attempt {} ago, {}); last failure: {}",
                 human(max_age),
                 human(age),
-                job.attempts,
+                crate::parse::count(u64::from(job.attempts), "attempt"),
                 job.last_reason().unwrap_or_else(|| "none".to_string())
             );
             return self.bury(claim, job, reason, &report);
@@ -624,8 +629,9 @@ impl<S: Store> Drain<'_, S> {
             attempts: job.attempts,
             last_status: job.last_status(),
             next_due: None,
-            reason: Some(reason),
+            reason: Some(reason.clone()),
         });
+        on_dead(self.cfg, &job.id, &reason, &job.argv, job.attempts, self.signals, report);
         Ok(false)
     }
 
@@ -641,6 +647,38 @@ impl<S: Store> Drain<'_, S> {
             next_due: None,
             reason: Some(format!("its result ({result}) is dropped: {why}")),
         });
+    }
+}
+
+/// `--on-dead`: `sh -c CMD` for a job this drain just buried, with its
+/// id, reason, argv (a JSON array), attempts and the queue (masked) in
+/// `RETRY_JOB_*` and `RETRY_QUEUE`; at most 60 s. Its failure is logged.
+fn on_dead(
+    cfg: &DrainConfig,
+    id: &str,
+    reason: &str,
+    argv: &[Bytes],
+    attempts: u32,
+    signals: &mut Signals,
+    report: &Reporter,
+) {
+    let Some(cmd) = &cfg.on_dead else { return };
+    let argv: Vec<String> = argv.iter().map(Bytes::lossy).collect();
+    let argv = serde_json::to_string(&argv).unwrap_or_else(|_| "[]".to_string());
+    let mut env = crate::environ::base();
+    for (name, value) in [
+        ("RETRY_JOB_ID", id),
+        ("RETRY_JOB_REASON", reason),
+        ("RETRY_JOB_ARGV", &argv),
+        ("RETRY_JOB_ATTEMPTS", &attempts.to_string()),
+        ("RETRY_QUEUE", &cfg.place.display()),
+    ] {
+        env.extend(crate::environ::entry(name.as_bytes(), value.as_bytes()));
+    }
+    let kill = (libc::SIGTERM, Duration::from_secs(10));
+    let ran = crate::hook::run(cmd, &env, Some(crate::hook::DEFAULT_LIMIT), kill, signals, &mut Vec::new());
+    if let Some((status, why)) = ran.failed {
+        report.on_dead_failed(status, why);
     }
 }
 
@@ -665,6 +703,8 @@ mod tests {
             verdict: Verdict::Retry,
             reason: Some("exit status 7".to_string()),
             delay: None,
+            hint: None,
+            progress: None,
         };
         let ending = Ending {
             end: End::Exhausted,
@@ -682,6 +722,7 @@ mod tests {
             elapsed: Duration::from_secs(12),
             stdout: None,
             replay: None,
+            no_start: None,
         };
         absorb(&mut job, &outcome, t0 + Duration::from_secs(13));
         assert_eq!(job.attempts, 2);

@@ -63,6 +63,8 @@ pub enum Verbosity {
     Quiet,
     Normal,
     Verbose,
+    /// `-vv`: also the scheduler's and the store's decisions.
+    Debug,
 }
 
 impl Verbosity {
@@ -71,6 +73,7 @@ impl Verbosity {
             Verbosity::Quiet => "quiet",
             Verbosity::Normal => "normal",
             Verbosity::Verbose => "verbose",
+            Verbosity::Debug => "debug",
         }
     }
 }
@@ -108,7 +111,19 @@ pub enum Event<'a> {
         verdict: Verdict,
         reason: &'a Option<String>,
         delay_ms: Option<u64>,
+        /// The sleep a `--wait-from` hint set.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hint_ms: Option<u64>,
+        /// With `--reset-on-progress`: did it change its state dir?
+        #[serde(skip_serializing_if = "Option::is_none")]
+        progress: Option<bool>,
     },
+    /// A `--wait-from` regex matched text that is not a wait.
+    HintUnreadable { attempt: u32, text: &'a str },
+    /// `--on-give-up` failed (it does not change the status).
+    OnGiveUpFailed { status: u8, reason: String },
+    /// `--on-dead` failed for a dead job (it does not change the status).
+    OnDeadFailed { id: String, status: u8, reason: String },
     /// The run ended.
     Done {
         outcome: &'a str,
@@ -126,7 +141,16 @@ pub enum Event<'a> {
     /// `--on-retry` failed (not fatal).
     OnRetryFailed { attempt: u32, status: u8, reason: String },
     /// Something worth knowing that does not stop the run.
-    Warning { message: String },
+    Warning {
+        message: String,
+        /// The job it is about (a drain's or `--list`'s).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// `-vv`: why the sleep after an attempt is what it is.
+    Schedule { attempt: u32, delay_ms: Option<u64>, why: String },
+    /// `-vv`: a decision of the shared-state store.
+    StoreDecision { key: &'a str, decision: String },
     /// Why retry exits 125, 126 or 127 (printed even with `-q`).
     Error { message: String },
     /// `--queue`: the run gave up and its job was written to the queue.
@@ -451,7 +475,12 @@ impl Reporter {
     }
 
     pub fn verbose(&self) -> bool {
-        self.verbosity == Verbosity::Verbose
+        self.verbosity >= Verbosity::Verbose
+    }
+
+    /// `-vv`.
+    pub fn debug(&self) -> bool {
+        self.verbosity >= Verbosity::Debug
     }
 
     fn emit(&self, event: &Event<'_>, text: Option<String>, github: Option<(&str, String)>) {
@@ -461,7 +490,17 @@ impl Reporter {
             return;
         }
         let line = match self.format {
-            Format::Json => serde_json::to_string(event).ok(),
+            Format::Json => {
+                // Every JSON event carries the time it was written.
+                #[derive(Serialize)]
+                struct Line<'e, 'a> {
+                    #[serde(flatten)]
+                    event: &'e Event<'a>,
+                    ts: String,
+                }
+                let ts = crate::record::rfc3339(std::time::SystemTime::now());
+                serde_json::to_string(&Line { event, ts }).ok()
+            }
             Format::Text | Format::Gitlab => text.map(|t| format!("retry: {}{t}", self.prefix)),
             Format::Github => match github {
                 Some((kind, msg)) => {
@@ -509,6 +548,8 @@ impl Reporter {
             verdict: r.verdict,
             reason: &r.reason,
             delay_ms: r.delay.map(ms),
+            hint_ms: r.hint.map(ms),
+            progress: r.progress,
         };
         // The attempt's output ended before this line.
         self.close_fold();
@@ -549,7 +590,9 @@ impl Reporter {
         self.emit(&event, Some(text), Some(github));
     }
 
-    pub fn done(&self, outcome: &Ending, elapsed: Duration, total: Option<u32>) {
+    /// The run ended; `no_start` says why no attempt could start before
+    /// `--max-time`, when none did and the reason is known.
+    pub fn done(&self, outcome: &Ending, elapsed: Duration, total: Option<u32>, no_start: Option<&str>) {
         self.close_fold();
         let status = outcome.exit_code();
         let flaky_exit = self.run.as_ref().and_then(|r| r.borrow().ends.flaky_exit);
@@ -582,7 +625,7 @@ impl Reporter {
             run.borrow_mut().end = Some((record, outcome.attempts));
         }
         let n = outcome.attempts;
-        let attempts = if n == 1 { "1 attempt".to_string() } else { format!("{n} attempts") };
+        let attempts = crate::parse::count(u64::from(n), "attempt");
         let took = human(elapsed);
         let last = outcome.last.map(|s| s.describe()).unwrap_or_default();
         let last = if outcome.validation_failed { "validation failed".to_string() } else { last };
@@ -608,7 +651,8 @@ impl Reporter {
             }
             End::Deadline => {
                 let t = if n == 0 {
-                    format!("--max-time reached after {took} before any attempt could start")
+                    let why = no_start.map(|w| format!(": {w}")).unwrap_or_default();
+                    format!("--max-time reached after {took} before any attempt could start{why}")
                 } else {
                     format!("giving up after {attempts} in {took}: --max-time reached; last attempt: {last}")
                 };
@@ -642,16 +686,63 @@ impl Reporter {
         );
     }
 
+    /// `--wait-from` matched `text` in attempt `attempt`'s output, which
+    /// is not a wait: the schedule's delay is used (text with `-v`).
+    pub fn hint_unreadable(&self, attempt: u32, text: &str) {
+        let line = self.verbose().then(|| {
+            format!(
+                "attempt {attempt}: cannot read '{text}' as a wait (--wait-from); using the backoff delay"
+            )
+        });
+        if line.is_some() || self.format == Format::Json {
+            self.emit(&Event::HintUnreadable { attempt, text }, line, None);
+        }
+    }
+
+    /// `-vv`: why the sleep after attempt `attempt` is `delay` (`None`:
+    /// no attempt follows).
+    pub fn schedule(&self, attempt: u32, delay: Option<Duration>, why: String) {
+        if !self.debug() {
+            return;
+        }
+        let text = match delay {
+            Some(d) => format!("attempt {attempt}: next attempt in {}: {why}", human(d)),
+            None => format!("attempt {attempt}: no next attempt: {why}"),
+        };
+        self.emit(&Event::Schedule { attempt, delay_ms: delay.map(ms), why }, Some(text), None);
+    }
+
+    /// `-vv`: what the store decided for `key`.
+    pub fn store_decision(&self, key: &str, decision: String) {
+        if !self.debug() {
+            return;
+        }
+        let text = format!("key '{key}': {decision}");
+        self.emit(&Event::StoreDecision { key, decision }, Some(text), None);
+    }
+
+    pub fn on_give_up_failed(&self, status: u8, reason: String) {
+        let text = format!("--on-give-up failed: {reason}");
+        self.emit(&Event::OnGiveUpFailed { status, reason }, Some(text.clone()), Some(("warning", text)));
+    }
+
+    /// `--on-dead` failed for job `id` (a `for_job` reporter).
+    pub fn on_dead_failed(&self, status: u8, reason: String) {
+        let text = format!("--on-dead failed: {reason}");
+        let id = self.job.clone().unwrap_or_default();
+        self.emit(&Event::OnDeadFailed { id, status, reason }, Some(text.clone()), Some(("warning", text)));
+    }
+
     pub fn warning(&self, message: String) {
         let text = format!("warning: {message}");
         let github = ("warning", message.clone());
-        self.emit(&Event::Warning { message }, Some(text), Some(github));
+        self.emit(&Event::Warning { message, id: self.job.clone() }, Some(text), Some(github));
     }
 
     /// `--queue`: where the job went and when it is due.
     pub fn queued(&self, id: &str, file: &str, outcome: &Ending, elapsed: Duration, due: (String, Duration)) {
         let n = outcome.attempts;
-        let attempts = if n == 1 { "1 attempt".to_string() } else { format!("{n} attempts") };
+        let attempts = crate::parse::count(u64::from(n), "attempt");
         let last = match (outcome.validation_failed, outcome.last) {
             (true, _) => "validation failed".to_string(),
             (false, Some(s)) => s.describe(),
@@ -751,7 +842,7 @@ impl Reporter {
 
     /// `retry: circuit 'api' open for 3m12s more after 5 failed runs`.
     pub fn circuit_open(&self, key: &str, remaining: Duration, failures: u32, trial_running: bool) {
-        let runs = if failures == 1 { "1 failed run".to_string() } else { format!("{failures} failed runs") };
+        let runs = crate::parse::count(u64::from(failures), "failed run");
         let text = if trial_running {
             format!("circuit '{key}' open after {runs}: a trial run is in progress")
         } else {

@@ -74,6 +74,18 @@ pub struct Options {
     pub max_wait_ms: Option<u64>,
     pub jitter: f64,
     pub reset_after_ms: Option<u64>,
+    /// `--reset-on-progress`.
+    pub reset_on_progress: bool,
+    /// `--delays`, when it replaces `--algo` (then `algo` is `delays`).
+    pub delays_ms: Option<Vec<u64>>,
+    /// `--wait-from` regexes.
+    pub wait_from: Vec<String>,
+    /// `--rotate`: each variable and its values.
+    pub rotate: Vec<RotateOption>,
+    pub on_give_up: Option<String>,
+    /// `--retry-on-signal`, `--stop-on-signal`: `SIGKILL,SIGTERM`.
+    pub retry_on_signal: Option<String>,
+    pub stop_on_signal: Option<String>,
     pub splay_ms: Option<u64>,
     pub seed: Option<u64>,
     pub on_retry: Option<String>,
@@ -117,6 +129,13 @@ pub struct Options {
     pub queue_env: Vec<String>,
     /// In force with `--queue` (default 3 days), else null.
     pub max_age_ms: Option<u64>,
+}
+
+/// `--rotate NAME=V1,V2,...`, typed.
+#[derive(Serialize, Debug)]
+pub struct RotateOption {
+    pub name: String,
+    pub values: Vec<String>,
 }
 
 /// `--rate N/DURATION`, typed.
@@ -335,6 +354,8 @@ mod tests {
             verdict: crate::record::Verdict::Retry,
             reason: Some("exit status 1".into()),
             delay: Some(Duration::from_millis(10)),
+            hint: None,
+            progress: None,
         }
     }
 

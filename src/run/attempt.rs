@@ -16,6 +16,7 @@ use crate::classify::{self, Facts, Verdict};
 use crate::config::Stdout;
 use crate::error::Error;
 use crate::exec::{self, Finished, Input, Io, Limits, Output, Sink};
+use crate::hook;
 use crate::predicate::{self, Mode, Predicate};
 use crate::status::Status;
 use crate::sys::{self, Exit};
@@ -30,6 +31,9 @@ pub(super) struct Attempt {
     /// What the rules read: validation and the stream rules' matches.
     pub facts: Facts,
     pub verdict: Verdict,
+    /// A failure's `--wait-from` hint: the wait it names, or the text that
+    /// could not be read as one.
+    pub hint: Option<Result<Duration, String>>,
 }
 
 impl Attempt {
@@ -63,13 +67,23 @@ impl Run<'_> {
         let ran = ran?;
         sys::reap_orphans(&[]);
         let mut facts = self.facts(&ran);
-        if ran.status == Status::Exited(0) {
+        if self.cfg.rules.is_success(ran.status) {
             facts.validation = self.validate(n)?;
         }
         if classify::retry_if_needed(&facts, &self.cfg.rules) {
             facts.retry_if = Some(self.retry_if(n, &ran, &facts)?);
         }
+        if let Status::Stopped(sig) = ran.status {
+            self.report.error(format!(
+                "attempt {n} stopped by {}: it reads the terminal; run it with --foreground",
+                crate::parse::signal_name(sig)
+            ));
+        }
         let verdict = classify::classify(&facts, &self.cfg.rules);
+        let hint = match verdict {
+            Verdict::Success => None,
+            Verdict::Retry(_) | Verdict::Stop(_) => self.hint(),
+        };
         Ok(Attempt {
             status: ran.status,
             finished: ran.finished,
@@ -77,13 +91,23 @@ impl Run<'_> {
             ended: ran.ended,
             facts,
             verdict,
+            hint,
         })
+    }
+
+    /// The `--wait-from` hint of the attempt that just ended: the last
+    /// matching line of stderr, else of stdout.
+    fn hint(&self) -> Option<Result<Duration, String>> {
+        let text =
+            [&self.stderr_scanner, &self.stdout_scanner].into_iter().flatten().find_map(|s| s.hint())?;
+        let text = String::from_utf8_lossy(text);
+        Some(crate::parse::hint(&text, std::time::SystemTime::now()).ok_or_else(|| text.into_owned()))
     }
 
     /// What went wrong with an attempt, for its report; empty on success.
     pub(super) fn failure(&self, attempt: &Attempt) -> String {
         match attempt.status {
-            Status::Exited(0) => attempt.facts.validation.join("; "),
+            status if self.cfg.rules.is_success(status) => attempt.facts.validation.join("; "),
             Status::TimedOut => match (self.cfg.timeout, self.deadline) {
                 (_, Some(d)) if attempt.ended >= d => "killed at --max-time".to_string(),
                 (Some(t), _) => format!("timed out after {}", crate::parse::human(t)),
@@ -146,14 +170,19 @@ impl Run<'_> {
             exec::run(&self.program, &env, !cfg.foreground, io, &limits, self.signals, &mut self.buf);
         let ended = Instant::now();
         match result {
-            Ok(fin) => Ok(Ran {
-                status: status_of(&fin),
-                finished: Some(fin),
-                started: fin.started,
-                ended: fin.ended,
-            }),
+            Ok(fin) => {
+                Ok(Ran { status: fin.status(), finished: Some(fin), started: fin.started, ended: fin.ended })
+            }
             Err(SpawnError::NotFound(e)) => {
-                self.report.error(format!("cannot run '{}': command not found", self.program.name));
+                // ENOENT for a file that exists: its `#!` interpreter is missing.
+                let message = match self.program.found().and_then(|p| interpreter(&p)) {
+                    Some(interp) => format!(
+                        "cannot run '{}': {interp}: bad interpreter: No such file or directory",
+                        self.program.name
+                    ),
+                    None => format!("cannot run '{}': command not found", self.program.name),
+                };
+                self.report.error(message);
                 drop(e);
                 Ok(Ran { status: Status::NotFound, finished: None, started: now, ended })
             }
@@ -297,61 +326,17 @@ impl Run<'_> {
         }
     }
 
-    /// `--on-retry`: `sh -c CMD`, stdin /dev/null, output to retry's stderr,
-    /// bounded by `--timeout`. Returns a signal that interrupted it.
+    /// `--on-retry`: `sh -c CMD` (see [`hook`]), bounded by `--timeout`.
+    /// Returns a signal that interrupted it.
     pub(super) fn on_retry(&mut self, n: u32, status: Status) -> Option<libc::c_int> {
         let cmd = self.cfg.on_retry.as_ref()?;
-        let argv = [OsString::from("/bin/sh"), OsString::from("-c"), cmd.clone()];
-        let program = match Program::new(&argv, None) {
-            Ok(p) => p,
-            Err(e) => {
-                self.report.on_retry_failed(n, 125, e.to_string());
-                return None;
-            }
-        };
-        let null = match File::open("/dev/null") {
-            Ok(f) => f,
-            Err(e) => {
-                self.report.on_retry_failed(n, 125, format!("cannot open /dev/null: {e}"));
-                return None;
-            }
-        };
         let env = self.env(n + 1, Some(status));
-        let limits = Limits {
-            deadline: self.cfg.timeout.and_then(|t| Instant::now().checked_add(t)),
-            kill_signal: self.cfg.kill_signal,
-            kill_after: self.cfg.kill_after,
-        };
-        let io = Io {
-            stdin: Input::Fd(null.as_raw_fd()),
-            stdout: Output::Fd(libc::STDERR_FILENO),
-            stderr: Output::Inherit,
-        };
-        let result = exec::run(&program, &env, true, io, &limits, self.signals, &mut self.buf);
-        sys::reap_orphans(&[]);
-        match result {
-            Ok(fin) => {
-                let st = status_of(&fin);
-                if st != Status::Exited(0) {
-                    self.report.on_retry_failed(n, st.code(), st.describe());
-                }
-                fin.interrupted
-            }
-            Err(SpawnError::NotFound(e) | SpawnError::CannotExecute(e) | SpawnError::Internal(e)) => {
-                self.report.on_retry_failed(n, 127, format!("cannot run /bin/sh: {e}"));
-                None
-            }
+        let kill = (self.cfg.kill_signal, self.cfg.kill_after);
+        let ran = hook::run(cmd, &env, self.cfg.timeout, kill, self.signals, &mut self.buf);
+        if let Some((code, why)) = ran.failed {
+            self.report.on_retry_failed(n, code, why);
         }
-    }
-}
-
-fn status_of(fin: &Finished) -> Status {
-    if fin.timed_out {
-        return Status::TimedOut;
-    }
-    match fin.exit {
-        Exit::Code(c) => Status::Exited(u8::try_from(c & 0xff).unwrap_or(u8::MAX)),
-        Exit::Signal(s) => Status::Signaled(s),
+        ran.interrupted
     }
 }
 
@@ -380,4 +365,15 @@ fn memfd_with(
     let mut file = File::from(fd);
     file.rewind().map_err(err)?;
     Ok(OwnedFd::from(file))
+}
+
+/// The interpreter a `#!` line names (the first 256 bytes of `script`).
+fn interpreter(script: &std::path::Path) -> Option<String> {
+    use std::io::Read as _;
+    let mut head = [0u8; 256];
+    let n = File::open(script).and_then(|mut f| f.read(&mut head)).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|b| *b == b'\n').next()?;
+    let text = String::from_utf8_lossy(line);
+    text.split_whitespace().next().map(str::to_string)
 }

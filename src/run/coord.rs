@@ -27,8 +27,8 @@ use crate::store::{self, Admission, RunEnd, SLOT_RECHECK, Shared, Slot, Store, S
 pub enum Gate {
     /// Start the attempt now.
     Go,
-    /// `--max-time` ends before a turn or a slot comes.
-    Deadline,
+    /// `--max-time` ends before a turn or a slot comes; which wait.
+    Deadline(&'static str),
     /// A signal arrived while waiting.
     Interrupted(i32),
 }
@@ -101,6 +101,8 @@ impl Coordination {
             Ok(Admission::Admitted { trial }) => {
                 if trial {
                     report.circuit_trial(key.as_str());
+                } else {
+                    report.store_decision(key.as_str(), "the circuit is closed: the run may start".into());
                 }
                 self.admitted = true;
                 Ok(None)
@@ -136,7 +138,13 @@ impl Coordination {
             let turn = store.rate_turn(&self.shared.key, &rate);
             self.warnings(report);
             let wait = match turn {
-                Ok(Turn::Go) => return Ok(Gate::Go),
+                Ok(Turn::Go) => {
+                    report.store_decision(
+                        self.shared.key.as_str(),
+                        format!("attempt {attempt} took a --rate turn"),
+                    );
+                    return Ok(Gate::Go);
+                }
                 Ok(Turn::Wait(wait)) => wait,
                 Err(e) => {
                     self.failed(e, report)?;
@@ -147,7 +155,7 @@ impl Coordination {
             report.store_wait(attempt, "rate", Some(wait));
             let wake = Instant::now().checked_add(wait);
             if ends_after(wake, deadline) {
-                return Ok(Gate::Deadline);
+                return Ok(Gate::Deadline("the wait for a --rate turn"));
             }
             if let Some(sig) = sleep(wake) {
                 return Ok(Gate::Interrupted(sig));
@@ -172,6 +180,10 @@ impl Coordination {
             match got {
                 Ok(Some(slot)) => {
                     self.slot = Some(slot);
+                    report.store_decision(
+                        self.shared.key.as_str(),
+                        format!("attempt {attempt} took a --concurrency slot"),
+                    );
                     return Ok(None);
                 }
                 Ok(None) => {}
@@ -186,7 +198,7 @@ impl Coordination {
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
-                return Ok(Some(Gate::Deadline));
+                return Ok(Some(Gate::Deadline("the wait for a free --concurrency slot")));
             }
             let wake = now.checked_add(SLOT_RECHECK).map(|w| deadline.map_or(w, |d| w.min(d)));
             if let Some(sig) = sleep(wake) {
@@ -209,10 +221,21 @@ impl Coordination {
             return Ok(());
         };
         self.admitted = false;
-        let result = store.record_run(&self.shared.key, &circuit, run_end(ending));
+        let end = run_end(ending);
+        let result = store.record_run(&self.shared.key, &circuit, end);
         self.warnings(report);
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                let what = match end {
+                    RunEnd::Succeeded => "the run succeeded: the circuit is closed",
+                    RunEnd::GaveUp => "the run gave up: one more failure for the circuit",
+                    RunEnd::Abandoned => {
+                        "the run ended by a signal or a closed stdout: the circuit is as it was"
+                    }
+                };
+                report.store_decision(self.shared.key.as_str(), what.to_string());
+                Ok(())
+            }
             Err(e) => self.failed(e, report),
         }
     }

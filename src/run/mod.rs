@@ -37,10 +37,11 @@ use crate::sys;
 mod attempt;
 pub mod coord;
 pub mod decide;
+mod progress;
 
 use attempt::Attempt;
 use coord::{Coordination, Gate};
-use decide::{After, Decision, Limits, decide, ends_after};
+use decide::{After, Decision, Limits, Plan, decide, ends_after};
 
 /// Stdout larger than this is not parsed for `--until`.
 pub const UNTIL_LIMIT: u64 = 64 << 20;
@@ -139,6 +140,9 @@ pub struct Outcome {
     pub stdout: Option<Spool>,
     /// The stdin recorded by `--stdin replay` (a queue saves it).
     pub replay: Option<Replay>,
+    /// Why no attempt could start before `--max-time` (the splay or a
+    /// store wait would end after it), when none did.
+    pub no_start: Option<String>,
 }
 
 /// Runs attempts of `cfg`'s command from `start` until success, a stop,
@@ -164,6 +168,7 @@ pub fn run(cfg: &Config, start: Start, signals: &mut Signals, report: &Reporter)
         elapsed: run.start.elapsed(),
         stdout: run.stdout_spool.filter(|_| cfg.stdout == Stdout::Captured { tee: false }),
         replay: run.replay,
+        no_start: run.no_start,
     })
 }
 
@@ -197,6 +202,8 @@ struct Run<'a> {
     position: (u32, Duration),
     next_delay: Option<Duration>,
     cut_off: bool,
+    /// Why no attempt could start within `--max-time`, when none did.
+    no_start: Option<String>,
 }
 
 impl<'a> Run<'a> {
@@ -222,8 +229,13 @@ impl<'a> Run<'a> {
         let mut program = Program::new(&cfg.command, path.as_deref())
             .map_err(|e| Error::usage("COMMAND", lossy(cfg.command.first()), e.to_string()))?;
         program.cwd = start.cwd.and_then(|d| CString::new(d.into_os_string().into_vec()).ok());
-        let scanner =
-            |patterns: Vec<regex::bytes::Regex>| (!patterns.is_empty()).then(|| Scanner::new(patterns));
+        // `--wait-from` reads stderr always, stdout when it is captured anyway.
+        let hints: Vec<_> = cfg.wait_from.iter().map(|p| p.regex.clone()).collect();
+        let stdout_hints =
+            if matches!(cfg.stdout, Stdout::Captured { .. }) { hints.clone() } else { Vec::new() };
+        let scanner = |patterns: Vec<regex::bytes::Regex>, hints: Vec<regex::bytes::Regex>| {
+            (!patterns.is_empty() || !hints.is_empty()).then(|| Scanner::new(patterns).with_hints(hints))
+        };
         let stdout_patterns: Vec<_> = cfg
             .stdout_rules
             .retry
@@ -243,8 +255,8 @@ impl<'a> Run<'a> {
             program,
             env: start.env,
             state_dir: start.state_dir,
-            stdout_scanner: scanner(stdout_patterns),
-            stderr_scanner: scanner(stderr_patterns),
+            stdout_scanner: scanner(stdout_patterns, stdout_hints),
+            stderr_scanner: scanner(stderr_patterns, hints),
             stdout_tail: (tails && matches!(cfg.stdout, Stdout::Captured { .. })).then(Tail::default),
             stderr_tail: tails.then(Tail::default),
             stdout_spool,
@@ -262,6 +274,7 @@ impl<'a> Run<'a> {
             position: start.resume.position,
             next_delay: None,
             cut_off: false,
+            no_start: None,
         })
     }
 
@@ -278,14 +291,25 @@ impl<'a> Run<'a> {
         }
         let (backoff_rng, mut splay_rng) = rngs(cfg.seed);
         let (k, prev) = self.resume.position;
-        let mut schedule = Schedule::resume(cfg.backoff, backoff_rng, k, prev);
-        let limits = Limits { attempts: cfg.attempts, this_run: self.limit, reset_after: cfg.reset_after };
+        let mut plan = Plan::new(Schedule::resume(cfg.backoff.clone(), backoff_rng, k, prev), cfg.cycle());
+        let limits = Limits {
+            attempts: cfg.attempts,
+            this_run: self.limit,
+            reset_after: cfg.reset_after,
+            reset_on_progress: cfg.reset_on_progress,
+        };
+        // Attempts of this run that count against -n (not those that made
+        // progress, with --reset-on-progress).
+        let mut counted = 0u32;
         if cfg.jitter_ignored() {
             self.report.warning("--jitter has no effect with --algo decorrelated".to_string());
         }
         if let Some(max) = cfg.splay {
-            let wake = self.start.checked_add(splay_delay(max, &mut splay_rng));
+            let splay = splay_delay(max, &mut splay_rng);
+            let wake = self.start.checked_add(splay);
             if ends_after(wake, self.deadline) {
+                self.no_start =
+                    Some(format!("the --splay sleep of {} would end after it", crate::parse::human(splay)));
                 return Ok(ending);
             }
             if let Some(signal) = self.sleep_until(wake, 1) {
@@ -303,7 +327,10 @@ impl<'a> Run<'a> {
             let n = self.resume.attempts.saturating_add(this);
             match self.gate(n)? {
                 Gate::Go => {}
-                Gate::Deadline => {
+                Gate::Deadline(wait) => {
+                    if ending.attempts == 0 {
+                        self.no_start = Some(format!("{wait} would end after it"));
+                    }
                     ending.end = End::Deadline;
                     return Ok(ending);
                 }
@@ -312,7 +339,22 @@ impl<'a> Run<'a> {
                     return Ok(ending);
                 }
             }
+            let watched = self.state_dir.clone().filter(|_| cfg.reset_on_progress);
+            let before = watched.as_deref().map(progress::Snapshot::of);
             let attempt = self.attempt(n, ending.last.or(self.resume.last))?;
+            let progress = match (watched, before) {
+                (Some(dir), Some(before)) => Some(progress::Snapshot::of(&dir) != before),
+                _ => None,
+            };
+            counted += u32::from(progress != Some(true));
+            let hint = match &attempt.hint {
+                Some(Ok(wait)) => Some(*wait),
+                Some(Err(text)) => {
+                    self.report.hint_unreadable(n, text);
+                    None
+                }
+                None => None,
+            };
             ending.attempts = this;
             ending.last = Some(attempt.status);
             ending.validation_failed = !attempt.facts.validation.is_empty();
@@ -322,21 +364,27 @@ impl<'a> Run<'a> {
                 interrupted: attempt.finished.and_then(|f| f.interrupted).or_else(|| self.signals.first()),
                 number: n,
                 this_run: this,
+                counted,
+                progress: progress == Some(true),
+                hint,
                 ran: attempt.duration(),
                 // Looked at only when it matters: one system call.
                 stdout_closed: verdict == crate::record::Verdict::Retry && self.stdout_closed(&attempt),
                 time_left: self.deadline.map(|d| d.saturating_duration_since(attempt.ended)),
             };
-            let decision = decide(&after, &limits, &mut schedule);
-            if let Decision::Retry { delay } | Decision::GiveUp { delay, .. } = decision {
+            let decision = decide(&after, &limits, &mut plan);
+            if self.report.debug() {
+                self.explain(n, &decision, &plan);
+            }
+            if let Decision::Retry { delay, .. } | Decision::GiveUp { delay, .. } = decision {
                 self.next_delay = Some(delay);
-                self.position = schedule.position();
+                self.position = plan.position();
             }
             self.cut_off =
                 attempt.status == Status::TimedOut && self.deadline.is_some_and(|d| attempt.ended >= d);
-            self.record(n, &attempt, &decision);
+            self.record(n, &attempt, &decision, progress);
             match decision {
-                Decision::Retry { delay } => {
+                Decision::Retry { delay, .. } => {
                     if let Some(signal) = self.on_retry(n, attempt.status) {
                         ending.end = End::Interrupted { signal, during_sleep: true };
                         return Ok(ending);
@@ -358,8 +406,28 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// `-vv`: why the sleep after attempt `n` is what it is.
+    fn explain<R: rand::Rng>(&self, n: u32, decision: &Decision, plan: &Plan<R>) {
+        let (delay, why) = match decision {
+            Decision::Retry { delay, hinted: true } => (Some(*delay), "the --wait-from hint".to_string()),
+            Decision::Retry { delay, hinted: false } => (Some(*delay), plan.explain(n)),
+            Decision::GiveUp { end: End::Deadline, delay, .. } => {
+                (None, format!("the sleep of {} would end after --max-time", crate::parse::human(*delay)))
+            }
+            Decision::GiveUp { delay, .. } => (
+                None,
+                format!(
+                    "no attempt left in this run; the next is due {} after this one",
+                    crate::parse::human(*delay)
+                ),
+            ),
+            Decision::Stop(_) | Decision::Interrupted(_) => return,
+        };
+        self.report.schedule(n, delay, why);
+    }
+
     /// Keeps the attempt's record and reports it.
-    fn record(&mut self, n: u32, attempt: &Attempt, decision: &Decision) {
+    fn record(&mut self, n: u32, attempt: &Attempt, decision: &Decision, progress: Option<bool>) {
         let failure = self.failure(attempt);
         let rule = attempt.verdict.rule();
         let (exit_code, signal) = attempt.exit_parts();
@@ -377,6 +445,8 @@ impl<'a> Run<'a> {
             verdict: attempt.verdict.verdict(),
             reason: crate::record::reason(&failure, rule),
             delay: decision.delay(),
+            hint: decision.hinted_delay(),
+            progress,
         };
         self.report.attempt(&crate::report::Attempted {
             record: &record,
@@ -435,6 +505,13 @@ impl<'a> Run<'a> {
         ];
         // Values come from numbers and a path without NUL bytes.
         env.extend(vars.iter().filter_map(|(name, value)| environ::entry(name.as_bytes(), value)));
+        // --rotate: this attempt's values (after retry's own environment,
+        // so they win over a variable of the same name).
+        env.extend(
+            self.cfg
+                .rotation_of(n)
+                .filter_map(|(name, value)| environ::entry(name.as_bytes(), value.as_bytes())),
+        );
         if let Some(dir) = &self.state_dir {
             use std::os::unix::ffi::OsStrExt as _;
             env.extend(environ::entry(b"RETRY_STATE_DIR", dir.as_os_str().as_bytes()));

@@ -13,11 +13,12 @@ fn fail_times(t: &T, n: u32, code: u32) -> Vec<String> {
     s(&[path_str(&fixture("fail-times.sh")), path_str(&t.path("count")), &n.to_string(), &code.to_string()])
 }
 
-#[test]
-fn succeeds_after_failures_and_counts_each_run() {
-    let t = T::new();
-    t.retry().args(["-n", "5", "--wait", "10ms", "--"]).args(fail_times(&t, 2, 1)).assert().success();
-    assert_eq!(t.runs("count"), 3);
+both_paths! {
+    fn succeeds_after_failures_and_counts_each_run() {
+        let t = T::new();
+        t.retry().args(["-n", "5", "--wait", "10ms", "--"]).args(fail_times(&t, 2, 1)).assert().success();
+        assert_eq!(t.runs("count"), 3);
+    }
 }
 
 #[test]
@@ -102,120 +103,129 @@ fn stop_rules_win_over_retry_rules() {
     assert_eq!(t.runs("count"), 1);
 }
 
-#[test]
-fn stops_on_exit_127_without_retrying_when_command_is_missing() {
-    let t = T::new();
-    t.retry()
-        .args(["-n", "5", "--wait", "1ms", "no-such-command-xyz"])
-        .assert()
-        .code(127)
-        .stderr("retry: cannot run 'no-such-command-xyz': command not found\n");
-    // -q still says why.
-    t.retry()
-        .args(["-q", "./missing"])
-        .assert()
-        .code(127)
-        .stderr(predicate::str::contains("cannot run './missing'"));
-}
-
-#[test]
-fn a_command_that_cannot_be_executed_is_126_and_not_retried() {
-    let t = T::new();
-    std::fs::write(t.path("noexec"), "#!/bin/sh\nexit 0\n").unwrap();
-    t.retry()
-        .args(["-n", "5", "--wait", "1ms", "./noexec"])
-        .assert()
-        .code(126)
-        .stderr(predicate::str::contains("cannot execute './noexec': Permission denied"));
-    t.retry().args(["-n", "5", "--wait", "1ms", "/"]).assert().code(126);
-}
-
-#[test]
-fn a_script_without_shebang_runs_with_sh() {
-    let t = T::new();
-    std::fs::write(t.path("plain"), "echo from-sh\nexit 0\n").unwrap();
-    std::fs::set_permissions(t.path("plain"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    t.retry().args(["./plain"]).assert().success().stdout("from-sh\n");
-}
-
-#[test]
-fn a_child_that_itself_exits_127_is_retried() {
-    let t = T::new();
-    t.retry().args(["-n", "2", "--wait", "1ms"]).args(fail_times(&t, 1, 127)).assert().success();
-    assert_eq!(t.runs("count"), 2);
-}
-
-#[test]
-fn timeout_kills_the_attempt_counts_124_and_retries() {
-    let t = T::new();
-    let start = Instant::now();
-    t.retry()
-        .args(["-n", "1", "--wait", "10ms", "-t", "100ms", "sleep", "30"])
-        .assert()
-        .code(124)
-        .stderr(predicate::str::contains("attempt 1/2 failed: timed out after 100ms; retrying in 10ms"));
-    assert!(start.elapsed() < Duration::from_secs(10));
-}
-
-#[test]
-fn timeout_ends_the_whole_process_tree_and_leaves_no_zombie() {
-    let t = T::new();
-    let dir = t.path("");
-    t.retry()
-        .args(["-n", "0", "-t", "300ms", "--kill-after", "200ms"])
-        .arg(fixture("heartbeat-tree.sh"))
-        .arg(&dir)
-        .assert()
-        .code(124);
-    assert!(t.path("started").exists());
-    let beats = std::fs::read_to_string(t.path("heartbeat")).unwrap().lines().count();
-    std::thread::sleep(Duration::from_millis(200));
-    let later = std::fs::read_to_string(t.path("heartbeat")).unwrap().lines().count();
-    assert_eq!(beats, later, "the grandchild kept beating after the timeout");
-    assert_eq!(t.live_processes(), Vec::<u32>::new());
-    assert!(zombies_named("heartbeat-tree.").is_empty());
-}
-
-#[test]
-fn a_child_ignoring_the_timeout_signal_is_killed_after_kill_after() {
-    let t = T::new();
-    let start = Instant::now();
-    t.retry()
-        .args(["-n", "0", "-t", "100ms", "--kill-after", "200ms"])
-        .arg(fixture("ignore-signal.sh"))
-        .arg(t.path(""))
-        .arg("TERM")
-        .assert()
-        .code(124);
-    assert!(start.elapsed() < Duration::from_secs(10));
-    assert!(t.live_processes().is_empty());
-}
-
-#[test]
-fn kill_signal_chooses_the_timeout_signal() {
-    for sig in ["INT", "SIGINT", "2"] {
+both_paths! {
+    fn stops_on_exit_127_without_retrying_when_command_is_missing() {
         let t = T::new();
         t.retry()
-            .args(["-n", "0", "-t", "200ms", "--kill-signal", sig])
-            .arg(fixture("trap-signal.sh"))
-            .arg(t.path(""))
-            .args(["INT", "0"])
+            .args(["-n", "5", "--wait", "1ms", "no-such-command-xyz"])
             .assert()
-            .code(124);
-        assert!(t.path("got-INT").exists(), "{sig}");
+            .code(127)
+            .stderr("retry: cannot run 'no-such-command-xyz': command not found\n");
+        // -q still says why.
+        t.retry()
+            .args(["-q", "./missing"])
+            .assert()
+            .code(127)
+            .stderr(predicate::str::contains("cannot run './missing'"));
     }
 }
 
-#[test]
-fn max_time_kills_a_running_attempt_with_124() {
-    let t = T::new();
-    let start = Instant::now();
-    t.retry()
-        .args(["-n", "5", "--max-time", "300ms", "sleep", "30"])
-        .assert()
-        .code(124)
-        .stderr(predicate::str::contains("killed at --max-time"));
-    assert!(start.elapsed() < Duration::from_secs(10));
+both_paths! {
+    fn a_command_that_cannot_be_executed_is_126_and_not_retried() {
+        let t = T::new();
+        std::fs::write(t.path("noexec"), "#!/bin/sh\nexit 0\n").unwrap();
+        t.retry()
+            .args(["-n", "5", "--wait", "1ms", "./noexec"])
+            .assert()
+            .code(126)
+            .stderr(predicate::str::contains("cannot execute './noexec': Permission denied"));
+        t.retry().args(["-n", "5", "--wait", "1ms", "/"]).assert().code(126);
+    }
+}
+
+both_paths! {
+    fn a_script_without_shebang_runs_with_sh() {
+        let t = T::new();
+        std::fs::write(t.path("plain"), "echo from-sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(t.path("plain"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        t.retry().args(["./plain"]).assert().success().stdout("from-sh\n");
+    }
+}
+
+both_paths! {
+    fn a_child_that_itself_exits_127_is_retried() {
+        let t = T::new();
+        t.retry().args(["-n", "2", "--wait", "1ms"]).args(fail_times(&t, 1, 127)).assert().success();
+        assert_eq!(t.runs("count"), 2);
+    }
+}
+
+both_paths! {
+    fn timeout_kills_the_attempt_counts_124_and_retries() {
+        let t = T::new();
+        let start = Instant::now();
+        t.retry()
+            .args(["-n", "1", "--wait", "10ms", "-t", "100ms", "sleep", "30"])
+            .assert()
+            .code(124)
+            .stderr(predicate::str::contains("attempt 1/2 failed: timed out after 100ms; retrying in 10ms"));
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+}
+
+both_paths! {
+    fn timeout_ends_the_whole_process_tree_and_leaves_no_zombie() {
+        let t = T::new();
+        let dir = t.path("");
+        t.retry()
+            .args(["-n", "0", "-t", "300ms", "--kill-after", "200ms"])
+            .arg(fixture("heartbeat-tree.sh"))
+            .arg(&dir)
+            .assert()
+            .code(124);
+        assert!(t.path("started").exists());
+        let beats = std::fs::read_to_string(t.path("heartbeat")).unwrap().lines().count();
+        std::thread::sleep(Duration::from_millis(200));
+        let later = std::fs::read_to_string(t.path("heartbeat")).unwrap().lines().count();
+        assert_eq!(beats, later, "the grandchild kept beating after the timeout");
+        assert_eq!(t.live_processes(), Vec::<u32>::new());
+        assert!(zombies_named("heartbeat-tree.").is_empty());
+    }
+}
+
+both_paths! {
+    fn a_child_ignoring_the_timeout_signal_is_killed_after_kill_after() {
+        let t = T::new();
+        let start = Instant::now();
+        t.retry()
+            .args(["-n", "0", "-t", "100ms", "--kill-after", "200ms"])
+            .arg(fixture("ignore-signal.sh"))
+            .arg(t.path(""))
+            .arg("TERM")
+            .assert()
+            .code(124);
+        assert!(start.elapsed() < Duration::from_secs(10));
+        assert!(t.live_processes().is_empty());
+    }
+}
+
+both_paths! {
+    fn kill_signal_chooses_the_timeout_signal() {
+        for sig in ["INT", "SIGINT", "2"] {
+            let t = T::new();
+            t.retry()
+                .args(["-n", "0", "-t", "200ms", "--kill-signal", sig])
+                .arg(fixture("trap-signal.sh"))
+                .arg(t.path(""))
+                .args(["INT", "0"])
+                .assert()
+                .code(124);
+            assert!(t.path("got-INT").exists(), "{sig}");
+        }
+    }
+}
+
+both_paths! {
+    fn max_time_kills_a_running_attempt_with_124() {
+        let t = T::new();
+        let start = Instant::now();
+        t.retry()
+            .args(["-n", "5", "--max-time", "300ms", "sleep", "30"])
+            .assert()
+            .code(124)
+            .stderr(predicate::str::contains("killed at --max-time"));
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
 }
 
 #[test]
@@ -444,22 +454,23 @@ fn the_same_seed_gives_the_same_sleeps_in_dry_run_and_real_run() {
     assert_ne!(other.get_output().stdout, first.get_output().stdout);
 }
 
-#[test]
-fn on_retry_runs_between_attempts_with_the_variables() {
-    let t = T::new();
-    let log = t.path("hook");
-    t.retry()
-        .args(["-n", "2", "--wait", "1ms", "--on-retry"])
-        .arg(format!(
-            "echo hook-output; echo \"next=$RETRY_ATTEMPT last=$RETRY_LAST_STATUS\" >> {}",
-            log.display()
-        ))
-        .args(fail_times(&t, 99, 4))
-        .assert()
-        .code(4)
-        .stdout("")
-        .stderr(predicate::str::contains("hook-output"));
-    assert_eq!(t.lines("hook"), ["next=2 last=4", "next=3 last=4"]);
+both_paths! {
+    fn on_retry_runs_between_attempts_with_the_variables() {
+        let t = T::new();
+        let log = t.path("hook");
+        t.retry()
+            .args(["-n", "2", "--wait", "1ms", "--on-retry"])
+            .arg(format!(
+                "echo hook-output; echo \"next=$RETRY_ATTEMPT last=$RETRY_LAST_STATUS\" >> {}",
+                log.display()
+            ))
+            .args(fail_times(&t, 99, 4))
+            .assert()
+            .code(4)
+            .stdout("")
+            .stderr(predicate::str::contains("hook-output"));
+        assert_eq!(t.lines("hook"), ["next=2 last=4", "next=3 last=4"]);
+    }
 }
 
 #[test]
@@ -485,20 +496,21 @@ fn quiet_prints_nothing_and_verbose_prints_more() {
         .stderr(predicate::str::contains("retry: attempt 2/2 starting"));
 }
 
-#[test]
-fn own_process_group_unless_foreground() {
-    let t = T::new();
-    let out = t.path("ids");
-    // The child records its pid and process group.
-    let script = format!("cut -d' ' -f1,5 /proc/$$/stat > {}", out.display());
-    t.retry().args(["-n", "0", "sh", "-c", &script]).assert().success();
-    let ids = t.lines("ids");
-    let v: Vec<&str> = ids[0].split(' ').collect();
-    assert_eq!(v[0], v[1], "the attempt leads its own group");
-    t.retry().args(["-n", "0", "--foreground", "sh", "-c", &script]).assert().success();
-    let ids = t.lines("ids");
-    let v: Vec<&str> = ids[0].split(' ').collect();
-    assert_ne!(v[0], v[1], "--foreground keeps retry's group");
+both_paths! {
+    fn own_process_group_unless_foreground() {
+        let t = T::new();
+        let out = t.path("ids");
+        // The child records its pid and process group.
+        let script = format!("cut -d' ' -f1,5 /proc/$$/stat > {}", out.display());
+        t.retry().args(["-n", "0", "sh", "-c", &script]).assert().success();
+        let ids = t.lines("ids");
+        let v: Vec<&str> = ids[0].split(' ').collect();
+        assert_eq!(v[0], v[1], "the attempt leads its own group");
+        t.retry().args(["-n", "0", "--foreground", "sh", "-c", &script]).assert().success();
+        let ids = t.lines("ids");
+        let v: Vec<&str> = ids[0].split(' ').collect();
+        assert_ne!(v[0], v[1], "--foreground keeps retry's group");
+    }
 }
 
 #[test]

@@ -274,80 +274,84 @@ proptest! {
 
 // ------------------------------------------------------------ process trees
 
-#[test]
-fn two_hundred_timed_out_trees_leave_nothing_alive_and_no_zombie() {
-    let t = T::new();
-    // A copy under its own name: core.rs looks for zombies named after the
-    // original while this test runs beside it.
-    let fx = t.path("stress-tree.sh");
-    std::fs::copy(fixture("heartbeat-tree.sh"), &fx).unwrap();
-    // Two runs at a time: 200 sequential runs of ~50 ms each would be slow.
-    let workers: Vec<_> = (0..2)
-        .map(|w| {
-            let dir = t.path(&format!("w{w}"));
-            std::fs::create_dir(&dir).unwrap();
-            let (fx, marker, tmp) = (fx.clone(), t.marker.clone(), t.path("tmp"));
-            std::thread::spawn(move || {
-                for i in 0..100 {
-                    let out = StdCommand::new(bin())
-                        .env_clear()
-                        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-                        .env("TMPDIR", &tmp)
-                        .env("RETRY_TEST_MARKER", &marker)
-                        .args(["-q", "-n", "0", "-t", "20ms", "--kill-after", "20ms"])
-                        .arg(&fx)
-                        .arg(&dir)
-                        .stdin(Stdio::null())
-                        .output()
-                        .unwrap();
-                    assert_eq!(out.status.code(), Some(124), "run {i}: {out:?}");
-                    // Checked at once: retry waits for the killed group. A
-                    // zombie of the other worker's tree may look orphaned for
-                    // an instant (its parent just reaped): a leak persists.
-                    let mut leaked = leaked_zombies("stress-tree.sh");
-                    if !leaked.is_empty() {
-                        std::thread::sleep(Duration::from_millis(100));
-                        let again = leaked_zombies("stress-tree.sh");
-                        leaked.retain(|z| again.contains(z));
+both_paths! {
+    fn two_hundred_timed_out_trees_leave_nothing_alive_and_no_zombie() {
+        let t = T::new();
+        // A copy under its own name: core.rs looks for zombies named after the
+        // original while this test runs beside it.
+        let fx = t.path("stress-tree.sh");
+        std::fs::copy(fixture("heartbeat-tree.sh"), &fx).unwrap();
+        // Two runs at a time: 200 sequential runs of ~50 ms each would be slow.
+        let workers: Vec<_> = (0..2)
+            .map(|w| {
+                let dir = t.path(&format!("w{w}"));
+                std::fs::create_dir(&dir).unwrap();
+                let (fx, marker, tmp) = (fx.clone(), t.marker.clone(), t.path("tmp"));
+                let argv = retry_argv();
+                std::thread::spawn(move || {
+                    for i in 0..100 {
+                        let out = StdCommand::new(&argv[0])
+                            .args(&argv[1..])
+                            .env_clear()
+                            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+                            .env("TMPDIR", &tmp)
+                            .env("RETRY_TEST_MARKER", &marker)
+                            .args(["-q", "-n", "0", "-t", "20ms", "--kill-after", "20ms"])
+                            .arg(&fx)
+                            .arg(&dir)
+                            .stdin(Stdio::null())
+                            .output()
+                            .unwrap();
+                        assert_eq!(out.status.code(), Some(124), "run {i}: {out:?}");
+                        // Checked at once: retry waits for the killed group. A
+                        // zombie of the other worker's tree may look orphaned for
+                        // an instant (its parent just reaped): a leak persists.
+                        let mut leaked = leaked_zombies("stress-tree.sh");
+                        if !leaked.is_empty() {
+                            std::thread::sleep(Duration::from_millis(100));
+                            let again = leaked_zombies("stress-tree.sh");
+                            leaked.retain(|z| again.contains(z));
+                        }
+                        assert!(leaked.is_empty(), "run {i}: zombies not reaped by retry: {leaked:?}");
                     }
-                    assert!(leaked.is_empty(), "run {i}: zombies not reaped by retry: {leaked:?}");
-                }
+                })
             })
-        })
-        .collect();
-    for w in workers {
-        w.join().unwrap();
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_nothing_left(&t, &["stress-tree.sh"]);
+        // Nothing beats any more.
+        let beats = |w: u32| std::fs::read(t.path(&format!("w{w}/heartbeat"))).map(|b| b.len()).unwrap_or(0);
+        let before = (beats(0), beats(1));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(before, (beats(0), beats(1)));
     }
-    assert_nothing_left(&t, &["stress-tree.sh"]);
-    // Nothing beats any more.
-    let beats = |w: u32| std::fs::read(t.path(&format!("w{w}/heartbeat"))).map(|b| b.len()).unwrap_or(0);
-    let before = (beats(0), beats(1));
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(before, (beats(0), beats(1)));
 }
 
 // ------------------------------------------------------------ many attempts
 
-#[test]
-fn ten_thousand_attempts_keep_fds_and_memory_flat() {
-    let t = T::new();
-    // Attempts 100 and 10000 stop until the test has sampled retry.
-    let script = "n=$RETRY_ATTEMPT; if [ $n = 100 ] || [ $n = 10000 ]; then \
-                  touch at-$n; while [ ! -e go-$n ]; do sleep 0.01; done; fi; [ $n -ge 10000 ]";
-    let mut child = t.spawn(&["-q", "-n", "10000", "--wait", "0", "sh", "-c", script]);
-    let pid = child.id();
-    wait_path(&t.path("at-100"), Duration::from_secs(60));
-    let (rss100, fds100) = rss_and_fds(pid);
-    std::fs::write(t.path("go-100"), "").unwrap();
-    wait_path(&t.path("at-10000"), Duration::from_secs(240));
-    let (rss10k, fds10k) = rss_and_fds(pid);
-    std::fs::write(t.path("go-10000"), "").unwrap();
-    let status = wait_exit(&mut child);
-    assert!(status.success(), "{status:?}");
-    assert_eq!(fds10k, fds100, "open fds after 100 and 10,000 attempts");
-    assert!(rss10k <= rss100 + 256, "RSS {rss100} kB after 100 attempts, {rss10k} kB after 10,000");
-    // benches/run.sh holds the release build to 8 MiB; a debug build is larger.
-    assert!(rss10k <= 32 * 1024, "RSS {rss10k} kB");
+both_paths! {
+    fn ten_thousand_attempts_keep_fds_and_memory_flat() {
+        let t = T::new();
+        // Attempts 100 and 10000 stop until the test has sampled retry.
+        let script = "n=$RETRY_ATTEMPT; if [ $n = 100 ] || [ $n = 10000 ]; then \
+                      touch at-$n; while [ ! -e go-$n ]; do sleep 0.01; done; fi; [ $n -ge 10000 ]";
+        let mut child = t.spawn(&["-q", "-n", "10000", "--wait", "0", "sh", "-c", script]);
+        let pid = child.id();
+        wait_path(&t.path("at-100"), Duration::from_secs(60));
+        let (rss100, fds100) = rss_and_fds(pid);
+        std::fs::write(t.path("go-100"), "").unwrap();
+        wait_path(&t.path("at-10000"), Duration::from_secs(240));
+        let (rss10k, fds10k) = rss_and_fds(pid);
+        std::fs::write(t.path("go-10000"), "").unwrap();
+        let status = wait_exit(&mut child);
+        assert!(status.success(), "{status:?}");
+        assert_eq!(fds10k, fds100, "open fds after 100 and 10,000 attempts");
+        assert!(rss10k <= rss100 + 256, "RSS {rss100} kB after 100 attempts, {rss10k} kB after 10,000");
+        // benches/run.sh holds the release build to 8 MiB; a debug build is larger.
+        assert!(rss10k <= 32 * 1024, "RSS {rss10k} kB");
+    }
 }
 
 // ------------------------------------------------------------ hostile output
@@ -408,28 +412,29 @@ fn invalid_utf8_and_nul_bytes_pass_byte_for_byte_in_every_mode() {
     }
 }
 
-#[test]
-fn a_grandchild_holding_the_pipe_delays_retry_by_at_most_the_grace() {
-    let t = T::new();
-    // Output within the grace after the exit is kept.
-    t.retry()
-        .args(["-n", "0", "--stdout", "final"])
-        .args(sh("(sleep 0.1; echo late) & echo early"))
-        .assert()
-        .success()
-        .stdout("early\nlate\n");
-    // A grandchild that keeps the pipe open for 30 s does not hang retry:
-    // the pipe is read until EOF or 1 s after the attempt's exit.
-    let start = Instant::now();
-    t.retry()
-        .args(["-n", "1", "--wait", "1ms", "--stdout", "final", "--retry-on-stderr", "x"])
-        .args(sh("sleep 30 & echo out; echo x >&2; exit 1"))
-        .assert()
-        .code(1)
-        .stdout("out\n");
-    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
-    for pid in t.live_processes() {
-        kill(pid, libc::SIGKILL);
+both_paths! {
+    fn a_grandchild_holding_the_pipe_delays_retry_by_at_most_the_grace() {
+        let t = T::new();
+        // Output within the grace after the exit is kept.
+        t.retry()
+            .args(["-n", "0", "--stdout", "final"])
+            .args(sh("(sleep 0.1; echo late) & echo early"))
+            .assert()
+            .success()
+            .stdout("early\nlate\n");
+        // A grandchild that keeps the pipe open for 30 s does not hang retry:
+        // the pipe is read until EOF or 1 s after the attempt's exit.
+        let start = Instant::now();
+        t.retry()
+            .args(["-n", "1", "--wait", "1ms", "--stdout", "final", "--retry-on-stderr", "x"])
+            .args(sh("sleep 30 & echo out; echo x >&2; exit 1"))
+            .assert()
+            .code(1)
+            .stdout("out\n");
+        assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+        for pid in t.live_processes() {
+            kill(pid, libc::SIGKILL);
+        }
     }
 }
 
@@ -536,129 +541,135 @@ fn a_nested_retry_sets_its_own_variables() {
     assert_ne!(dirs[0], dirs[3]);
 }
 
-#[test]
-fn a_directory_as_command_is_126_and_a_missing_one_127_without_retrying() {
-    let t = T::new();
-    std::fs::create_dir(t.path("adir")).unwrap();
-    let start = Instant::now();
-    t.retry()
-        .args(["-n", "3", "--wait", "5s", path_str(&t.path("adir"))])
-        .assert()
-        .code(126)
-        .stderr(predicates::str::contains("cannot execute"));
-    t.retry()
-        .env("PATH", format!("{}:/usr/bin:/bin", t.dir.path().display()))
-        .args(["-n", "3", "--wait", "5s", "adir"])
-        .assert()
-        .code(126);
-    t.retry()
-        .args(["-n", "3", "--wait", "5s", "no-such-command-for-retry"])
-        .assert()
-        .code(127)
-        .stderr(predicates::str::contains("command not found"));
-    assert!(start.elapsed() < Duration::from_secs(5), "not retried: {:?}", start.elapsed());
+both_paths! {
+    fn a_directory_as_command_is_126_and_a_missing_one_127_without_retrying() {
+        let t = T::new();
+        std::fs::create_dir(t.path("adir")).unwrap();
+        let start = Instant::now();
+        t.retry()
+            .args(["-n", "3", "--wait", "5s", path_str(&t.path("adir"))])
+            .assert()
+            .code(126)
+            .stderr(predicates::str::contains("cannot execute"));
+        t.retry()
+            .env("PATH", format!("{}:/usr/bin:/bin", t.dir.path().display()))
+            .args(["-n", "3", "--wait", "5s", "adir"])
+            .assert()
+            .code(126);
+        t.retry()
+            .args(["-n", "3", "--wait", "5s", "no-such-command-for-retry"])
+            .assert()
+            .code(127)
+            .stderr(predicates::str::contains("command not found"));
+        assert!(start.elapsed() < Duration::from_secs(5), "not retried: {:?}", start.elapsed());
+    }
 }
 
-#[test]
-fn closed_standard_fds_at_start_still_run_the_command() {
-    let t = T::new();
-    let r = path_str(&bin()).to_string();
-    for opts in ["", "--stdout final", "--stdin replay --retry-on-stderr err", "--until .ok"] {
-        let _ = std::fs::remove_file(t.path("out"));
-        let script = format!(
-            "{r} {opts} -n 1 --wait 1ms -- sh -c 'echo $RETRY_ATTEMPT >> out; echo \"{{\\\"ok\\\":true}}\"; \
-             echo err >&2; [ $RETRY_ATTEMPT = 2 ]' <&- >&- 2>&-; echo $? > status"
-        );
-        StdCommand::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .current_dir(t.dir.path())
-            .env("TMPDIR", t.path("tmp"))
-            .status()
-            .unwrap();
-        // Attempt 1 fails, attempt 2 succeeds (with good JSON for --until).
-        let status = std::fs::read_to_string(t.path("status")).unwrap();
-        assert_eq!(status.trim(), "0", "{opts}");
-        assert_eq!(t.lines("out"), ["1", "2"], "{opts}");
+both_paths! {
+    fn closed_standard_fds_at_start_still_run_the_command() {
+        let t = T::new();
+        let r = retry_argv().iter().map(|w| w.to_str().unwrap()).collect::<Vec<_>>().join(" ");
+        for opts in ["", "--stdout final", "--stdin replay --retry-on-stderr err", "--until .ok"] {
+            let _ = std::fs::remove_file(t.path("out"));
+            let script = format!(
+                "{r} {opts} -n 1 --wait 1ms -- sh -c 'echo $RETRY_ATTEMPT >> out; echo \"{{\\\"ok\\\":true}}\"; \
+                 echo err >&2; [ $RETRY_ATTEMPT = 2 ]' <&- >&- 2>&-; echo $? > status"
+            );
+            StdCommand::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .current_dir(t.dir.path())
+                .env("TMPDIR", t.path("tmp"))
+                .status()
+                .unwrap();
+            // Attempt 1 fails, attempt 2 succeeds (with good JSON for --until).
+            let status = std::fs::read_to_string(t.path("status")).unwrap();
+            assert_eq!(status.trim(), "0", "{opts}");
+            assert_eq!(t.lines("out"), ["1", "2"], "{opts}");
+        }
     }
 }
 
 // ------------------------------------------------------------ signals at every phase
 
-#[test]
-fn a_signal_during_the_splay_ends_retry_before_any_attempt() {
-    let t = T::new();
-    for (sig, name) in [(libc::SIGTERM, "TERM"), (libc::SIGINT, "INT")] {
-        let mut child = t.spawn(&["--splay", "30s", "--seed", "1", "touch", "ran"]);
-        std::thread::sleep(Duration::from_millis(200));
-        let start = Instant::now();
-        kill(child.id(), sig);
-        let status = wait_exit(&mut child);
-        assert!(start.elapsed() < Duration::from_secs(5), "{name}");
-        assert_eq!(status.signal(), Some(sig), "{name}: {status:?}");
-        assert!(!t.path("ran").exists(), "{name}");
+both_paths! {
+    fn a_signal_during_the_splay_ends_retry_before_any_attempt() {
+        let t = T::new();
+        for (sig, name) in [(libc::SIGTERM, "TERM"), (libc::SIGINT, "INT")] {
+            let mut child = t.spawn(&["--splay", "30s", "--seed", "1", "touch", "ran"]);
+            std::thread::sleep(Duration::from_millis(200));
+            let start = Instant::now();
+            kill(child.id(), sig);
+            let status = wait_exit(&mut child);
+            assert!(start.elapsed() < Duration::from_secs(5), "{name}");
+            assert_eq!(status.signal(), Some(sig), "{name}: {status:?}");
+            assert!(!t.path("ran").exists(), "{name}");
+        }
+        assert_eq!(std::fs::read_dir(t.path("tmp")).unwrap().count(), 0, "state dir removed");
     }
-    assert_eq!(std::fs::read_dir(t.path("tmp")).unwrap().count(), 0, "state dir removed");
 }
 
-#[test]
-fn a_signal_during_an_attempt_ends_its_whole_tree() {
-    let t = T::new();
-    let tree = "(while :; do sleep 0.02; done) & (sleep 30) & touch started; wait";
-    for (sig, name) in [(libc::SIGTERM, "TERM"), (libc::SIGHUP, "HUP")] {
-        let _ = std::fs::remove_file(t.path("started"));
-        let mut child = t.spawn(&["-n", "5", "--wait", "10ms", "sh", "-c", tree]);
-        t.wait_for("started");
-        kill(child.id(), sig);
+both_paths! {
+    fn a_signal_during_an_attempt_ends_its_whole_tree() {
+        let t = T::new();
+        let tree = "(while :; do sleep 0.02; done) & (sleep 30) & touch started; wait";
+        for (sig, name) in [(libc::SIGTERM, "TERM"), (libc::SIGHUP, "HUP")] {
+            let _ = std::fs::remove_file(t.path("started"));
+            let mut child = t.spawn(&["-n", "5", "--wait", "10ms", "sh", "-c", tree]);
+            t.wait_for("started");
+            kill(child.id(), sig);
+            let status = wait_exit(&mut child);
+            assert_eq!(status.signal(), Some(sig), "{name}: {status:?}");
+            assert_nothing_left(&t, &[]);
+        }
+    }
+}
+
+both_paths! {
+    fn a_signal_during_the_sleep_ends_retry_with_128_plus_n() {
+        let t = T::new();
+        for (sig, name) in [(libc::SIGQUIT, "QUIT"), (libc::SIGHUP, "HUP")] {
+            let _ = std::fs::remove_file(t.path("started"));
+            let mut child = t.spawn(&["-n", "5", "--wait", "30s", "sh", "-c", "touch started; exit 1"]);
+            t.wait_for("started");
+            std::thread::sleep(Duration::from_millis(100));
+            let start = Instant::now();
+            kill(child.id(), sig);
+            let status = wait_exit(&mut child);
+            assert!(start.elapsed() < Duration::from_secs(5), "{name}");
+            assert_eq!(status.signal(), Some(sig), "{name}: {status:?}");
+        }
+        assert_eq!(std::fs::read_dir(t.path("tmp")).unwrap().count(), 0, "state dir removed");
+    }
+}
+
+both_paths! {
+    fn a_signal_while_final_stdout_is_flushed_to_a_stalled_reader_ends_retry() {
+        let t = T::new();
+        // The reader (this test) never reads: retry blocks writing 50 MB of
+        // captured stdout.
+        let mut child = retry_std()
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("TMPDIR", t.path("tmp"))
+            .env("RETRY_TEST_MARKER", &t.marker)
+            .current_dir(t.dir.path())
+            .args(["-n", "0", "--stdout", "final", "sh", "-c", "head -c 50000000 /dev/zero; touch done"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        t.wait_for("done");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(child.try_wait().unwrap().is_none(), "retry is blocked on its stdout");
+        let start = Instant::now();
+        kill(child.id(), libc::SIGTERM);
         let status = wait_exit(&mut child);
-        assert_eq!(status.signal(), Some(sig), "{name}: {status:?}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+        drop(child.stdout.take());
         assert_nothing_left(&t, &[]);
+        assert_eq!(std::fs::read_dir(t.path("tmp")).unwrap().count(), 0, "state dir removed");
     }
-}
-
-#[test]
-fn a_signal_during_the_sleep_ends_retry_with_128_plus_n() {
-    let t = T::new();
-    for (sig, name) in [(libc::SIGQUIT, "QUIT"), (libc::SIGHUP, "HUP")] {
-        let _ = std::fs::remove_file(t.path("started"));
-        let mut child = t.spawn(&["-n", "5", "--wait", "30s", "sh", "-c", "touch started; exit 1"]);
-        t.wait_for("started");
-        std::thread::sleep(Duration::from_millis(100));
-        let start = Instant::now();
-        kill(child.id(), sig);
-        let status = wait_exit(&mut child);
-        assert!(start.elapsed() < Duration::from_secs(5), "{name}");
-        assert_eq!(status.signal(), Some(sig), "{name}: {status:?}");
-    }
-    assert_eq!(std::fs::read_dir(t.path("tmp")).unwrap().count(), 0, "state dir removed");
-}
-
-#[test]
-fn a_signal_while_final_stdout_is_flushed_to_a_stalled_reader_ends_retry() {
-    let t = T::new();
-    // The reader (this test) never reads: retry blocks writing 50 MB of
-    // captured stdout.
-    let mut child = StdCommand::new(bin())
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("TMPDIR", t.path("tmp"))
-        .env("RETRY_TEST_MARKER", &t.marker)
-        .current_dir(t.dir.path())
-        .args(["-n", "0", "--stdout", "final", "sh", "-c", "head -c 50000000 /dev/zero; touch done"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    t.wait_for("done");
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(child.try_wait().unwrap().is_none(), "retry is blocked on its stdout");
-    let start = Instant::now();
-    kill(child.id(), libc::SIGTERM);
-    let status = wait_exit(&mut child);
-    assert!(start.elapsed() < Duration::from_secs(5));
-    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
-    drop(child.stdout.take());
-    assert_nothing_left(&t, &[]);
-    assert_eq!(std::fs::read_dir(t.path("tmp")).unwrap().count(), 0, "state dir removed");
 }

@@ -2,6 +2,7 @@
 //! built `retry` against small child scripts in `tests/fixtures/`.
 
 mod ci;
+mod cmdline;
 mod core;
 mod countdown;
 mod fleet;
@@ -10,6 +11,7 @@ mod generated;
 mod hardening;
 mod metrics;
 mod output;
+mod processes;
 mod queue;
 mod report;
 mod server;
@@ -18,3 +20,4 @@ mod store;
 mod summary;
 mod upgrade;
 mod util;
+mod waits;

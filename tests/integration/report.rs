@@ -40,8 +40,10 @@ fn json_run(t: &T, args: &[&str], command: &[String]) -> (Option<i32>, Vec<Value
     (out.status.code(), events(&out.stderr))
 }
 
-const ATTEMPT_FIELDS: [&str; 10] = [
+// SPEC: every JSON event carries `ts`, the time it was written.
+const ATTEMPT_FIELDS: [&str; 11] = [
     "event",
+    "ts",
     "attempt",
     "status",
     "exit_code",
@@ -52,7 +54,7 @@ const ATTEMPT_FIELDS: [&str; 10] = [
     "reason",
     "delay_ms",
 ];
-const DONE_FIELDS: [&str; 6] = ["event", "outcome", "attempts", "status", "elapsed_ms", "flaky"];
+const DONE_FIELDS: [&str; 7] = ["event", "ts", "outcome", "attempts", "status", "elapsed_ms", "flaky"];
 
 #[test]
 fn json_attempt_and_done_events_have_exactly_the_spec_fields() {
@@ -85,6 +87,13 @@ fn json_attempt_and_done_events_have_exactly_the_spec_fields() {
     assert_eq!(ev[3]["status"], 0);
     assert_eq!(ev[3]["flaky"], true);
     assert!(ev[3]["elapsed_ms"].as_u64().unwrap() >= 30);
+    // ts: RFC 3339, UTC, milliseconds, in the order the events were written.
+    let ts: Vec<&str> = ev.iter().map(|e| e["ts"].as_str().unwrap()).collect();
+    for t in &ts {
+        assert!(t.len() == 24 && t.ends_with('Z') && t.as_bytes()[19] == b'.', "{t}");
+        humantime::parse_rfc3339(t).unwrap();
+    }
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
 }
 
 #[test]

@@ -186,7 +186,7 @@ pub fn store_args(url: &str, key: &str) -> Vec<String> {
 
 /// `T::spawn` with extra environment variables.
 pub fn spawn_with(t: &T, args: &[String], env: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(bin());
+    let mut cmd = retry_std();
     t.env(&mut cmd);
     cmd.envs(env.iter().copied())
         .args(args)

@@ -1,8 +1,12 @@
 //! Shared helpers: a temp dir per test, the retry binary with a clean
-//! environment, fixture paths, and /proc inspection.
+//! environment, fixture paths, /proc inspection, and running a test on
+//! both process paths ([`both_paths!`]).
 
+use std::cell::Cell;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as StdCommand, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
@@ -14,6 +18,94 @@ pub fn bin() -> PathBuf {
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
+
+thread_local! {
+    /// Set by [`without_pidfds`]: the `no-pidfd` flags retry runs under.
+    static NO_PIDFD: Cell<Option<&'static [&'static str]>> = const { Cell::new(None) };
+}
+
+/// `tests/fixtures/no-pidfd.c`, compiled once per test binary with the C
+/// compiler cargo links with: it installs a seccomp filter that refuses
+/// pidfds, then execs its arguments (as benches/run.sh does for its rows
+/// of the portable path).
+pub fn no_pidfd() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-pidfd");
+        let tmp = out.with_extension(format!("{}.tmp", std::process::id()));
+        let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
+        let status = StdCommand::new(cc)
+            .args(["-O2", "-Wall", "-Werror", "-o"])
+            .arg(&tmp)
+            .arg(fixture("no-pidfd.c"))
+            .status()
+            .expect("a C compiler (cc) builds tests/fixtures/no-pidfd.c");
+        assert!(status.success(), "cannot build tests/fixtures/no-pidfd.c");
+        std::fs::rename(&tmp, &out).unwrap();
+        out
+    })
+}
+
+/// Runs `body` with every retry it starts (through [`T`], [`retry_argv`])
+/// under `no-pidfd FLAGS`: pidfds refused, so retry takes its portable
+/// process path.
+pub fn without_pidfds<R>(flags: &'static [&'static str], body: impl FnOnce() -> R) -> R {
+    no_pidfd();
+    NO_PIDFD.with(|f| f.set(Some(flags)));
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            NO_PIDFD.with(|f| f.set(None));
+        }
+    }
+    let _reset = Reset;
+    body()
+}
+
+/// The words that start retry on this test's process path: the binary,
+/// or `no-pidfd [FLAGS] <binary>`.
+pub fn retry_argv() -> Vec<OsString> {
+    match NO_PIDFD.with(|f| f.get()) {
+        None => vec![bin().into()],
+        Some(flags) => {
+            let mut argv = vec![no_pidfd().into()];
+            argv.extend(flags.iter().map(OsString::from));
+            argv.push(bin().into());
+            argv
+        }
+    }
+}
+
+/// A std command that starts retry on this test's process path.
+pub fn retry_std() -> StdCommand {
+    let argv = retry_argv();
+    let mut cmd = StdCommand::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    cmd
+}
+
+/// Defines a test twice: `NAME::pidfd` on this kernel's pidfd path, and
+/// `NAME::portable` with pidfds refused by a seccomp filter
+/// ([`without_pidfds`]), so both process paths pass the same checks.
+macro_rules! both_paths {
+    ($(#[$attr:meta])* fn $name:ident() $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $(#[$attr])*
+            #[test]
+            fn pidfd() $body
+
+            $(#[$attr])*
+            #[test]
+            fn portable() {
+                crate::util::without_pidfds(&[], || $body)
+            }
+        }
+    };
+}
+pub(crate) use both_paths;
 
 /// One test's sandbox.
 pub struct T {
@@ -46,7 +138,7 @@ impl T {
 
     /// `retry` with a clean environment, in the sandbox, stdin empty.
     pub fn retry(&self) -> Command {
-        let mut std = StdCommand::new(bin());
+        let mut std = retry_std();
         self.env(&mut std);
         let mut cmd = Command::from_std(std);
         cmd.write_stdin("");
@@ -56,7 +148,7 @@ impl T {
 
     /// `retry` as a std command, for tests that signal it while it runs.
     pub fn spawn(&self, args: &[&str]) -> Child {
-        let mut cmd = StdCommand::new(bin());
+        let mut cmd = retry_std();
         self.env(&mut cmd);
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.spawn().unwrap()
@@ -88,6 +180,16 @@ impl T {
             assert!(Instant::now() < deadline, "no process {comm} appeared");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Live processes (not zombies) that carry this test's marker, but
+    /// retry's guardian (`retry-guard`, retry's own helper that shares its
+    /// memory and so its environment): it lives exactly as long as retry.
+    pub fn live_processes_but_guardians(&self) -> Vec<u32> {
+        self.live_processes()
+            .into_iter()
+            .filter(|p| proc_stat(*p).is_none_or(|s| s.comm != "retry-guard"))
+            .collect()
     }
 
     /// Live processes (not zombies) that carry this test's marker.
