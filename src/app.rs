@@ -50,10 +50,9 @@ fn ends(cfg: &Config) -> report::Ends {
         command: cfg.command_lossy(),
         total: cfg.attempts,
         // The last possible attempt's GitLab section starts expanded; with
-        // --forever none is known. Issue 20's --reset-on-progress makes
-        // attempts uncounted, so none is known either: on merge, make this
-        // `cfg.attempts.filter(|_| !cfg.reset_on_progress)`.
-        expand: cfg.attempts,
+        // --forever none is known, nor with --reset-on-progress (an attempt
+        // that made progress does not count).
+        expand: cfg.attempts.filter(|_| !cfg.reset_on_progress),
         flaky_exit: cfg.flaky_exit,
         github: (cfg.format == Format::Github).then(report::github::Files::from_env),
         metrics: cfg.metrics.clone().map(|path| (path, cfg.metrics_key())),
