@@ -483,6 +483,27 @@ fn gitlab_expands_only_the_last_possible_attempt_and_names_are_unique() {
     let secs = sections(&text);
     assert_eq!(secs.len(), 2, "{text:?}");
     assert!(secs.iter().all(|(s, _, _)| s.options == c), "{text:?}");
+    // Nor with --reset-on-progress: an attempt that made progress does
+    // not count, so the last possible one is not known.
+    let (code, text) = merged(
+        &t,
+        &[],
+        &s(&[
+            "--log-format",
+            "gitlab",
+            "-n",
+            "1",
+            "--wait",
+            "1ms",
+            "--temp-state",
+            "--reset-on-progress",
+            "false",
+        ]),
+    );
+    assert_eq!(code, Some(1), "{text}");
+    let secs = sections(&text);
+    assert_eq!(secs.len(), 2, "{text:?}");
+    assert!(secs.iter().all(|(s, _, _)| s.options == c), "{text:?}");
     // A drained job's sections are collapsed too, and named per job.
     let t = T::new();
     for _ in 0..2 {
