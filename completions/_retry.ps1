@@ -66,6 +66,8 @@ Register-ArgumentCompleter -Native -CommandName 'retry' -ScriptBlock {
             [CompletionResult]::new('--concurrency', '--concurrency', [CompletionResultType]::ParameterName, 'At most N attempts of the key run at once, across processes (N up to 1000)')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Format of retry''s messages on stderr [default: text]')
             [CompletionResult]::new('--summary', '--summary', [CompletionResultType]::ParameterName, 'At the end of the run, write a JSON report of it to FILE (atomically)')
+            [CompletionResult]::new('--flaky-exit', '--flaky-exit', [CompletionResultType]::ParameterName, 'After a success that needed retries (a flaky run), exit N instead of 0 (1-123, not 75)')
+            [CompletionResult]::new('--metrics', '--metrics', [CompletionResultType]::ParameterName, 'At the end, update Prometheus metrics of this run in FILE (node_exporter textfile format)')
             [CompletionResult]::new('--queue', '--queue', [CompletionResultType]::ParameterName, 'When the run gives up, keep the job in the queue DIR (or redis://…#NAME) and exit 75')
             [CompletionResult]::new('--queue-env', '--queue-env', [CompletionResultType]::ParameterName, 'The environment variables a job on a Redis queue keeps (comma list, repeatable)')
             [CompletionResult]::new('--drain', '--drain', [CompletionResultType]::ParameterName, 'Run every due job of the queue DIR (or redis://…#NAME) once, then exit 0, 1 or 75')

@@ -63,6 +63,8 @@ set edit:completion:arg-completer[retry] = {|@words|
             cand --concurrency 'At most N attempts of the key run at once, across processes (N up to 1000)'
             cand --log-format 'Format of retry''s messages on stderr [default: text]'
             cand --summary 'At the end of the run, write a JSON report of it to FILE (atomically)'
+            cand --flaky-exit 'After a success that needed retries (a flaky run), exit N instead of 0 (1-123, not 75)'
+            cand --metrics 'At the end, update Prometheus metrics of this run in FILE (node_exporter textfile format)'
             cand --queue 'When the run gives up, keep the job in the queue DIR (or redis://…#NAME) and exit 75'
             cand --queue-env 'The environment variables a job on a Redis queue keeps (comma list, repeatable)'
             cand --drain 'Run every due job of the queue DIR (or redis://…#NAME) once, then exit 0, 1 or 75'

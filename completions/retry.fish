@@ -45,8 +45,11 @@ complete -c retry -l rate -d 'At most N attempt starts of the key per DURATION, 
 complete -c retry -l concurrency -d 'At most N attempts of the key run at once, across processes (N up to 1000)' -r
 complete -c retry -l log-format -d 'Format of retry\'s messages on stderr [default: text]' -r -f -a "text\t'`retry: ` lines for people'
 json\t'one JSON object per line'
-github\t'GitHub Actions workflow commands (::warning::, ::error::)'"
+github\t'GitHub Actions: ::warning::/::error:: annotations, a ::group:: per attempt, step summary and step outputs'
+gitlab\t'GitLab CI: the text lines, each attempt\'s output in a collapsible section'"
 complete -c retry -l summary -d 'At the end of the run, write a JSON report of it to FILE (atomically)' -r -F
+complete -c retry -l flaky-exit -d 'After a success that needed retries (a flaky run), exit N instead of 0 (1-123, not 75)' -r
+complete -c retry -l metrics -d 'At the end, update Prometheus metrics of this run in FILE (node_exporter textfile format)' -r -F
 complete -c retry -l queue -d 'When the run gives up, keep the job in the queue DIR (or redis://…#NAME) and exit 75' -r -F
 complete -c retry -l queue-env -d 'The environment variables a job on a Redis queue keeps (comma list, repeatable)' -r
 complete -c retry -l drain -d 'Run every due job of the queue DIR (or redis://…#NAME) once, then exit 0, 1 or 75' -r -F

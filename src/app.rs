@@ -10,8 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{Config, DrainConfig};
 use crate::error::Error;
+use crate::report::drain_summary::DrainRecorder;
 use crate::report::summary::Recorder;
-use crate::report::{Format, Reporter};
+use crate::report::{self, Format, Reporter};
 use crate::run::{self, Start};
 use crate::signals::Signals;
 use crate::status::{self, End, Ending};
@@ -21,7 +22,7 @@ use crate::{environ, flush, parse, queue, sys};
 pub fn run(cfg: &Config) -> u8 {
     let recorder =
         cfg.summary.as_deref().map(|p| Recorder::new(p, cfg.command_lossy(), cfg.summary_options(p)));
-    let report = Reporter::new(cfg.format, cfg.verbosity).with_summary(recorder);
+    let report = Reporter::new(cfg.format, cfg.verbosity).with_summary(recorder).with_ends(ends(cfg));
     let result = Signals::install()
         .map_err(|e| Error::io("cannot install signal handlers", e))
         .and_then(|mut signals| run_to_end(cfg, &mut signals, &report));
@@ -29,17 +30,32 @@ pub fn run(cfg: &Config) -> u8 {
         Ok((ending, state_dir)) => {
             // Clean up (state dir) before a re-raised signal ends us.
             drop(state_dir);
-            report.write_summary(None);
+            report.finish(None);
             if let Some(sig) = ending.reraise() {
                 sys::die_by_signal(sig);
             }
-            ending.exit_code()
+            ending.exit_status(cfg.flaky_exit)
         }
         Err(e) => {
             queue::failed(&report, &e);
-            report.write_summary(Some(&e));
+            report.finish(Some(&e));
             e.status()
         }
+    }
+}
+
+/// What the end of a run writes besides `--summary`, from its options.
+fn ends(cfg: &Config) -> report::Ends {
+    report::Ends {
+        command: cfg.command_lossy(),
+        total: cfg.attempts,
+        // The last possible attempt's GitLab section starts expanded; with
+        // --forever none is known, nor with --reset-on-progress (an attempt
+        // that made progress does not count).
+        expand: cfg.attempts.filter(|_| !cfg.reset_on_progress),
+        flaky_exit: cfg.flaky_exit,
+        github: (cfg.format == Format::Github).then(report::github::Files::from_env),
+        metrics: cfg.metrics.clone().map(|path| (path, cfg.metrics_key())),
     }
 }
 
@@ -175,10 +191,16 @@ fn on_give_up(
 
 /// `--drain`: the drain's signals and reporter, then the queue's work.
 pub fn drain(cfg: &DrainConfig) -> u8 {
-    let report = Reporter::new(cfg.format, cfg.verbosity);
+    let recorder = cfg.summary.as_deref().map(|p| DrainRecorder::new(p, cfg.place.display()));
+    let report = Reporter::new(cfg.format, cfg.verbosity).with_drain_summary(recorder);
     match Signals::install() {
         Ok(mut signals) => queue::drain_main(cfg, &mut signals, &report),
-        Err(e) => queue::failed(&report, &Error::io("cannot install signal handlers", e)),
+        Err(e) => {
+            let e = Error::io("cannot install signal handlers", e);
+            let code = queue::failed(&report, &e);
+            report.finish_drain(code, None, Some(&e));
+            code
+        }
     }
 }
 

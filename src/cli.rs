@@ -67,6 +67,13 @@ Examples:
     $ retry -n 2 --queue-env API_TOKEN --queue redis://:pw@cache:6379/0#uploads -- ./upload.sh
     crontab: */5 * * * * retry --drain redis://:pw@cache:6379/0#uploads --max-time 4m
 
+  A CI step that passes but is marked when it needed a retry (GitLab: allow_failure with
+  exit_codes [3] shows it as a warning), each attempt's log in a collapsed section:
+    $ retry --log-format gitlab --flaky-exit 3 -n 2 -- make integration-test
+
+  A cron job watched by Prometheus (node_exporter's textfile collector reads the file):
+    $ retry --key backup --metrics /var/lib/node_exporter/textfile/retry.prom -- ./backup.sh
+
   A cron job that stops calling a broken API for a while after 3 failed runs, and starts
   at most 10 attempts a minute however many copies of it run:
     $ retry --key nightly-sync --circuit-break 3 --rate 10/1m -- ./sync.sh
@@ -77,7 +84,8 @@ RETRY_LAST_STATUS (empty on attempt 1) and, with --state-dir or --temp-state, RE
 (a directory that lasts for the whole run).
 
 Exit status:
-  0 on success; otherwise the last attempt's status (124 if it timed out, 128+N if it died \
+  0 on success (N of --flaky-exit N when it needed retries); otherwise the last attempt's \
+status (124 if it timed out, 128+N if it died \
 of signal N; 1 if it exited 0 but failed --until/--until-match); 75 when --queue kept the \
 job or the --circuit-break circuit is open; 125 for retry's own errors (bad options); \
 126/127 when COMMAND cannot be executed / is not found; 128+N when retry was ended by signal N between attempts. A --drain exits 1 when \
@@ -113,8 +121,11 @@ pub enum LogFormat {
     Text,
     /// one JSON object per line
     Json,
-    /// GitHub Actions workflow commands (::warning::, ::error::)
+    /// GitHub Actions: ::warning::/::error:: annotations, a ::group:: per attempt,
+    /// step summary and step outputs
     Github,
+    /// GitLab CI: the text lines, each attempt's output in a collapsible section
+    Gitlab,
 }
 
 /// `--stdout`.
@@ -540,7 +551,14 @@ pub struct Cli {
     /// when stderr is a terminal. json: one JSON object per line, with an "event" field
     /// (attempt, done, ...; see the README for every event and field). github: GitHub
     /// Actions workflow commands, a ::warning:: per failed attempt and an ::error:: when
-    /// retry gives up, shown as annotations of the step.
+    /// retry gives up, shown as annotations of the step; each attempt's output folded in a
+    /// ::group:: (on stderr, in order with the command's output when both go to one log);
+    /// at the end a Markdown section appended to $GITHUB_STEP_SUMMARY (the attempts as a
+    /// table) and the step outputs attempts, status, outcome, flaky (and exit, reason)
+    /// appended to $GITHUB_OUTPUT, when those variables name files. gitlab: the text lines,
+    /// each attempt's output in a collapsible GitLab CI section (collapsed, except the last
+    /// possible attempt's), followed by a line saying how the attempt ended.
+    /// Example: retry --log-format github -n 3 -- make integration-test
     #[arg(allow_hyphen_values = true, long, value_enum, value_name = "FORMAT", help_heading = "Messages")]
     pub log_format: Option<LogFormat>,
 
@@ -552,11 +570,42 @@ pub struct Cli {
     /// outcome. A regular FILE is replaced through a temp file in its directory, which must
     /// exist and be writable (checked before attempt 1); a FIFO, a device or /dev/stderr is
     /// written in place. With --forever only the first and last 100 attempts are listed,
-    /// plus a count of those left out.
+    /// plus a count of those left out. With --drain, a document of the drain instead: its
+    /// start, end and exit status, and each job it looked at (id, argv, attempt, status,
+    /// result, reason); a queued job's own --summary is not written by drains.
     ///
     /// Example: retry --summary >(jq -c .attempts) -- make test
     #[arg(allow_hyphen_values = true, long, value_name = "FILE", help_heading = "Messages")]
     pub summary: Option<PathBuf>,
+
+    /// After a success that needed retries (a flaky run), exit N instead of 0 (1-123, not 75)
+    ///
+    /// The run is still reported as a success: the `done` event, --summary and the GitHub
+    /// step outputs keep status 0, say "flaky": true and add "exit": N. Only a flaky success
+    /// changes the exit status; every other outcome exits as without it. For a CI job that
+    /// should show flakiness: GitLab's `allow_failure: exit_codes: [N]` shows it as passed
+    /// with warnings; `--flaky-exit 1` fails a build that only passed on a retry. A queued
+    /// job's --flaky-exit belongs to its queueing run; a drain refuses it.
+    /// Example: retry --flaky-exit 3 -n 2 -- make test
+    #[arg(allow_hyphen_values = true, long, value_name = "N", value_parser = parse::flaky_exit,
+          help_heading = "Messages")]
+    pub flaky_exit: Option<u8>,
+
+    /// At the end, update Prometheus metrics of this run in FILE (node_exporter textfile format)
+    ///
+    /// Series labelled key="<--key, else the command's base name>": when the last run ended
+    /// and the last success (Unix time), the last run's duration, attempts, status and
+    /// flakiness, and the counters retry_runs_total{outcome} and retry_attempts_total,
+    /// carried over from FILE and incremented. FILE is replaced atomically (mode 0644)
+    /// under an flock of FILE.lock, so concurrent runs lose no count, and it may hold the
+    /// series of several keys (a run replaces only its own). Its directory must exist and
+    /// be writable (else 125 before anything runs); a failure to write at the end is
+    /// reported and keeps the run's status. With --drain: the queue's gauges (jobs queued
+    /// and dead, the oldest job's age) and the drain's counters, key="<queue name>"; a
+    /// queued job's own --metrics FILE is updated by the drain after each of its attempts.
+    /// Example: retry --metrics /var/lib/node_exporter/textfile/backup.prom -- ./backup.sh
+    #[arg(allow_hyphen_values = true, long, value_name = "FILE", help_heading = "Messages")]
+    pub metrics: Option<PathBuf>,
 
     // ----- Durable queue -----
     /// When the run gives up, keep the job in the queue DIR (or redis://…#NAME) and exit 75
@@ -604,8 +653,8 @@ pub struct Cli {
     /// Overlapping drains are safe (a job runs in one drain at a time) and a drain killed
     /// at any point loses no job (one killed mid-run runs again). A drain accepts only
     /// --max-age (applied to every job), --max-time (its own budget: no job starts after
-    /// it, a job still running at it is killed and rescheduled), --lease (Redis), --stdout,
-    /// -q, -v, --log-format and the store options. Exit 1 when a job died in this drain,
+    /// it, a job still running at it is killed and rescheduled), --lease (Redis), --summary,
+    /// --metrics, --stdout, -q, -v, --log-format and the store options. Exit 1 when a job died in this drain,
     /// else 75 when one was rescheduled, else 0 (also when nothing was due). Drains on many
     /// machines may share one Redis queue: each job is leased to one drain at a time.
     /// Example (crontab): */5 * * * * retry --drain ~/.local/state/retry/queue --max-time 4m

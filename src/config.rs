@@ -186,6 +186,11 @@ pub struct Config {
     pub format: Format,
     /// `--summary FILE`; its directory exists (checked here).
     pub summary: Option<PathBuf>,
+    /// `--flaky-exit N`: the exit status of a flaky success.
+    pub flaky_exit: Option<u8>,
+    /// `--metrics FILE`; its directory is writable (checked here, except
+    /// for a drained job: see [`for_job`]).
+    pub metrics: Option<PathBuf>,
     /// `--queue DIR`: where the job goes when the run gives up.
     pub queue: Option<QueueTarget>,
     /// `--max-age`: how long a queued job lives (default [`DEFAULT_MAX_AGE`]).
@@ -212,6 +217,10 @@ pub struct DrainConfig {
     pub state_store: Option<String>,
     /// `--store-optional` for every job.
     pub store_optional: bool,
+    /// `--summary FILE`: a document of the drain.
+    pub summary: Option<PathBuf>,
+    /// `--metrics FILE`: the queue's gauges and the drain's counters.
+    pub metrics: Option<PathBuf>,
     /// `--on-dead`: run for each job this drain buries.
     pub on_dead: Option<OsString>,
 }
@@ -225,9 +234,11 @@ pub struct ListConfig {
 }
 
 /// The options a drain takes for itself (clap ids).
-const DRAIN_OPTIONS: [&str; 11] = [
+const DRAIN_OPTIONS: [&str; 13] = [
     "on_dead",
     "drain",
+    "summary",
+    "metrics",
     "max_age",
     "max_time",
     "lease",
@@ -309,6 +320,13 @@ pub fn for_job(
     // A job's saved --on-give-up belongs to its queueing run (a drain
     // reports a dead job through its own --on-dead).
     cli.on_give_up = None;
+    // A job's saved --summary and --flaky-exit belong to its queueing run
+    // (README "Durable queue"). Its --metrics FILE is the drain's to
+    // update, unchecked: a directory gone since is a failure to write at
+    // the end (reported), not a reason to bury the job.
+    cli.summary = None;
+    cli.flaky_exit = None;
+    let metrics = cli.metrics.take().map(|m| in_job_dir(m, cwd));
     cli.quiet = drain.verbosity == Verbosity::Quiet;
     cli.verbose = match drain.verbosity {
         Verbosity::Quiet | Verbosity::Normal => 0,
@@ -319,6 +337,7 @@ pub fn for_job(
         Format::Text => cli::LogFormat::Text,
         Format::Json => cli::LogFormat::Json,
         Format::Github => cli::LogFormat::Github,
+        Format::Gitlab => cli::LogFormat::Gitlab,
     });
     if drain.stdout.is_some() {
         cli.stdout = drain.stdout;
@@ -329,11 +348,16 @@ pub fn for_job(
     }
     cli.store_optional |= drain.store_optional;
     cli.seed = cli.seed.map(|s| s ^ u64::from(step).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    if let Some(dir) = cli.state_dir.take() {
-        cli.state_dir =
-            Some(if dir.is_relative() && !cwd.as_os_str().is_empty() { cwd.join(dir) } else { dir });
-    }
-    Config::from_cli(cli).map_err(|e| e.to_string())
+    cli.state_dir = cli.state_dir.take().map(|dir| in_job_dir(dir, cwd));
+    let mut cfg = Config::from_cli(cli).map_err(|e| e.to_string())?;
+    cfg.metrics = metrics;
+    Ok(cfg)
+}
+
+/// A path a job saved as given: a relative one was relative to the job's
+/// working directory `cwd`, not to the drain's.
+fn in_job_dir(path: PathBuf, cwd: &Path) -> PathBuf {
+    if path.is_relative() && !cwd.as_os_str().is_empty() { cwd.join(path) } else { path }
 }
 
 impl Config {
@@ -407,6 +431,9 @@ impl Config {
         };
         if let Some(path) = &cli.summary {
             summary::check_target(path)?;
+        }
+        if let Some(path) = &cli.metrics {
+            crate::report::metrics::check_target(path)?;
         }
         if cli.command.first().is_some_and(|c| c.is_empty()) {
             return Err(Error::usage("COMMAND", "", "the command name is empty"));
@@ -498,6 +525,8 @@ impl Config {
             verbosity,
             format,
             summary: cli.summary,
+            flaky_exit: cli.flaky_exit,
+            metrics: cli.metrics,
             queue,
             max_age: cli.max_age,
             shared,
@@ -526,6 +555,21 @@ impl Config {
     /// `--jitter` given with `--algo decorrelated`, which ignores it.
     pub fn jitter_ignored(&self) -> bool {
         self.backoff.algo == Algo::Decorrelated && self.backoff.jitter > 0.0
+    }
+
+    /// The `key` label of `--metrics`: `--key`, else the command's base
+    /// name (`curl` for `/usr/bin/curl`).
+    pub fn metrics_key(&self) -> String {
+        if let Some(shared) = &self.shared {
+            return shared.key.as_str().to_string();
+        }
+        let first = self.command.first().map(Path::new);
+        first
+            .and_then(Path::file_name)
+            .or(first.map(Path::as_os_str))
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
     }
 
     /// The command as `--summary` and `-v` show it.
@@ -588,6 +632,8 @@ impl Config {
             verbosity: self.verbosity.word(),
             log_format: self.format.word(),
             summary: lossy(summary),
+            flaky_exit: self.flaky_exit,
+            metrics: self.metrics.as_deref().map(lossy),
             key: shared.map(|sh| sh.key.as_str().to_string()),
             state_store: shared.map(|sh| sh.store.masked()),
             circuit_break: shared.and_then(|sh| sh.circuit).map(|c| c.threshold),
@@ -625,6 +671,7 @@ fn format_of(f: Option<cli::LogFormat>) -> Format {
         cli::LogFormat::Text => Format::Text,
         cli::LogFormat::Json => Format::Json,
         cli::LogFormat::Github => Format::Github,
+        cli::LogFormat::Gitlab => Format::Gitlab,
     }
 }
 
@@ -652,6 +699,12 @@ fn drain(cli: &Cli, raw: &Path) -> Result<DrainConfig, Error> {
         }
         (Place::Dir(_) | Place::Redis(_), _) => {}
     }
+    if let Some(path) = &cli.summary {
+        summary::check_target(path)?;
+    }
+    if let Some(path) = &cli.metrics {
+        crate::report::metrics::check_target(path)?;
+    }
     Ok(DrainConfig {
         place,
         max_age: cli.max_age,
@@ -662,6 +715,8 @@ fn drain(cli: &Cli, raw: &Path) -> Result<DrainConfig, Error> {
         format: format(cli),
         state_store: cli.state_store.clone(),
         store_optional: cli.store_optional,
+        summary: cli.summary.clone(),
+        metrics: cli.metrics.clone(),
         on_dead: cli.on_dead.clone(),
     })
 }
@@ -682,9 +737,9 @@ fn check_options(matches: &ArgMatches, mode: &str, allowed: &[&str]) -> Result<(
         }
         let name = arg.get_long().map_or_else(|| id.to_string(), |l| format!("--{l}"));
         let takes = if mode == "--drain" {
-            "a drain takes only --max-age, --max-time, --lease, --on-dead, --stdout, -q, -v, \
-             --log-format, --state-store and --store-optional; each job runs with the options saved \
-             with it"
+            "a drain takes only --max-age, --max-time, --lease, --on-dead, --summary, --metrics, \
+             --stdout, -q, -v, --log-format, --state-store and --store-optional; each job runs with \
+             the options saved with it"
         } else {
             "--list takes only -q, -v and --log-format"
         };

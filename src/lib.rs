@@ -30,7 +30,8 @@
 //!   `unsafe` lives only in `sys`, `child` and `signals`, each block with
 //!   a SAFETY note.
 //! - `predicate` (jaq behind a small API), `store` (shared state: file,
-//!   Redis), `report` (text, JSON, GitHub; `report::summary`).
+//!   Redis), `report` (text, JSON, GitHub, GitLab; each attempt's fold,
+//!   `report::summary`, the GitHub step files, `report::metrics`).
 
 use std::ffi::OsString;
 

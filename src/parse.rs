@@ -477,9 +477,30 @@ pub fn os_error(e: &std::io::Error) -> String {
     }
 }
 
+/// `--flaky-exit N`: 1–123 and not 75, so a flaky success never looks
+/// like success (0), a queued job or an open circuit (75), retry's own
+/// failure (125), a spawn failure (126/127) or a death by signal (128+).
+pub fn flaky_exit(text: &str) -> Result<u8, String> {
+    const HINT: &str = "expected a status from 1 to 123, not 75 (e.g. 3)";
+    match text.trim().parse::<u8>() {
+        Ok(75) => Err(format!("75 means a queued job or an open circuit; {HINT}")),
+        Ok(n @ 1..=123) => Ok(n),
+        Ok(_) | Err(_) => Err(HINT.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flaky_exit_statuses() {
+        assert_eq!(flaky_exit("1"), Ok(1));
+        assert_eq!(flaky_exit("123"), Ok(123));
+        for bad in ["0", "75", "124", "125", "126", "127", "128", "255", "256", "-1", "x", ""] {
+            assert!(flaky_exit(bad).is_err(), "{bad} accepted");
+        }
+    }
 
     #[test]
     fn durations_in_every_accepted_form() {

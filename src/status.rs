@@ -1,7 +1,7 @@
 //! An attempt's [`Status`], how a run ended ([`Ending`]), and the one
 //! table that maps them to retry's exit status (SPEC "Exit status"):
 //! every status retry returns is chosen here — a run's by
-//! [`Ending::exit_code`], a drain's by [`Drained::exit_code`], retry's own
+//! [`Ending::exit_status`] (`--flaky-exit` over [`Ending::exit_code`]), a drain's by [`Drained::exit_code`], retry's own
 //! failures by [`USAGE`] (see `Error::status`), and the few fixed ones
 //! below.
 
@@ -107,6 +107,21 @@ pub struct Ending {
 }
 
 impl Ending {
+    /// A flaky run: it succeeded after at least one failed attempt.
+    pub fn flaky(&self) -> bool {
+        self.end == End::Success && self.attempts > 1
+    }
+
+    /// retry's exit status for the run: [`Ending::exit_code`], except that
+    /// a flaky success exits `flaky_exit` when `--flaky-exit` was given.
+    /// Reports keep `exit_code` as the run's status and add this one.
+    pub fn exit_status(&self, flaky_exit: Option<u8>) -> u8 {
+        match flaky_exit {
+            Some(code) if self.flaky() => code,
+            Some(_) | None => self.exit_code(),
+        }
+    }
+
     /// Every exit status retry returns for a run is chosen here.
     pub fn exit_code(&self) -> u8 {
         match (self.end, self.last) {
@@ -232,6 +247,32 @@ mod tests {
         assert_eq!(refused.exit_code(), 75);
         assert_eq!(refused.reraise(), None);
         assert_eq!(End::Refused.word(), "refused");
+    }
+
+    #[test]
+    fn only_a_flaky_success_takes_the_flaky_exit() {
+        let flaky = gave_up(End::Success, Status::Exited(0));
+        assert!(flaky.flaky());
+        assert_eq!((flaky.exit_code(), flaky.exit_status(Some(3)), flaky.exit_status(None)), (0, 3, 0));
+        let first = Ending { attempts: 1, ..flaky };
+        assert!(!first.flaky());
+        assert_eq!(first.exit_status(Some(3)), 0);
+        let sleep = End::Interrupted { signal: 15, during_sleep: true };
+        let during = End::Interrupted { signal: 2, during_sleep: false };
+        for end in [
+            End::Exhausted,
+            End::Stopped,
+            End::Deadline,
+            sleep,
+            during,
+            End::ClosedStdout,
+            End::Queued,
+            End::Refused,
+        ] {
+            let ending = gave_up(end, Status::Exited(7));
+            assert!(!ending.flaky(), "{end:?}");
+            assert_eq!(ending.exit_status(Some(3)), ending.exit_code(), "{end:?}");
+        }
     }
 
     #[test]

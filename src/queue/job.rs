@@ -305,6 +305,10 @@ pub struct Listed {
     pub last_status: Option<u8>,
     /// A queued job's last failure; why a dead one died.
     pub reason: Option<String>,
+    /// When it was first queued (its first start); not listed. `None` for
+    /// an unreadable file.
+    #[serde(skip)]
+    pub first_start: Option<SystemTime>,
 }
 
 impl Listed {
@@ -320,6 +324,7 @@ impl Listed {
                 Some(death) => Some(death.reason.clone()),
                 None => job.last_reason(),
             },
+            first_start: Some(job.first_start.0),
         }
     }
 
@@ -333,6 +338,7 @@ impl Listed {
             next_due: None,
             last_status: None,
             reason: Some(reason),
+            first_start: None,
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::stdin::Replay;
 use crate::sys;
 
 pub mod dir;
+pub mod gauges;
 pub mod job;
 pub mod redis;
 
@@ -276,16 +277,7 @@ fn absorb(job: &mut Job, outcome: &Outcome, now: SystemTime) {
 
 /// `--list DIR|URL`: one JSON object per job on stdout; retry's exit status.
 pub fn list(cfg: &ListConfig, report: &Reporter) -> u8 {
-    let items = match &cfg.place {
-        Place::Dir(dir) => match DirStore::open(dir, false) {
-            // A queue nothing was ever queued to is empty.
-            Ok(None) => Ok(Vec::new()),
-            Ok(Some(mut store)) => store.list(),
-            Err(e) => Err(e),
-        },
-        Place::Redis(url) => redis::RedisQueue::open(url, None).and_then(|mut store| store.list()),
-    };
-    let items = match items {
+    let items = match listed(&cfg.place) {
         Ok(items) => items,
         Err(e) => return failed(report, &e),
     };
@@ -306,6 +298,20 @@ pub fn list(cfg: &ListConfig, report: &Reporter) -> u8 {
             report.error(format!("cannot write the list to stdout: {}", crate::parse::os_error(&e)));
             status::USAGE
         }
+    }
+}
+
+/// Every job of the queue at `place`, queued and dead, sorted by id; with
+/// what made a file unreadable, if something did.
+pub fn listed(place: &Place) -> Result<Vec<(Listed, Option<String>)>, Error> {
+    match place {
+        Place::Dir(dir) => match DirStore::open(dir, false) {
+            // A queue nothing was ever queued to is empty.
+            Ok(None) => Ok(Vec::new()),
+            Ok(Some(mut store)) => store.list(),
+            Err(e) => Err(e),
+        },
+        Place::Redis(url) => redis::RedisQueue::open(url, None).and_then(|mut store| store.list()),
     }
 }
 
@@ -344,12 +350,18 @@ pub fn drain_main(cfg: &DrainConfig, signals: &mut Signals, report: &Reporter) -
     match result {
         Ok(drained) => {
             report.drained(&cfg.place.display(), &drained, start.elapsed());
+            gauges::drain_metrics(cfg, &drained, report);
+            report.finish_drain(drained.exit_code(), Some(&drained), None);
             if let Some(sig) = drained.interrupted {
                 sys::die_by_signal(sig);
             }
             drained.exit_code()
         }
-        Err(e) => failed(report, &e),
+        Err(e) => {
+            let code = failed(report, &e);
+            report.finish_drain(code, None, Some(&e));
+            code
+        }
     }
 }
 
@@ -424,7 +436,7 @@ impl<S: Store> Drain<'_, S> {
         report: &Reporter,
     ) -> Result<bool, Error> {
         let mut job = claim.job().clone();
-        let report = report.for_job(&job.id);
+        let report = report.for_job(&job.id).with_argv(job.argv.iter().map(Bytes::lossy).collect());
         let now = SystemTime::now();
         let max_age = self.cfg.max_age.unwrap_or(Duration::from_millis(job.max_age_ms));
         let age = now.duration_since(job.first_start.0).unwrap_or(Duration::ZERO);
@@ -505,6 +517,7 @@ impl<S: Store> Drain<'_, S> {
             state_dir,
         };
         let mut outcome = run::run(&cfg, start, self.signals, &report)?;
+        gauges::job_metrics(&cfg, job.attempts, &outcome, &report);
         for warning in self.store.take_warnings() {
             report.warning(warning);
         }

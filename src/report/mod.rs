@@ -1,13 +1,19 @@
 //! What retry says about a run, on stderr: `retry: ` lines for people,
-//! one JSON object per line (`--log-format json`), or GitHub Actions
-//! workflow commands (`--log-format github`). Every message goes through
-//! an [`Event`], so the three formats say the same things. The
-//! `--summary` document is [`summary`]'s; it is fed the same records.
+//! one JSON object per line (`--log-format json`), GitHub Actions
+//! workflow commands (`--log-format github`), or the text lines with
+//! GitLab CI sections (`--log-format gitlab`). Every message goes through
+//! an [`Event`], so the formats say the same things; each attempt's output
+//! is folded by [`fold`]. The `--summary` document is [`summary`]'s (a
+//! drain's, [`drain_summary`]'s), the GitHub step summary and outputs
+//! [`github`]'s, the `--metrics` file [`metrics`]'s: they are fed the same
+//! records and written by [`Reporter::finish`] (a drain's by
+//! [`Reporter::finish_drain`]).
 
 use std::cell::RefCell;
 use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
@@ -17,9 +23,15 @@ use crate::parse::human;
 use crate::record::{AttemptRecord, Verdict, ms};
 use crate::status::{End, Ending};
 
+pub mod drain_summary;
+pub mod fold;
+pub mod github;
+pub mod metrics;
 pub mod summary;
 
-use summary::{EndRecord, Recorder};
+use drain_summary::{DrainRecorder, JobEntry};
+use fold::Fold;
+use summary::{EndRecord, Kept, Recorder};
 
 /// `--log-format`: how retry's messages are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +42,8 @@ pub enum Format {
     Json,
     /// GitHub Actions workflow commands.
     Github,
+    /// The text lines, with GitLab CI collapsible sections.
+    Gitlab,
 }
 
 impl Format {
@@ -38,6 +52,7 @@ impl Format {
             Format::Text => "text",
             Format::Json => "json",
             Format::Github => "github",
+            Format::Gitlab => "gitlab",
         }
     }
 }
@@ -117,6 +132,11 @@ pub enum Event<'a> {
         elapsed_ms: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         signal: Option<i32>,
+        /// It succeeded after at least one failed attempt.
+        flaky: bool,
+        /// retry's exit status, when `--flaky-exit` made it differ from `status`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit: Option<u8>,
     },
     /// `--on-retry` failed (not fatal).
     OnRetryFailed { attempt: u32, status: u8, reason: String },
@@ -202,6 +222,56 @@ pub enum JobResult {
     Lost,
 }
 
+impl JobResult {
+    /// The `result` word of the `job` event.
+    pub fn word(self) -> &'static str {
+        match self {
+            JobResult::Succeeded => "succeeded",
+            JobResult::Rescheduled => "rescheduled",
+            JobResult::Dead => "dead",
+            JobResult::Skipped => "skipped",
+            JobResult::Lost => "lost",
+        }
+    }
+}
+
+/// What the end of a run writes besides `--summary`, and how its log is
+/// folded: from the run's options (made by `app`).
+#[derive(Clone, Debug, Default)]
+pub struct Ends {
+    /// COMMAND and its arguments.
+    pub command: Vec<String>,
+    /// `-n`'s total attempts; `None` with `--forever`.
+    pub total: Option<u32>,
+    /// The attempt whose GitLab section starts expanded: the last possible
+    /// one; `None` when none is known to be (`--forever`).
+    pub expand: Option<u32>,
+    /// `--flaky-exit N`.
+    pub flaky_exit: Option<u8>,
+    /// `--log-format github`: `$GITHUB_STEP_SUMMARY` and `$GITHUB_OUTPUT`.
+    pub github: Option<github::Files>,
+    /// `--metrics FILE` and the run's `key` label.
+    pub metrics: Option<(PathBuf, String)>,
+}
+
+/// A run as its end reports need it.
+#[derive(Debug)]
+struct RunLog {
+    ends: Ends,
+    /// Attempts, bounded, for the step summary.
+    kept: Kept,
+    /// Set by [`Reporter::done`].
+    end: Option<(EndRecord, u32)>,
+}
+
+/// What one job's reporter saw, for a drain's `--summary`.
+#[derive(Debug, Default)]
+struct Seen {
+    argv: Option<Vec<String>>,
+    /// The attempt the drain ran: its number and status.
+    attempt: Option<(u32, u8)>,
+}
+
 /// Writes events to stderr in the chosen format, and hands them to the
 /// `--summary` recorder when there is one.
 #[derive(Clone)]
@@ -217,6 +287,14 @@ pub struct Reporter {
     job: Option<String>,
     /// Where a drain's dead jobs go, for text lines: `dead/`.
     dead_letters: &'static str,
+    /// The fold of each attempt's output (a group, a section), per run or job.
+    fold: Rc<RefCell<Fold>>,
+    /// A run's end reports (step summary, outputs, metrics, `--flaky-exit`).
+    run: Option<Rc<RefCell<RunLog>>>,
+    /// A drain's `--summary`.
+    drain_log: Option<Rc<RefCell<DrainRecorder>>>,
+    /// What this job's reporter saw (a drain's).
+    seen: Rc<RefCell<Seen>>,
 }
 
 impl Reporter {
@@ -233,7 +311,124 @@ impl Reporter {
             prefix: String::new(),
             job: None,
             dead_letters: "dead/",
+            fold: Rc::new(RefCell::new(Fold::new(None))),
+            run: None,
+            drain_log: None,
+            seen: Rc::default(),
         }
+    }
+
+    /// What the end of the run writes besides `--summary`, and which
+    /// attempt's GitLab section starts expanded.
+    pub fn with_ends(mut self, ends: Ends) -> Reporter {
+        self.fold = Rc::new(RefCell::new(Fold::new(ends.expand)));
+        let kept = Kept::new(github::SUMMARY_ATTEMPTS.0, github::SUMMARY_ATTEMPTS.1);
+        self.run = Some(Rc::new(RefCell::new(RunLog { ends, kept, end: None })));
+        self
+    }
+
+    /// Records the drain for its `--summary`.
+    pub fn with_drain_summary(mut self, recorder: Option<DrainRecorder>) -> Reporter {
+        self.drain_log = recorder.map(|r| Rc::new(RefCell::new(r)));
+        self
+    }
+
+    /// The job's argv, for the drain's `--summary` (a `for_job` reporter).
+    pub fn with_argv(self, argv: Vec<String>) -> Reporter {
+        self.seen.borrow_mut().argv = Some(argv);
+        self
+    }
+
+    /// The end of a run: `--summary`, then with `--log-format github` the
+    /// step summary and outputs, then `--metrics`; `error` is retry's own
+    /// failure that ended the run. A failure to write one is reported (even
+    /// with `-q`) but does not change the exit status.
+    pub fn finish(&self, error: Option<&Error>) {
+        self.close_fold();
+        self.write_summary(error);
+        let Some(run) = &self.run else { return };
+        let run = run.borrow();
+        let (end, attempts) = match (&run.end, error) {
+            (Some((end, n)), None) => (end.clone(), *n),
+            (_, Some(_)) | (None, None) => (EndRecord::error(Duration::ZERO), run.kept.count()),
+        };
+        if let Some(files) = &run.ends.github {
+            let message = error.map(|e| e.to_string());
+            let report = github::RunEnd {
+                command: &run.ends.command,
+                end: &end,
+                attempts,
+                total: run.ends.total,
+                kept: &run.kept,
+                error: message.as_deref(),
+            };
+            let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), attempts);
+            for (path, text, var) in [
+                (&files.step_summary, github::step_summary(&report), "GITHUB_STEP_SUMMARY"),
+                (&files.output, github::outputs(&report, seed), "GITHUB_OUTPUT"),
+            ] {
+                let Some(path) = path else { continue };
+                if let Err(e) = github::append(path, &text) {
+                    self.error(format!(
+                        "cannot write ${var} '{}': {}",
+                        path.display(),
+                        crate::parse::os_error(&e)
+                    ));
+                }
+            }
+        }
+        // A run that retry's own failure cut short has no outcome to count.
+        if let (Some((path, key)), None) = (&run.ends.metrics, error) {
+            let sample = metrics::RunSample {
+                key: key.clone(),
+                outcome: end.outcome,
+                ended: SystemTime::now(),
+                duration: end.elapsed,
+                attempts,
+                new_attempts: attempts,
+                status: end.status,
+                flaky: end.flaky,
+            };
+            self.metrics(path, |m| m.record_run(&sample));
+        }
+    }
+
+    /// Updates the `--metrics` FILE `path`; a failure is reported.
+    pub fn metrics(&self, path: &std::path::Path, change: impl FnOnce(&mut metrics::Exposition)) {
+        match metrics::update(path, change) {
+            Ok(None) => {}
+            Ok(Some(problem)) => self.warning(problem),
+            Err(e) => self.error(e.to_string()),
+        }
+    }
+
+    /// The end of a drain: its `--summary`, if one was asked for.
+    pub fn finish_drain(&self, status: u8, d: Option<&crate::status::Drained>, error: Option<&Error>) {
+        let Some(log) = &self.drain_log else { return };
+        let counts = d.map(|d| drain_summary::Counts {
+            succeeded: d.succeeded,
+            rescheduled: d.rescheduled,
+            dead: d.died,
+            skipped: d.skipped,
+        });
+        let signal = d.and_then(|d| d.interrupted);
+        let result = log.borrow().write(status, signal, counts.unwrap_or_default(), error);
+        if let Err(e) = result {
+            self.error(e.to_string());
+        }
+    }
+
+    /// Writes a fold marker line (not with `-q`).
+    fn raw(&self, line: Option<String>) {
+        if let (Some(line), false) = (line, self.verbosity == Verbosity::Quiet) {
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        }
+    }
+
+    /// Closes the open group or section, if any.
+    fn close_fold(&self) {
+        let line = self.fold.borrow_mut().close(self.format, SystemTime::now());
+        self.raw(line);
     }
 
     /// Records the run for `--summary`.
@@ -270,7 +465,13 @@ impl Reporter {
     /// The same reporter for the lines about one queued job in a drain:
     /// text lines start with `job <id>: `.
     pub fn for_job(&self, id: &str) -> Reporter {
-        Reporter { prefix: format!("job {id}: "), job: Some(id.to_string()), ..self.clone() }
+        Reporter {
+            prefix: format!("job {id}: "),
+            job: Some(id.to_string()),
+            fold: Rc::new(RefCell::new(Fold::new(None))),
+            seen: Rc::default(),
+            ..self.clone()
+        }
     }
 
     pub fn verbose(&self) -> bool {
@@ -300,10 +501,12 @@ impl Reporter {
                 let ts = crate::record::rfc3339(std::time::SystemTime::now());
                 serde_json::to_string(&Line { event, ts }).ok()
             }
-            Format::Text => text.map(|t| format!("retry: {}{t}", self.prefix)),
+            Format::Text | Format::Gitlab => text.map(|t| format!("retry: {}{t}", self.prefix)),
             Format::Github => match github {
-                Some((kind, msg)) => Some(format!("::{kind}::{}{}", self.prefix, github_escape(&msg))),
-                None => text.map(|t| format!("retry: {}{t}", self.prefix)),
+                Some((kind, msg)) => {
+                    Some(format!("::{kind}::{}", github::escape_data(&format!("{}{msg}", self.prefix))))
+                }
+                None => text.map(|t| github::plain(&format!("retry: {}{t}", self.prefix))),
             },
         };
         if let Some(mut line) = line {
@@ -323,6 +526,9 @@ impl Reporter {
     }
 
     pub fn attempt_start(&self, attempt: u32, total: Option<u32>) {
+        let title = format!("retry: {}attempt {}", self.prefix, of(attempt, total));
+        let line = self.fold.borrow_mut().open(self.format, attempt, &title, SystemTime::now());
+        self.raw(line);
         if !self.verbose() {
             return;
         }
@@ -345,8 +551,20 @@ impl Reporter {
             hint_ms: r.hint.map(ms),
             progress: r.progress,
         };
+        // The attempt's output ended before this line.
+        self.close_fold();
         if let Some(summary) = &self.summary {
             summary.borrow_mut().attempt(r.clone());
+        }
+        if let Some(run) = &self.run {
+            run.borrow_mut().kept.push(r.clone());
+        }
+        self.seen.borrow_mut().attempt = Some((r.attempt, r.status));
+        // GitLab: a line after each section says how the attempt ended.
+        if r.verdict == Verdict::Success && self.format == Format::Gitlab {
+            let text = format!("attempt {} succeeded in {}", of(r.attempt, a.total), human(r.duration));
+            self.emit(&event, Some(text), None);
+            return;
         }
         // A spawn failure was said by its error line already.
         let spawn_failure = r.exit_code.is_none() && r.signal.is_none() && !r.timed_out;
@@ -375,7 +593,10 @@ impl Reporter {
     /// The run ended; `no_start` says why no attempt could start before
     /// `--max-time`, when none did and the reason is known.
     pub fn done(&self, outcome: &Ending, elapsed: Duration, total: Option<u32>, no_start: Option<&str>) {
+        self.close_fold();
         let status = outcome.exit_code();
+        let flaky_exit = self.run.as_ref().and_then(|r| r.borrow().ends.flaky_exit);
+        let exit = Some(outcome.exit_status(flaky_exit)).filter(|e| *e != status);
         let signal = match outcome.end {
             End::Interrupted { signal, .. } => Some(signal),
             End::Success
@@ -392,9 +613,16 @@ impl Reporter {
             status,
             elapsed_ms: ms(elapsed),
             signal,
+            flaky: outcome.flaky(),
+            exit,
         };
+        let record =
+            EndRecord { outcome: outcome.end.word(), status, signal, elapsed, flaky: outcome.flaky(), exit };
         if let Some(summary) = &self.summary {
-            summary.borrow_mut().done(EndRecord { outcome: outcome.end.word(), status, signal, elapsed });
+            summary.borrow_mut().done(record.clone());
+        }
+        if let Some(run) = &self.run {
+            run.borrow_mut().end = Some((record, outcome.attempts));
         }
         let n = outcome.attempts;
         let attempts = crate::parse::count(u64::from(n), "attempt");
@@ -402,7 +630,19 @@ impl Reporter {
         let last = outcome.last.map(|s| s.describe()).unwrap_or_default();
         let last = if outcome.validation_failed { "validation failed".to_string() } else { last };
         let (text, github) = match outcome.end {
-            End::Success if n > 1 => (Some(format!("attempt {} succeeded after {took}", of(n, total))), None),
+            End::Success if n > 1 => {
+                // A flaky run: a notice on GitHub, an error when --flaky-exit fails the step.
+                let failures = if n == 2 { "1 failure".to_string() } else { format!("{} failures", n - 1) };
+                let mut t = format!("attempt {} succeeded after {failures} in {took} (flaky)", of(n, total));
+                let kind = match exit {
+                    Some(code) => {
+                        t.push_str(&format!("; exit status {code} (--flaky-exit)"));
+                        "error"
+                    }
+                    None => "notice",
+                };
+                (Some(t.clone()), Some((kind, t)))
+            }
             End::Success => (None, None),
             End::Stopped if n == 1 && outcome.last.is_some_and(|s| s.is_spawn_failure()) => (None, None),
             End::Exhausted | End::Stopped => {
@@ -526,9 +766,20 @@ impl Reporter {
 
     /// `--drain`: what became of the job (a `for_job` reporter).
     pub fn job(&self, j: &JobReport) {
-        let (result, text, github) = match j.result {
+        if let Some(log) = &self.drain_log {
+            let seen = self.seen.borrow();
+            log.borrow_mut().job(JobEntry {
+                id: self.job.clone().unwrap_or_default(),
+                argv: seen.argv.clone(),
+                attempt: seen.attempt.map(|(n, _)| n),
+                status: seen.attempt.map(|(_, s)| s),
+                result: j.result.word(),
+                reason: j.reason.clone(),
+            });
+        }
+        let (text, github) = match j.result {
             JobResult::Succeeded => {
-                ("succeeded", format!("succeeded on attempt {}; removed from the queue", j.attempts), None)
+                (format!("succeeded on attempt {}; removed from the queue", j.attempts), None)
             }
             JobResult::Rescheduled => {
                 let when = j
@@ -537,24 +788,24 @@ impl Reporter {
                     .map(|(at, d)| format!("; next attempt due at {at} (in {})", human(*d)))
                     .unwrap_or_default();
                 let t = format!("rescheduled after attempt {}{when}", j.attempts);
-                ("rescheduled", t.clone(), Some(("warning", t)))
+                (t.clone(), Some(("warning", t)))
             }
             JobResult::Dead => {
                 let t = format!("moved to {}: {}", self.dead_letters, j.reason.as_deref().unwrap_or("dead"));
-                ("dead", t.clone(), Some(("error", t)))
+                (t.clone(), Some(("error", t)))
             }
             JobResult::Lost => {
                 let t = format!("warning: {}", j.reason.as_deref().unwrap_or("its claim was lost"));
-                ("lost", t.clone(), Some(("warning", t)))
+                (t.clone(), Some(("warning", t)))
             }
             JobResult::Skipped => {
                 let t = format!("warning: skipped: {}", j.reason.as_deref().unwrap_or("skipped"));
-                ("skipped", t.clone(), Some(("warning", t)))
+                (t.clone(), Some(("warning", t)))
             }
         };
         let event = Event::Job {
             id: self.job.clone().unwrap_or_default(),
-            result,
+            result: j.result.word(),
             attempts: j.attempts,
             last_status: j.last_status,
             next_due: j.next_due.as_ref().map(|(at, _)| at.clone()),
@@ -629,12 +880,14 @@ impl Reporter {
 
     /// Why retry exits 125 because of the state store; shown even with `-q`.
     pub fn store_error(&self, message: String) {
+        self.close_fold();
         let text = message.clone();
         self.emit(&Event::StoreError { message }, Some(text.clone()), Some(("error", text)));
     }
 
     /// Why retry exits 125, 126 or 127; shown even with `-q`.
     pub fn error(&self, message: String) {
+        self.close_fold();
         let text = message.clone();
         self.emit(&Event::Error { message }, Some(text.clone()), Some(("error", text)));
     }
@@ -646,11 +899,6 @@ pub fn of(attempt: u32, total: Option<u32>) -> String {
         Some(t) => format!("{attempt}/{t}"),
         None => attempt.to_string(),
     }
-}
-
-/// GitHub workflow command data escaping.
-fn github_escape(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
 }
 
 /// Words quoted for a POSIX shell where needed, for `-v`.

@@ -85,6 +85,10 @@ pub struct Options {
     pub verbosity: &'static str,
     pub log_format: &'static str,
     pub summary: String,
+    /// `--flaky-exit N`.
+    pub flaky_exit: Option<u8>,
+    /// `--metrics FILE`.
+    pub metrics: Option<String>,
     /// `--key`; null without one (then the shared-state options are null too).
     pub key: Option<String>,
     /// The store in use (option, `RETRY_STATE_STORE` or the default), masked.
@@ -124,6 +128,77 @@ pub struct EndRecord {
     pub status: u8,
     pub signal: Option<i32>,
     pub elapsed: Duration,
+    /// It succeeded after at least one failed attempt.
+    pub flaky: bool,
+    /// retry's exit status when `--flaky-exit` made it differ from `status`.
+    pub exit: Option<u8>,
+}
+
+impl EndRecord {
+    /// How a run ended that retry's own failure cut short (125).
+    pub fn error(elapsed: Duration) -> EndRecord {
+        EndRecord {
+            outcome: "error",
+            status: crate::status::USAGE,
+            signal: None,
+            elapsed,
+            flaky: false,
+            exit: None,
+        }
+    }
+}
+
+/// A run's attempts, bounded: the first `first` and the last `last` are
+/// kept, the ones between counted (so `--forever` stays bounded).
+#[derive(Debug)]
+pub struct Kept {
+    limits: (usize, usize),
+    first: Vec<AttemptRecord>,
+    last: VecDeque<AttemptRecord>,
+    omitted: u64,
+    count: u32,
+}
+
+impl Kept {
+    pub fn new(first: usize, last: usize) -> Kept {
+        Kept { limits: (first, last), first: Vec::new(), last: VecDeque::new(), omitted: 0, count: 0 }
+    }
+
+    pub fn push(&mut self, record: AttemptRecord) {
+        self.count = self.count.saturating_add(1);
+        if self.first.len() < self.limits.0 {
+            self.first.push(record);
+            return;
+        }
+        if self.last.len() >= self.limits.1 {
+            self.omitted = self.omitted.saturating_add(1);
+            if self.last.pop_front().is_none() {
+                return;
+            }
+        }
+        self.last.push_back(record);
+    }
+
+    /// Every attempt pushed.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Attempts counted but not kept.
+    pub fn omitted(&self) -> u64 {
+        self.omitted
+    }
+
+    /// The kept attempts, oldest first (the omitted ones sat after the
+    /// first [`Kept::before_gap`]).
+    pub fn records(&self) -> impl Iterator<Item = &AttemptRecord> {
+        self.first.iter().chain(self.last.iter())
+    }
+
+    /// How many kept attempts come before the gap.
+    pub fn before_gap(&self) -> usize {
+        self.first.len()
+    }
 }
 
 /// Collects a run for `--summary`.
@@ -134,10 +209,7 @@ pub struct Recorder {
     options: Options,
     started_at: SystemTime,
     start: Instant,
-    first: Vec<AttemptRecord>,
-    last: VecDeque<AttemptRecord>,
-    omitted: u64,
-    count: u32,
+    attempts: Kept,
     end: Option<EndRecord>,
 }
 
@@ -153,6 +225,8 @@ struct Document<'a> {
     outcome: &'a str,
     status: u8,
     signal: Option<i32>,
+    flaky: bool,
+    exit: Option<u8>,
     error: Option<&'a str>,
     attempt_count: u32,
     attempts_omitted: u64,
@@ -168,10 +242,7 @@ impl Recorder {
             options,
             started_at: SystemTime::now(),
             start: Instant::now(),
-            first: Vec::new(),
-            last: VecDeque::new(),
-            omitted: 0,
-            count: 0,
+            attempts: Kept::new(KEEP_FIRST, KEEP_LAST),
             end: None,
         }
     }
@@ -180,16 +251,7 @@ impl Recorder {
         if let Some(reason) = &mut record.reason {
             truncate(reason, REASON_LIMIT);
         }
-        self.count = self.count.saturating_add(1);
-        if self.first.len() < KEEP_FIRST {
-            self.first.push(record);
-            return;
-        }
-        if self.last.len() == KEEP_LAST {
-            self.last.pop_front();
-            self.omitted = self.omitted.saturating_add(1);
-        }
-        self.last.push_back(record);
+        self.attempts.push(record);
     }
 
     pub fn done(&mut self, end: EndRecord) {
@@ -201,12 +263,7 @@ impl Recorder {
         let message = error.map(|e| e.to_string());
         let end = match (&self.end, error) {
             (Some(end), None) => end.clone(),
-            (_, Some(_)) | (None, None) => EndRecord {
-                outcome: "error",
-                status: crate::status::USAGE,
-                signal: None,
-                elapsed: self.start.elapsed(),
-            },
+            (_, Some(_)) | (None, None) => EndRecord::error(self.start.elapsed()),
         };
         let doc = Document {
             version: SCHEMA_VERSION,
@@ -218,10 +275,12 @@ impl Recorder {
             outcome: end.outcome,
             status: end.status,
             signal: end.signal,
+            flaky: end.flaky,
+            exit: end.exit,
             error: message.as_deref(),
-            attempt_count: self.count,
-            attempts_omitted: self.omitted,
-            attempts: self.first.iter().chain(self.last.iter()).collect(),
+            attempt_count: self.attempts.count(),
+            attempts_omitted: self.attempts.omitted(),
+            attempts: self.attempts.records().collect(),
         };
         let what = || format!("cannot write --summary '{}'", self.path.display());
         let mut bytes = serde_json::to_vec_pretty(&doc)
@@ -276,14 +335,17 @@ mod tests {
         for n in 1..=total {
             r.attempt(record(n));
         }
-        assert_eq!(r.count, total);
-        assert_eq!(r.first.len(), KEEP_FIRST);
-        assert_eq!(r.last.len(), KEEP_LAST);
-        assert_eq!(r.omitted, 1234);
-        assert_eq!(r.first[0].attempt, 1);
-        assert_eq!(r.last.back().unwrap().attempt, total);
-        assert_eq!(r.last.front().unwrap().attempt, total - KEEP_LAST as u32 + 1);
-        let first = serde_json::to_value(&r.first[0]).unwrap();
+        let kept = &r.attempts;
+        assert_eq!(kept.count(), total);
+        assert_eq!(kept.first.len(), KEEP_FIRST);
+        assert_eq!(kept.before_gap(), KEEP_FIRST);
+        assert_eq!(kept.last.len(), KEEP_LAST);
+        assert_eq!(kept.omitted(), 1234);
+        assert_eq!(kept.first[0].attempt, 1);
+        assert_eq!(kept.last.back().unwrap().attempt, total);
+        assert_eq!(kept.last.front().unwrap().attempt, total - KEEP_LAST as u32 + 1);
+        assert_eq!(kept.records().count(), KEEP_FIRST + KEEP_LAST);
+        let first = serde_json::to_value(&kept.first[0]).unwrap();
         assert!(first["started_at"].as_str().unwrap().ends_with('Z'));
     }
 

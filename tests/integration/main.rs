@@ -1,6 +1,7 @@
 //! One integration test binary (ripgrep's layout): each module runs the
 //! built `retry` against small child scripts in `tests/fixtures/`.
 
+mod ci;
 mod cmdline;
 mod core;
 mod countdown;
@@ -9,6 +10,7 @@ mod fleet_queue;
 mod generated;
 mod hardening;
 mod hostile;
+mod metrics;
 mod output;
 mod processes;
 mod queue;

@@ -54,7 +54,7 @@ const ATTEMPT_FIELDS: [&str; 11] = [
     "reason",
     "delay_ms",
 ];
-const DONE_FIELDS: [&str; 6] = ["event", "ts", "outcome", "attempts", "status", "elapsed_ms"];
+const DONE_FIELDS: [&str; 7] = ["event", "ts", "outcome", "attempts", "status", "elapsed_ms", "flaky"];
 
 #[test]
 fn json_attempt_and_done_events_have_exactly_the_spec_fields() {
@@ -85,6 +85,7 @@ fn json_attempt_and_done_events_have_exactly_the_spec_fields() {
     assert_eq!(ev[3]["outcome"], "success");
     assert_eq!(ev[3]["attempts"], 3);
     assert_eq!(ev[3]["status"], 0);
+    assert_eq!(ev[3]["flaky"], true);
     assert!(ev[3]["elapsed_ms"].as_u64().unwrap() >= 30);
     // ts: RFC 3339, UTC, milliseconds, in the order the events were written.
     let ts: Vec<&str> = ev.iter().map(|e| e["ts"].as_str().unwrap()).collect();
@@ -275,18 +276,26 @@ fn github_warns_per_failed_attempt_and_errors_once_when_giving_up() {
     assert_eq!(out.status.code(), Some(7));
     let text = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = text.lines().collect();
+    // Each attempt's output is folded in a group (empty here), its
+    // warning after the group.
     assert_eq!(
-        lines[..3],
+        lines[..9],
         [
+            "::group::retry: attempt 1/3",
+            "::endgroup::",
             "::warning::attempt 1/3 failed: exit status 7; retrying in 10ms",
+            "::group::retry: attempt 2/3",
+            "::endgroup::",
             "::warning::attempt 2/3 failed: exit status 7; retrying in 20ms",
+            "::group::retry: attempt 3/3",
+            "::endgroup::",
             "::warning::attempt 3/3 failed: exit status 7",
         ]
     );
-    assert_eq!(lines.len(), 4, "{text}");
-    assert!(lines[3].starts_with("::error::giving up after 3 attempts in "), "{}", lines[3]);
-    assert!(lines[3].ends_with(": exit status 7"));
-    assert!(!text.contains("retry: "), "{text}");
+    assert_eq!(lines.len(), 10, "{text}");
+    assert!(lines[9].starts_with("::error::giving up after 3 attempts in "), "{}", lines[9]);
+    assert!(lines[9].ends_with(": exit status 7"));
+    assert!(!text.lines().any(|l| l.starts_with("retry: ")), "{text}");
 }
 
 #[test]
@@ -316,9 +325,10 @@ fn github_spawn_failure_and_success_after_retries() {
     assert_eq!(out.status.code(), Some(127));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "::error::cannot run 'retry-test-no-such-command': command not found\n"
+        "::group::retry: attempt 1/4\n::endgroup::\n\
+         ::error::cannot run 'retry-test-no-such-command': command not found\n"
     );
-    // A success is no annotation: a plain line says which attempt worked.
+    // A success after retries is a notice: it was flaky.
     let t = T::new();
     let out = t
         .retry()
@@ -327,6 +337,18 @@ fn github_spawn_failure_and_success_after_retries() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
-    assert!(text.starts_with("::warning::attempt 1/4 failed"), "{text}");
-    assert!(text.lines().nth(1).unwrap().starts_with("retry: attempt 2/4 succeeded after "), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[..3],
+        [
+            "::group::retry: attempt 1/4",
+            "::endgroup::",
+            "::warning::attempt 1/4 failed: exit status 1; retrying in 1ms"
+        ],
+        "{text}"
+    );
+    assert_eq!(lines[3..5], ["::group::retry: attempt 2/4", "::endgroup::"], "{text}");
+    assert!(lines[5].starts_with("::notice::attempt 2/4 succeeded after 1 failure in "), "{text}");
+    assert!(lines[5].ends_with(" (flaky)"), "{text}");
+    assert_eq!(lines.len(), 6, "{text}");
 }

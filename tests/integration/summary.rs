@@ -71,6 +71,8 @@ fn summary_of_a_success_after_retries() {
             "outcome",
             "status",
             "signal",
+            "flaky",
+            "exit",
             "error",
             "attempt_count",
             "attempts_omitted",
@@ -80,6 +82,8 @@ fn summary_of_a_success_after_retries() {
         .collect()
     );
     assert_eq!(doc["version"], 1);
+    assert_eq!(doc["flaky"], true);
+    assert_eq!(doc["exit"], Value::Null);
     assert_eq!(doc["command"], serde_json::json!(fail_times(&t, 2, 7)));
     assert_eq!(doc["outcome"], "success");
     assert_eq!(doc["status"], 0);
