@@ -318,6 +318,7 @@ pub fn spawn(req: &Spawn<'_>) -> Result<Child, SpawnError> {
             }
         });
     }
+    crate::running::started(pid, req.own_group);
     Ok(Child { pid, pidfd, own_group: req.own_group, reaped: false })
 }
 
@@ -367,6 +368,7 @@ impl Child {
 
     /// Reaps the exited process (blocks until it has exited).
     pub fn reap(&mut self) -> io::Result<Exit> {
+        crate::running::ended(self.pid);
         let exit = sys::waitid(self.pidfd.as_fd(), true, true)?;
         self.reaped = true;
         exit.ok_or_else(|| io::Error::other("waitid reported no exit"))
@@ -379,6 +381,7 @@ impl Drop for Child {
     fn drop(&mut self) {
         if !self.reaped {
             self.signal(libc::SIGKILL);
+            crate::running::ended(self.pid);
             let _ = sys::waitid(self.pidfd.as_fd(), true, true);
         }
     }

@@ -171,6 +171,10 @@ impl Config {
             rate: cli.rate,
             concurrency: cli.concurrency,
             store_optional: cli.store_optional,
+            store_lease: cli.store_lease,
+            tls_ca: cli.tls_ca,
+            tls_cert: cli.tls_cert,
+            tls_key: cli.tls_key,
         })?;
         Ok(Config {
             command: cli.command,

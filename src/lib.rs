@@ -40,6 +40,7 @@ pub mod predicate;
 pub mod queue;
 pub mod report;
 pub mod run;
+pub mod running;
 pub mod signals;
 pub mod status;
 pub mod stdin;

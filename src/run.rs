@@ -322,7 +322,7 @@ fn run_with(
     let coord = Coordination::open(cfg.shared.as_ref(), report)?;
     // A Redis queue that cannot be reached now would lose the job later.
     if let (Some(target), None) = (&cfg.queue, carried) {
-        target.check()?;
+        target.check(report)?;
     }
     let mut run = Run {
         cfg,

@@ -141,7 +141,7 @@ impl Place {
             return Ok(Place::Dir(raw.to_path_buf()));
         };
         let masked = || crate::parse::mask_url(text);
-        if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
+        if !["redis://", "rediss://", "redis+sentinel://"].iter().any(|p| text.starts_with(p)) {
             return Err(Error::usage(
                 option,
                 masked(),
@@ -153,9 +153,6 @@ impl Place {
             Ok(store::StoreUrl::File(_)) => return Err(Error::usage(option, masked(), "not a Redis URL")),
             Err(why) => return Err(Error::usage(option, masked(), why)),
         };
-        if url.tls {
-            return Err(Error::usage(option, url.masked(), store::redis::TLS_REFUSED));
-        }
         if url.name.is_none() {
             return Err(Error::usage(
                 option,
@@ -233,11 +230,18 @@ impl Target {
     /// Before the first attempt of a `--queue` run on Redis: can the queue
     /// be reached (and the password is right)? If not, the run does not
     /// start (125, a `store_error`): a job that could not be queued when
-    /// it gives up would be lost.
-    pub fn check(&self) -> Result<(), Error> {
+    /// it gives up would be lost. A server that keeps jobs only in memory
+    /// is warned about (`store_warning`).
+    pub fn check(&self, report: &Reporter) -> Result<(), Error> {
         match &self.place {
             Place::Dir(_) => Ok(()),
-            Place::Redis(url) => redis::RedisQueue::open(url, None).map(drop),
+            Place::Redis(url) => {
+                let queue = redis::RedisQueue::open(url, None)?;
+                if let Some(warning) = queue.memory_only() {
+                    report.store_warning(warning);
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -288,12 +292,20 @@ pub fn prepare(cfg: &mut Config, args: &[OsString]) -> Result<(), Error> {
         Place::Dir(dir) => {
             *dir = absolute(dir);
             dir::secure_dir(dir, true)?;
-            target.options = options;
+            // A --state-store URL is kept without its password.
+            target.options = store::url::without_passwords(options);
         }
         Place::Redis(url) => {
             // The job keeps the URL without its password (a drain does
             // not use it: it has its own).
-            target.options = options.into_iter().map(|a| mask_queue_arg(a, url)).collect();
+            // (A --state-store URL is kept without its password.)
+            target.options = options
+                .into_iter()
+                .map(|a| {
+                    let masked = mask_queue_arg(a.clone(), url);
+                    if masked == a { store::url::without_password(a) } else { masked }
+                })
+                .collect();
             if replay {
                 redis::check_stdin_size()?;
             }
@@ -375,6 +387,7 @@ pub fn enqueue(
     let first_start = draft.journal.started.unwrap_or(now);
     // A Redis job keeps only the variables --queue-env names.
     let keep = |entry: &&CString| match target.place {
+        _ if store::url::is_password_variable(entry.as_bytes()) => false,
         Place::Dir(_) => true,
         Place::Redis(_) => {
             let bytes = entry.as_bytes();
@@ -457,7 +470,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// The options a drain takes for itself (clap ids).
-const DRAIN_OPTIONS: [&str; 10] = [
+const DRAIN_OPTIONS: [&str; 14] = [
     "drain",
     "max_age",
     "max_time",
@@ -468,9 +481,13 @@ const DRAIN_OPTIONS: [&str; 10] = [
     "log_format",
     "state_store",
     "store_optional",
+    "store_lease",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
 ];
 /// The options `--list` takes.
-const LIST_OPTIONS: [&str; 4] = ["list", "quiet", "verbose", "log_format"];
+const LIST_OPTIONS: [&str; 7] = ["list", "quiet", "verbose", "log_format", "tls_ca", "tls_cert", "tls_key"];
 
 /// A drain's own options.
 #[derive(Clone, Debug)]
@@ -487,6 +504,10 @@ pub struct DrainOptions {
     pub state_store: Option<String>,
     /// `--store-optional` for every job.
     pub store_optional: bool,
+    /// `--store-lease` for every job (else each job's own).
+    pub store_lease: Option<Duration>,
+    /// `--tls-ca`, `--tls-cert`, `--tls-key`: the drain's, never a job's.
+    pub tls: [Option<PathBuf>; 3],
 }
 
 /// Refuses, with 125, any option that is not the mode's own: a drain runs
@@ -505,10 +526,11 @@ fn check_options(matches: &ArgMatches, mode: &str, allowed: &[&str]) -> Result<(
         }
         let name = arg.get_long().map_or_else(|| id.to_string(), |l| format!("--{l}"));
         let takes = if mode == "--drain" {
-            "a drain takes only --max-age, --max-time, --lease, --stdout, -q, -v, --log-format, \
-             --state-store and --store-optional; each job runs with the options saved with it"
+            "a drain takes only --max-age, --max-time, --lease, --stdout, -q, -v, --log-format \
+             and the store options (--state-store, --store-optional, --store-lease, --tls-ca, \
+             --tls-cert, --tls-key); each job runs with the options saved with it"
         } else {
-            "--list takes only -q, -v and --log-format"
+            "--list takes only -q, -v, --log-format, --tls-ca, --tls-cert and --tls-key"
         };
         return Err(Error::Conflict(format!("'{name}' cannot be used with {mode}: {takes}")));
     }
@@ -539,6 +561,11 @@ pub fn main(cli: Cli, matches: &ArgMatches) -> ExitCode {
         }
         ExitCode::from(crate::EXIT_USAGE)
     };
+    if let Err(e) =
+        store::conn::configure_tls(cli.tls_ca.as_deref(), cli.tls_cert.as_deref(), cli.tls_key.as_deref())
+    {
+        return usage(e);
+    }
     if let Some(raw) = cli.list.as_deref() {
         if let Err(e) = check_options(matches, "--list", &LIST_OPTIONS) {
             return usage(e);
@@ -587,6 +614,8 @@ pub fn main(cli: Cli, matches: &ArgMatches) -> ExitCode {
         log_format: cli.log_format,
         state_store: cli.state_store.clone(),
         store_optional: cli.store_optional,
+        store_lease: cli.store_lease,
+        tls: [cli.tls_ca.clone(), cli.tls_cert.clone(), cli.tls_key.clone()],
     };
     let mut signals = match Signals::install() {
         Ok(s) => s,
@@ -603,6 +632,9 @@ pub fn main(cli: Cli, matches: &ArgMatches) -> ExitCode {
             match redis::RedisQueue::open(&url, Some(lease)) {
                 Ok(store) => {
                     let report = report.with_dead_letters("the dead letters");
+                    if let Some(warning) = store.memory_only() {
+                        report.store_warning(warning);
+                    }
                     drain_main(store, &opts, &mut signals, &report)
                 }
                 Err(e) => failed(&report, &e),
@@ -943,6 +975,11 @@ fn job_config(job: &Job, opts: &DrainOptions, max_time: Option<Duration>) -> Res
         cli.state_store.clone_from(&opts.state_store);
     }
     cli.store_optional |= opts.store_optional;
+    if opts.store_lease.is_some() {
+        cli.store_lease = opts.store_lease;
+    }
+    // TLS files are the draining machine's.
+    [cli.tls_ca, cli.tls_cert, cli.tls_key] = opts.tls.clone();
     // A seeded job draws differently at each step of its schedule.
     cli.seed = cli.seed.map(|s| s ^ u64::from(job.backoff.k).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     // Relative paths were relative to the queueing run's directory.

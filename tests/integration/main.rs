@@ -8,6 +8,7 @@ mod fleet_queue;
 mod generated;
 mod hardening;
 mod output;
+mod production;
 mod queue;
 mod report;
 mod server;
