@@ -555,6 +555,6 @@ fn sentinel_finds_the_master_and_follows_a_failover_mid_run() {
     assert_eq!(status.code(), Some(0), "{}", stderr_of(run));
     // The queued job survived the failover (WAIT 1) and drains from the new master.
     std::fs::write(t.path("ok"), "").unwrap();
-    t.retry().args(["--drain", &q]).assert().success();
-    assert_eq!(t.runs("ran"), 1);
+    let out = t.retry().args(["--drain", &q]).output().unwrap();
+    assert_eq!((out.status.code(), t.runs("ran")), (Some(0), 1), "{}", text(&out.stderr));
 }

@@ -494,6 +494,17 @@ fn server_process(args: &[String], dir: &Path) -> Child {
     cmd.spawn().unwrap()
 }
 
+/// Until every replica among `ports` has its master's data.
+fn wait_replicas_in_sync(ports: &[u16]) {
+    wait_until("the replicas are in sync", Duration::from_secs(30), || {
+        ports.iter().all(|p| {
+            node_client(*p)
+                .and_then(|mut c| redis::cmd("INFO").arg("replication").query::<String>(&mut c))
+                .is_ok_and(|info| info.contains("role:master") || info.contains("master_link_status:up"))
+        })
+    });
+}
+
 /// A plain client of one node.
 pub fn node_client(port: u16) -> redis::RedisResult<redis::Connection> {
     redis::Client::open(format!("redis://127.0.0.1:{port}"))?
@@ -539,6 +550,9 @@ impl Cluster {
                 "yes",
                 "--cluster-node-timeout",
                 "1000",
+                // A replica that lost its master always stands for election.
+                "--cluster-replica-validity-factor",
+                "0",
                 "--cluster-config-file",
                 &format!("nodes-{port}.conf"),
             ]);
@@ -557,6 +571,8 @@ impl Cluster {
         assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
         let cluster = Cluster { children: Mutex::new(children), _dirs: dirs };
         cluster.wait_ok();
+        let ports: Vec<u16> = cluster.children.lock().unwrap().iter().map(|(p, _)| *p).collect();
+        wait_replicas_in_sync(&ports);
         cluster
     }
 
@@ -564,7 +580,19 @@ impl Cluster {
     /// 16384 slots has a master.
     pub fn wait_ok(&self) {
         let live: Vec<u16> = self.children.lock().unwrap().iter().map(|(p, _)| *p).collect();
-        wait_until("the cluster is ok", Duration::from_secs(30), || {
+        let infos = || {
+            live.iter()
+                .map(|p| {
+                    node_client(*p)
+                        .and_then(|mut c| redis::cmd("CLUSTER").arg("NODES").query::<String>(&mut c))
+                        .unwrap_or_else(|e| e.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        wait_until("the cluster is ok", Duration::from_secs(31), || {
+            assert!(Instant::now() < deadline, "the cluster is not ok: {}", infos());
             live.iter().all(|p| {
                 node_client(*p)
                     .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
@@ -707,6 +735,7 @@ impl Sentinels {
         for port in [master, replica] {
             wait_until("a data node answers", Duration::from_secs(10), || node_client(port).is_ok());
         }
+        wait_replicas_in_sync(&[master, replica]);
         let mut ports = Vec::new();
         while ports.len() < 3 {
             let port = free_port();
@@ -797,4 +826,36 @@ impl Drop for Sentinels {
             let _ = child.wait();
         }
     }
+}
+
+/// [`on_both_stores`] without the TLS variants: `name::file`,
+/// `name::redis` and `name::redis_cluster`.
+#[macro_export]
+macro_rules! on_stores_but_tls {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn file() {
+                    let t = $crate::util::T::new();
+                    let b = $crate::server::Backend::file(&t);
+                    super::$name(&t, &b);
+                }
+
+                #[test]
+                fn redis() {
+                    let t = $crate::util::T::new();
+                    let b = $crate::server::Backend::redis();
+                    super::$name(&t, &b);
+                }
+
+                #[test]
+                fn redis_cluster() {
+                    let t = $crate::util::T::new();
+                    let b = $crate::server::Backend::cluster();
+                    super::$name(&t, &b);
+                }
+            }
+        )*
+    };
 }
