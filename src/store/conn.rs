@@ -984,7 +984,7 @@ mod tests {
     #[test]
     fn slots_follow_the_hash_tag() {
         // Values from the Redis Cluster specification's CRC16 reference.
-        assert_eq!(slot("123456789"), 0x31c3 % 16384);
+        assert_eq!(slot("123456789"), 0x31c3);
         assert_eq!(slot("foo"), 12182);
         assert_eq!(slot("retry:{key:api}:slots"), slot("{key:api}"));
         assert_eq!(slot("retry:{key:api}:circuit"), slot("key:api"));

@@ -558,3 +558,45 @@ fn sentinel_finds_the_master_and_follows_a_failover_mid_run() {
     let out = t.retry().args(["--drain", &q]).output().unwrap();
     assert_eq!((out.status.code(), t.runs("ran")), (Some(0), 1), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_server_still_loading_its_data_is_waited_for() {
+    let t = T::new();
+    let dir = tempfile::Builder::new().prefix("retry-loading-").tempdir().unwrap();
+    let port = crate::server::free_port();
+    let base = s(&["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+    let answers = || crate::server::node_client(port).is_ok();
+    let mut first = crate::server::server_process(
+        &[base.clone(), s(&["--enable-debug-command", "yes"])].concat(),
+        dir.path(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !answers() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut con = crate::server::node_client(port).unwrap();
+    let _: () = redis::cmd("DEBUG").arg("POPULATE").arg(4000).query(&mut con).unwrap();
+    let _: () = redis::cmd("SAVE").query(&mut con).unwrap();
+    let _ = first.kill();
+    let _ = first.wait();
+    // Loading 4,000 keys 50 µs each, answering LOADING meanwhile.
+    let slow = s(&["--key-load-delay", "50", "--loading-process-events-interval-bytes", "1024"]);
+    let mut second = crate::server::server_process(&[base, slow].concat(), dir.path());
+    let loading = || {
+        crate::server::node_client(port)
+            .and_then(|mut c| redis::cmd("GET").arg("x").query::<Option<String>>(&mut c))
+            .is_err_and(|e| e.code() == Some("LOADING"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !loading() {
+        assert!(Instant::now() < deadline, "the server never said LOADING");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = t.retry().args(["--list", &format!("redis://127.0.0.1:{port}#jobs")]).output().unwrap();
+    let still_loading = loading();
+    let _ = second.kill();
+    let _ = second.wait();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!still_loading, "retry answered before the server had loaded");
+}

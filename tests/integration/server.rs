@@ -478,7 +478,7 @@ fn on_keeper<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
 }
 
 /// A `redis-server` child with these arguments (PDEATHSIG set).
-fn server_process(args: &[String], dir: &Path) -> Child {
+pub fn server_process(args: &[String], dir: &Path) -> Child {
     let mut cmd = Command::new("redis-server");
     cmd.args(args)
         .args(["--daemonize", "no", "--loglevel", "warning", "--dir", path_str(dir)])
