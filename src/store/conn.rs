@@ -120,8 +120,12 @@ pub fn configure_tls(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>)
         }
         (None, None) => None,
     };
-    *TLS.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-        Some(TlsFiles { roots: None, ca, client });
+    let mut guard = TLS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // (A drain configures each job with its own options: the same files
+    // keep the trust store already built.)
+    if !guard.as_ref().is_some_and(|old| old.ca == ca && old.client == client) {
+        *guard = Some(TlsFiles { roots: None, ca, client });
+    }
     Ok(())
 }
 

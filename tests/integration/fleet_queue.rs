@@ -9,8 +9,50 @@ use std::time::{Duration, Instant};
 use predicates::prelude::*;
 use serde_json::Value;
 
-use crate::server::{RedisServer, free_port, read_all, spawn_with};
+use crate::server::{Certs, RedisServer, free_port, read_all, spawn_with};
 use crate::util::*;
+
+/// Runs each named test, `fn name(t: &T, server: &RedisServer)`, on a
+/// plain server (`name::plain`) and on a TLS-only one (`name::tls`: retry
+/// trusts the test CA through `SSL_CERT_FILE`, the system trust store's
+/// variable, so the tests' own command lines need no change).
+macro_rules! on_plain_and_tls {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use super::*;
+
+                #[test]
+                fn plain() {
+                    let t = T::new();
+                    let server = RedisServer::start();
+                    super::$name(&t, &server);
+                }
+
+                #[test]
+                fn tls() {
+                    let t = T::new().with_env("SSL_CERT_FILE", &Certs::get().file("ca.pem"));
+                    let server = RedisServer::start_tls(false);
+                    super::$name(&t, &server);
+                }
+            }
+        )*
+    };
+}
+
+on_plain_and_tls!(
+    a_job_queued_on_one_machine_runs_on_another,
+    four_drains_over_200_due_jobs_run_each_exactly_once,
+    a_drain_killed_mid_job_gives_it_back_when_its_lease_ends,
+    a_lease_is_renewed_while_a_long_job_runs,
+    a_stale_drain_is_reported_and_the_newer_claims_result_wins,
+    dead_letters_are_kept_with_their_history_and_listed,
+    queue_env_picks_what_a_redis_job_keeps_and_is_refused_elsewhere,
+    stdin_travels_with_the_job_and_is_bounded,
+    the_queue_url_and_lease_are_checked_before_anything_runs,
+    unreadable_records_are_buried_with_their_bytes_or_left_alone_when_newer,
+    a_connection_dropped_mid_drain_is_made_again_and_the_result_written,
+);
 
 fn sh(script: &str) -> Vec<String> {
     s(&["sh", "-c", script])
@@ -77,10 +119,7 @@ fn job_doc(server: &RedisServer, id: &str) -> Value {
     serde_json::from_slice(&doc).unwrap()
 }
 
-#[test]
-fn a_job_queued_on_one_machine_runs_on_another() {
-    let t = T::new();
-    let server = RedisServer::start();
+fn a_job_queued_on_one_machine_runs_on_another(t: &T, server: &RedisServer) {
     let (a, b) = (t.path("a"), t.path("b"));
     std::fs::create_dir(&a).unwrap();
     std::fs::create_dir(&b).unwrap();
@@ -97,10 +136,7 @@ fn a_job_queued_on_one_machine_runs_on_another() {
         .args(sh(script))
         .assert()
         .code(75)
-        .stderr(predicate::str::contains(format!(
-            "in redis://127.0.0.1:{}/0#jobs, next attempt due",
-            server.port
-        )));
+        .stderr(predicate::str::contains(format!("in {}/0#jobs, next attempt due", server.url())));
     let listed = list(&t, &server);
     assert_eq!(listed.len(), 1);
     let id = listed[0]["id"].as_str().unwrap().to_string();
@@ -156,10 +192,7 @@ fn a_job_queued_on_one_machine_runs_on_another() {
     assert!(keys(&server).iter().all(|k| k.starts_with("retry:{queue:jobs}:job:")), "{:?}", keys(&server));
 }
 
-#[test]
-fn four_drains_over_200_due_jobs_run_each_exactly_once() {
-    let t = T::new();
-    let server = RedisServer::start();
+fn four_drains_over_200_due_jobs_run_each_exactly_once(t: &T, server: &RedisServer) {
     let n = 200;
     let url = q(&server);
     // Queued from 8 processes at a time.
@@ -197,10 +230,7 @@ fn four_drains_over_200_due_jobs_run_each_exactly_once() {
     assert!(list(&t, &server).is_empty());
 }
 
-#[test]
-fn a_drain_killed_mid_job_gives_it_back_when_its_lease_ends() {
-    let t = T::new();
-    let server = RedisServer::start();
+fn a_drain_killed_mid_job_gives_it_back_when_its_lease_ends(t: &T, server: &RedisServer) {
     enqueue(
         &t,
         &server,
@@ -238,10 +268,7 @@ fn a_drain_killed_mid_job_gives_it_back_when_its_lease_ends() {
     assert!(list(&t, &server).is_empty());
 }
 
-#[test]
-fn a_lease_is_renewed_while_a_long_job_runs() {
-    let t = T::new();
-    let server = RedisServer::start();
+fn a_lease_is_renewed_while_a_long_job_runs(t: &T, server: &RedisServer) {
     enqueue(
         &t,
         &server,
@@ -262,10 +289,7 @@ fn a_lease_is_renewed_while_a_long_job_runs() {
     assert_eq!(t.lines("runs"), ["1", "2"]);
 }
 
-#[test]
-fn a_stale_drain_is_reported_and_the_newer_claims_result_wins() {
-    let t = T::new();
-    let server = RedisServer::start();
+fn a_stale_drain_is_reported_and_the_newer_claims_result_wins(t: &T, server: &RedisServer) {
     // Drain A's attempt waits for `go` and would succeed; drain B's fails.
     enqueue(
         &t,
@@ -302,10 +326,7 @@ fn a_stale_drain_is_reported_and_the_newer_claims_result_wins() {
     assert_eq!((listed[0]["attempts"].as_u64(), listed[0]["last_status"].as_u64()), (Some(2), Some(4)));
 }
 
-#[test]
-fn dead_letters_are_kept_with_their_history_and_listed() {
-    let t = T::new();
-    let server = RedisServer::start();
+fn dead_letters_are_kept_with_their_history_and_listed(t: &T, server: &RedisServer) {
     enqueue(&t, &server, &["--stop-on-exit", "3"], "[ \"$RETRY_ATTEMPT\" -ge 2 ] && exit 3; exit 1");
     std::thread::sleep(Duration::from_millis(5));
     enqueue(&t, &server, &["--wait", "1h"], "exit 6");
@@ -361,10 +382,7 @@ fn dead_letters_are_kept_with_their_history_and_listed() {
     assert_eq!(states, ["dead", "queued", "dead"]);
 }
 
-#[test]
-fn queue_env_picks_what_a_redis_job_keeps_and_is_refused_elsewhere() {
-    let t = T::new();
-    let server = RedisServer::start();
+fn queue_env_picks_what_a_redis_job_keeps_and_is_refused_elsewhere(t: &T, server: &RedisServer) {
     t.retry()
         .env("A", "1")
         .env("B", "2")
@@ -389,10 +407,7 @@ fn queue_env_picks_what_a_redis_job_keeps_and_is_refused_elsewhere() {
     }
 }
 
-#[test]
-fn stdin_travels_with_the_job_and_is_bounded() {
-    let t = T::new();
-    let server = RedisServer::start();
+fn stdin_travels_with_the_job_and_is_bounded(t: &T, server: &RedisServer) {
     // Attempt 1 reads one byte only; the job still carries all of stdin.
     let script = "if [ \"$RETRY_ATTEMPT\" = 1 ]; then head -c 1 >> got; exit 1; fi; cat >> got";
     t.retry()
@@ -566,10 +581,7 @@ fn a_password_is_masked_everywhere() {
     assert!(!options.contains("hunter2") && options.contains(&masked), "{options}");
 }
 
-#[test]
-fn the_queue_url_and_lease_are_checked_before_anything_runs() {
-    let t = T::new();
-    let server = RedisServer::start();
+fn the_queue_url_and_lease_are_checked_before_anything_runs(t: &T, server: &RedisServer) {
     let url = q(&server);
     let dir = path_str(&t.path("q")).to_string();
     for (args, says) in [
@@ -620,10 +632,7 @@ fn help_describes_the_fleet_queue() {
     }
 }
 
-#[test]
-fn unreadable_records_are_buried_with_their_bytes_or_left_alone_when_newer() {
-    let t = T::new();
-    let server = RedisServer::start();
+fn unreadable_records_are_buried_with_their_bytes_or_left_alone_when_newer(t: &T, server: &RedisServer) {
     let mut con = server.client();
     let put = |con: &mut redis::Connection, id: &str, doc: &str| {
         let key = format!("retry:{{queue:jobs}}:job:{id}");
@@ -660,10 +669,7 @@ fn unreadable_records_are_buried_with_their_bytes_or_left_alone_when_newer() {
     assert!(listed[0]["reason"].as_str().unwrap().starts_with("corrupt job record"));
 }
 
-#[test]
-fn a_connection_dropped_mid_drain_is_made_again_and_the_result_written() {
-    let t = T::new();
-    let server = RedisServer::start();
+fn a_connection_dropped_mid_drain_is_made_again_and_the_result_written(t: &T, server: &RedisServer) {
     enqueue(
         &t,
         &server,

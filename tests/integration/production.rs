@@ -600,3 +600,27 @@ fn a_server_still_loading_its_data_is_waited_for() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(!still_loading, "retry answered before the server had loaded");
 }
+
+#[test]
+fn where_config_is_refused_persistence_is_assumed() {
+    let t = T::new();
+    let dir = tempfile::Builder::new().prefix("retry-noconfig-").tempdir().unwrap();
+    let port = crate::server::free_port();
+    // Memory only, and CONFIG renamed away, as managed Redis does.
+    let args = s(&["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+    let mut server =
+        crate::server::server_process(&[args, s(&["--rename-command", "CONFIG", ""])].concat(), dir.path());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while crate::server::node_client(port).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let q = format!("redis://127.0.0.1:{port}#jobs");
+    let out = t.retry().args(["-n", "0", "--wait", "0", "--queue", &q, "false"]).output().unwrap();
+    let drain = t.retry().args(["--drain", &q]).output().unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("only in memory"), "{}", text(&out.stderr));
+    assert!(!text(&drain.stderr).contains("only in memory"), "{}", text(&drain.stderr));
+}
