@@ -564,7 +564,8 @@ pub struct Cli {
     ///
     /// Fields: id (sorts by creation time), state (queued or dead), argv, attempts,
     /// next_due (RFC 3339; null when dead), last_status and reason (the last failure of a
-    /// queued job, why a dead one died). Environment values are never printed.
+    /// queued job, why a dead one died). Environment values are never printed. Takes only
+    /// -q, -v, --log-format and, for rediss://, --tls-ca, --tls-cert and --tls-key.
     #[arg(allow_hyphen_values = true, long, value_name = "DIR", help_heading = "Durable queue")]
     pub list: Option<PathBuf>,
 

@@ -537,6 +537,8 @@ impl Coordination {
     /// At the end of an admitted run: tell the circuit how it went.
     pub fn finish(&mut self, outcome: &Outcome, report: &Reporter) -> Result<(), Error> {
         self.slot = None;
+        // What the lease renewers said (a slot lost, an attempt killed).
+        self.warnings(report);
         let (Some(circuit), Some(store), true) = (self.shared.circuit, self.store.as_mut(), self.admitted)
         else {
             return Ok(());

@@ -8,6 +8,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
+use std::os::unix::process::ExitStatusExt as _;
 use std::time::{Duration, Instant};
 
 use predicates::prelude::*;
@@ -623,4 +624,47 @@ fn where_config_is_refused_persistence_is_assumed() {
     assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
     assert!(!text(&out.stderr).contains("only in memory"), "{}", text(&out.stderr));
     assert!(!text(&drain.stderr).contains("only in memory"), "{}", text(&drain.stderr));
+}
+
+#[test]
+fn a_slot_lost_in_a_failover_kills_its_attempt_within_a_lease() {
+    let t = T::new();
+    let server = RedisServer::start();
+    let url = server.url();
+    let args = s(&[
+        "-n",
+        "0",
+        "--key",
+        "k",
+        "--concurrency",
+        "1",
+        "--store-lease",
+        "1s",
+        "--state-store",
+        &url,
+        "--",
+    ]);
+    let mut holder = spawn_with(&t, &[args.clone(), sh("touch up; exec sleep 30")].concat(), &[]);
+    t.wait_for("up");
+    t.wait_for_process("sleep");
+    // A failover to a replica that had not received the slot: the record
+    // is gone. Another process takes the slot (the one extra holder)...
+    let _: () = redis::cmd("DEL").arg("retry:{key:k}:slots").query(&mut server.client()).unwrap();
+    let lost = Instant::now();
+    let mut other = spawn_with(&t, &[args, sh("touch other; sleep 0.2")].concat(), &[]);
+    // ...and the holder, at its next renewal (every 3/10 of the lease),
+    // kills its attempt: the extra holder lasts less than one lease.
+    let status = wait_exit(&mut holder);
+    let took = lost.elapsed();
+    assert!(took < Duration::from_secs(1), "the holder ran on for {took:?}");
+    let stderr = stderr_of(holder);
+    // (retry re-raises the signal its attempt died of.)
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{stderr}");
+    assert!(
+        stderr.contains("lost its --concurrency slot of key 'k'")
+            && stderr.contains("its attempt was killed"),
+        "{stderr}"
+    );
+    assert_eq!(wait_exit(&mut other).code(), Some(0));
+    assert!(t.path("other").exists());
 }
