@@ -285,11 +285,22 @@ pub(crate) fn renew_every(
     mut renew: impl FnMut(&mut redis::Connection) -> Result<i64, RedisError> + Send + 'static,
 ) -> mpsc::Sender<()> {
     let (stop, stopped) = mpsc::channel::<()>();
-    let (c, w) = (Arc::clone(conn), Arc::clone(warnings));
-    let say =
-        move |message: String| w.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(message);
-    let killed = move |message: String, kill: bool| {
-        if kill && crate::running::kill() { format!("{message}; its attempt was killed") } else { message }
+    let c = Arc::clone(conn);
+    let push = |w: &Arc<Mutex<Vec<String>>>, message: String| {
+        w.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(message);
+    };
+    let w = Arc::clone(warnings);
+    let say = move |message: String| push(&w, message);
+    // Said before the kill: whoever reaps the attempt finds the reason.
+    // (A lease is renewed only while its attempt runs.)
+    let w = Arc::clone(warnings);
+    let say_and_kill = move |message: String, kill: bool| {
+        if kill {
+            push(&w, format!("{message}; its attempt was killed"));
+            crate::running::kill();
+        } else {
+            push(&w, message);
+        }
     };
     let safety = lease / 20;
     // Detached: it ends when told to or with the process.
@@ -309,7 +320,7 @@ pub(crate) fn renew_every(
                                  may hold it now",
                                 c.name
                             );
-                            say(killed(message, on_loss != OnLoss::Nothing));
+                            say_and_kill(message, on_loss != OnLoss::Nothing);
                         }
                         return;
                     }
@@ -337,7 +348,7 @@ pub(crate) fn renew_every(
                                  server lost it in a failover); another process may hold it now",
                                 c.name
                             );
-                            say(killed(message, on_loss == OnLoss::KillIfLost));
+                            say_and_kill(message, on_loss == OnLoss::KillIfLost);
                             return;
                         }
                         Err(e) if !failed => {
