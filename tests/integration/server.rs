@@ -362,7 +362,20 @@ impl Certs {
     pub fn get() -> &'static Certs {
         static CERTS: OnceLock<Certs> = OnceLock::new();
         CERTS.get_or_init(|| {
-            let dir = tempfile::Builder::new().prefix("retry-test-certs-").tempdir().unwrap().keep();
+            // In cargo's temp dir for tests, one per test process; those of
+            // test processes that are gone are removed.
+            let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+            for entry in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix("redis-certs-") {
+                    if !Path::new(&format!("/proc/{pid}")).exists() {
+                        let _ = std::fs::remove_dir_all(entry.path());
+                    }
+                }
+            }
+            let dir = tmp.join(format!("redis-certs-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
             let openssl = |args: &[&str]| {
                 let out = Command::new("openssl")
                     .args(args)
