@@ -73,8 +73,8 @@ url="redis://127.0.0.1:$port#bench"
 # One real job as the template, then N copies with their own ids written
 # straight into Redis (the key layout of src/queue/redis.rs), all due.
 "$retry" -q -n 0 --wait 0 --queue "$url" -- "$(type -P false)" || [ $? -eq 75 ]
-id=$(redis-cli -p "$port" zrange retry:queue:bench:due 0 0)
-redis-cli -p "$port" --raw hget "retry:queue:bench:job:$id" doc > "$dir/redis-template.json"
+id=$(redis-cli -p "$port" zrange retry:{queue:bench}:due 0 0)
+redis-cli -p "$port" --raw hget "retry:{queue:bench}:job:$id" doc > "$dir/redis-template.json"
 cat > "$dir/redis-seed.py" <<'PY'
 import json, subprocess, sys
 template, port, n, argv = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
@@ -89,10 +89,10 @@ def resp(*words):
 cmds = [resp("FLUSHDB")]
 for i in range(n):
     job["id"] = "20200101T000000.%06dZ-%08x" % (i, i)
-    key = "retry:queue:bench:job:" + job["id"]
+    key = "retry:{queue:bench}:job:" + job["id"]
     score = 1577836800000000 + i
     cmds.append(resp("HMSET", key, "doc", json.dumps(job), "due", score, "claim", 0, "holder", ""))
-    cmds.append(resp("ZADD", "retry:queue:bench:due", score, job["id"]))
+    cmds.append(resp("ZADD", "retry:{queue:bench}:due", score, job["id"]))
 subprocess.run(["redis-cli", "-p", port, "--pipe"], input=b"".join(cmds), check=True, stdout=subprocess.DEVNULL)
 PY
 seed_redis() { echo "python3 '$dir/redis-seed.py' '$dir/redis-template.json' $port $1 ${*:2}"; }

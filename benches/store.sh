@@ -76,9 +76,9 @@ redis_fill_full() {
         for i = 0, 9899 do
           local at = string.format('%.0f', now - 9900 + i)
           redis.call('ZADD', KEYS[1], at, at .. ':fill:' .. i)
-        end" 1 retry:key:full:starts >/dev/null
+        end" 1 retry:{key:full}:starts >/dev/null
 }
-redis_reset_cb() { redis-cli -p "$port" del retry:key:cb:circuit >/dev/null; }
+redis_reset_cb() { redis-cli -p "$port" del retry:{key:cb}:circuit >/dev/null; }
 export -f fill_full reset_cb noop redis_fill_full redis_reset_cb
 export store port
 

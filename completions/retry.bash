@@ -23,7 +23,7 @@ _retry() {
 
     case "${cmd}" in
         retry)
-            opts="-n -t -w -j -q -v -h -V --retries --forever --timeout --kill-after --kill-signal --max-time --algo --delays --wait --multiplier --max-wait --jitter --reset-after --wait-from --rotate --reset-on-progress --splay --seed --dry-run --on-retry --on-give-up --success-exit --retry-on-exit --stop-on-exit --retry-on-signal --stop-on-signal --retry-on-stderr --retry-on-stdout --stop-on-stderr --stop-on-stdout --retry-if --until --until-match --stdout --stdin --foreground --state-dir --temp-state --key --state-store --circuit-break --circuit-cooldown --rate --concurrency --store-optional --quiet --verbose --log-format --summary --flaky-exit --metrics --queue --queue-env --drain --lease --list --max-age --on-dead --help --version"
+            opts="-n -t -w -j -q -v -h -V --retries --forever --timeout --kill-after --kill-signal --max-time --algo --delays --wait --multiplier --max-wait --jitter --reset-after --wait-from --rotate --reset-on-progress --splay --seed --dry-run --on-retry --on-give-up --success-exit --retry-on-exit --stop-on-exit --retry-on-signal --stop-on-signal --retry-on-stderr --retry-on-stdout --stop-on-stderr --stop-on-stdout --retry-if --until --until-match --stdout --stdin --foreground --state-dir --temp-state --key --state-store --circuit-break --circuit-cooldown --rate --concurrency --store-optional --store-lease --tls-ca --tls-cert --tls-key --quiet --verbose --log-format --summary --flaky-exit --metrics --queue --queue-env --drain --lease --list --max-age --on-dead --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -198,6 +198,22 @@ _retry() {
                     return 0
                     ;;
                 --concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store-lease)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -43,6 +43,10 @@ complete -c retry -l circuit-break -d 'After N consecutive runs of the key that 
 complete -c retry -l circuit-cooldown -d 'How long an open circuit refuses runs [default: 5m]' -r
 complete -c retry -l rate -d 'At most N attempt starts of the key per DURATION, across processes (e.g. 30/1m)' -r
 complete -c retry -l concurrency -d 'At most N attempts of the key run at once, across processes (N up to 1000)' -r
+complete -c retry -l store-lease -d 'How long a Redis --concurrency slot or circuit trial is held unrenewed [default: 10s]' -r
+complete -c retry -l tls-ca -d 'Trust the CA certificates in FILE (PEM) for rediss://, besides the system\'s' -r -F
+complete -c retry -l tls-cert -d 'Present the client certificate in FILE (PEM) to a rediss:// server (mutual TLS)' -r -F
+complete -c retry -l tls-key -d 'The private key (PEM) of --tls-cert' -r -F
 complete -c retry -l log-format -d 'Format of retry\'s messages on stderr [default: text]' -r -f -a "text\t'`retry: ` lines for people'
 json\t'one JSON object per line'
 github\t'GitHub Actions: ::warning::/::error:: annotations, a ::group:: per attempt, step summary and step outputs'

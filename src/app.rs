@@ -112,7 +112,7 @@ fn run_to_end(cfg: &Config, signals: &mut Signals, report: &Reporter) -> Result<
     };
     // A Redis queue that cannot be reached now would lose the job later.
     if let Some(target) = &cfg.queue {
-        queue::check(target)?;
+        queue::check(target, report)?;
     }
     let mut outcome = run::run(cfg, Start::fresh(state_dir.clone()), signals, report)?;
     if let (Some(target), Some(id)) = (&cfg.queue, &id) {

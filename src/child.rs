@@ -435,6 +435,8 @@ pub fn spawn(req: &Spawn<'_>) -> Result<Child, SpawnError> {
             }
         });
     }
+    // Register it for a lease renewer that may have to end it (`running`).
+    crate::running::started(child.pid, child.own_group);
     Ok(child)
 }
 
@@ -506,6 +508,7 @@ impl Child {
 
     /// Reaps the exited process (blocks until it has exited).
     pub fn reap(&mut self) -> io::Result<Exit> {
+        crate::running::ended(self.pid);
         self.forget();
         let exit = self.wait(true, true)?;
         self.reaped = true;

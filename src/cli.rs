@@ -64,8 +64,9 @@ Examples:
     crontab: */5 * * * * retry --drain ~/.local/state/retry/queue --max-time 4m
 
   The same for a fleet: one queue in Redis, drained from cron on every machine:
-    $ retry -n 2 --queue-env API_TOKEN --queue redis://:pw@cache:6379/0#uploads -- ./upload.sh
-    crontab: */5 * * * * retry --drain redis://:pw@cache:6379/0#uploads --max-time 4m
+    $ RETRY_REDIS_PASSWORD=pw retry -n 2 --queue-env API_TOKEN --queue rediss://cache:6380/0#uploads -- ./upload.sh
+    crontab: */5 * * * * retry --drain rediss://cache:6380/0#uploads --max-time 4m
+    (the password in RETRY_REDIS_PASSWORD, e.g. a systemd EnvironmentFile= of mode 0600)
 
   A CI step that passes but is marked when it needed a retry (GitLab: allow_failure with
   exit_codes [3] shows it as a warning), each attempt's log in a collapsed section:
@@ -81,7 +82,9 @@ Examples:
 Environment:
   Each attempt gets RETRY_ATTEMPT (1, 2, ...), RETRY_MAX_ATTEMPTS (empty with --forever), \
 RETRY_LAST_STATUS (empty on attempt 1) and, with --state-dir or --temp-state, RETRY_STATE_DIR \
-(a directory that lasts for the whole run).
+(a directory that lasts for the whole run). retry reads RETRY_STATE_STORE (the default \
+--state-store) and RETRY_REDIS_PASSWORD (the password of a Redis URL that has none; kept out of \
+argv, never saved in a queued job).
 
 Exit status:
   0 on success (N of --flaky-exit N when it needed retries); otherwise the last attempt's \
@@ -476,13 +479,15 @@ pub struct Cli {
     /// file:$XDG_STATE_HOME/retry, else file:~/.local/state/retry. A file store's DIR is
     /// created with mode 0700; one that is group- or world-writable or owned by another
     /// user is refused (exit 125). A Redis store serves a fleet of machines: every update is
-    /// atomic on the server and timed by its clock; keys retry:key:NAME:* expire after 30
-    /// days unused (or the cooldown, when longer). Give a password as redis://:pass@host or
-    /// redis://user:pass@host (a % in it written %25); it is masked in every output. An
-    /// unreachable server or a refused password exits 125 before the first attempt; a
-    /// connection lost later is re-tried for 2s. rediss:// (TLS) is not supported: use a
-    /// local TLS tunnel.
-    /// Example: RETRY_STATE_STORE=redis://:s3cret@cache.internal:6379/2
+    /// atomic on the server and timed by its clock; keys retry:{key:NAME}:* expire after 30
+    /// days unused (or the cooldown, when longer). rediss:// speaks TLS (verified; see
+    /// --tls-ca). A Redis Cluster: redis://h1:7000,h2:7001 (any of its nodes; retry routes
+    /// by slot). Sentinel: redis+sentinel://s1:26379,s2:26379/MASTER[/db]. Give the password
+    /// in the environment variable RETRY_REDIS_PASSWORD (kept out of argv and ps), or as
+    /// redis://:pass@host or redis://user:pass@host (a % in it written %25); it is masked in
+    /// every output. An unreachable server, a refused password or certificate exits 125
+    /// before the first attempt; every later operation has 2s, reconnecting included.
+    /// Example: RETRY_REDIS_PASSWORD=s3cret RETRY_STATE_STORE=rediss://cache.internal:6380/2
     #[arg(allow_hyphen_values = true, long, value_name = "URL", help_heading = "Across runs: shared state")]
     pub state_store: Option<String>,
 
@@ -518,7 +523,7 @@ pub struct Cli {
     /// A slot is held only while an attempt runs, not during the backoff sleep; an attempt
     /// waits for a free slot (re-checking every 50ms; the wait counts towards --max-time).
     /// A slot of a process that died, even by SIGKILL, is free at once (file store) or
-    /// within 10s (Redis: a lease the holder renews every 3s).
+    /// within 10s (Redis: a lease the holder renews every 3s; see --store-lease).
     #[arg(allow_hyphen_values = true, long, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=i64::from(parse::CONCURRENCY_MAX)),
           help_heading = "Across runs: shared state")]
@@ -531,6 +536,43 @@ pub struct Cli {
     /// uncoordinated. It never overrides a refused (insecure) store directory.
     #[arg(long, help_heading = "Across runs: shared state")]
     pub store_optional: bool,
+
+    /// How long a Redis --concurrency slot or circuit trial is held unrenewed [default: 10s]
+    ///
+    /// The holder renews its lease every 3/10 of it while its attempt runs; a holder that
+    /// dies (SIGKILL, a lost machine, a network cut longer than the lease) frees the slot or
+    /// the trial when the lease ends. A holder that cannot renew its slot before the lease
+    /// ends (or finds it lost after a failover) kills its attempt, since another process
+    /// may hold the slot by then. Shorter: a dead holder's slot comes back sooner; each
+    /// renewal is a round trip. At least 100ms. A file store's slot is a lock that ends with
+    /// its holder and takes no lease.
+    /// Example: --key api --concurrency 4 --state-store redis://cache:6379 --store-lease 30s
+    #[arg(allow_hyphen_values = true, long, value_name = "DURATION", value_parser = parse::duration,
+          help_heading = "Across runs: shared state")]
+    pub store_lease: Option<Duration>,
+
+    /// Trust the CA certificates in FILE (PEM) for rediss://, besides the system's
+    ///
+    /// A rediss:// server (the state store's or a queue's) is verified against the system's
+    /// trust store and these certificates, and its certificate must name the host of the
+    /// URL. There is no way to turn verification off. A private CA (e.g. of a self-managed
+    /// Redis) goes here.
+    /// Example: --tls-ca /etc/ssl/redis-ca.pem --state-store rediss://cache.internal:6380
+    #[arg(allow_hyphen_values = true, long, value_name = "FILE", help_heading = "Across runs: shared state")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Present the client certificate in FILE (PEM) to a rediss:// server (mutual TLS)
+    ///
+    /// For a server started with tls-auth-clients yes; needs --tls-key with its private key.
+    /// Example: --tls-cert /etc/retry/client.pem --tls-key /etc/retry/client.key
+    #[arg(allow_hyphen_values = true, long, value_name = "FILE", help_heading = "Across runs: shared state")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert
+    ///
+    /// Keep it readable by the user that runs retry only (mode 0600).
+    #[arg(allow_hyphen_values = true, long, value_name = "FILE", help_heading = "Across runs: shared state")]
+    pub tls_key: Option<PathBuf>,
 
     // ----- Messages -----
     /// Print nothing but errors about retry itself
@@ -618,10 +660,12 @@ pub struct Cli {
     /// --max-age. A permanent failure (a stop rule, 126/127) is not queued: retry exits with
     /// its status as without --queue. Job files are mode 0600: they hold the environment.
     /// A fleet queue: redis://[user:pass@]host[:port][/db]#NAME keeps the job in Redis (keys
-    /// retry:queue:NAME:*), where a drain on any machine runs it; such a job keeps only the
+    /// retry:{queue:NAME}:*; rediss://, a Cluster's nodes and redis+sentinel:// as for
+    /// --state-store), where a drain on any machine runs it; such a job keeps only the
     /// variables named by --queue-env and at most 16 MiB of recorded stdin (e.g. --queue-env
-    /// API_TOKEN --queue redis://:pw@cache:6379/0#jobs). The server is checked before the
-    /// first attempt: unreachable, or a refused password, exits 125.
+    /// API_TOKEN --queue redis://cache:6379/0#jobs). A job never keeps a password (the
+    /// drain uses its own). The server is checked before the first attempt: unreachable, or
+    /// a refused password, exits 125; one that keeps data only in memory is warned about.
     /// Example: retry -n 2 --wait 1m --queue ~/.local/state/retry/queue -- ./upload.sh
     #[arg(allow_hyphen_values = true, long, value_name = "DIR", conflicts_with_all = ["drain", "list"],
           help_heading = "Durable queue")]
@@ -683,7 +727,8 @@ pub struct Cli {
     ///
     /// Fields: id (sorts by creation time), state (queued or dead), argv, attempts,
     /// next_due (RFC 3339; null when dead), last_status and reason (the last failure of a
-    /// queued job, why a dead one died). Environment values are never printed.
+    /// queued job, why a dead one died). Environment values are never printed. Takes only
+    /// -q, -v, --log-format and, for rediss://, --tls-ca, --tls-cert and --tls-key.
     #[arg(allow_hyphen_values = true, long, value_name = "DIR", help_heading = "Durable queue")]
     pub list: Option<PathBuf>,
 

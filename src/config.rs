@@ -88,17 +88,17 @@ pub enum Place {
 }
 
 impl Place {
-    /// Reads the value of `option`. A value that starts with `redis://` or
-    /// `rediss://` is a Redis queue (it needs `#NAME`; TLS is refused as
-    /// the state store refuses it); anything else with `://` is refused; the
-    /// rest is a directory, made absolute (without resolving links). Errors
-    /// never show the password.
+    /// Reads the value of `option`. A value that starts with `redis://`,
+    /// `rediss://` or `redis+sentinel://` is a Redis queue (it needs
+    /// `#NAME`); anything else with `://` is refused; the rest is a
+    /// directory, made absolute (without resolving links). Errors never
+    /// show the password.
     pub fn parse(raw: &Path, option: &str) -> Result<Place, Error> {
         let Some(text) = raw.to_str().filter(|t| t.contains("://")) else {
             return Ok(Place::Dir(std::path::absolute(raw).unwrap_or_else(|_| raw.to_path_buf())));
         };
         let masked = || crate::parse::mask_url(text);
-        if !(text.starts_with("redis://") || text.starts_with("rediss://")) {
+        if !["redis://", "rediss://", "redis+sentinel://"].iter().any(|p| text.starts_with(p)) {
             return Err(Error::usage(
                 option,
                 masked(),
@@ -110,9 +110,6 @@ impl Place {
             Ok(StoreUrl::File(_)) => return Err(Error::usage(option, masked(), "not a Redis URL")),
             Err(why) => return Err(Error::usage(option, masked(), why)),
         };
-        if url.tls {
-            return Err(Error::usage(option, url.masked(), store::redis::TLS_REFUSED));
-        }
         if url.name.is_none() {
             return Err(Error::usage(
                 option,
@@ -223,6 +220,10 @@ pub struct DrainConfig {
     pub metrics: Option<PathBuf>,
     /// `--on-dead`: run for each job this drain buries.
     pub on_dead: Option<OsString>,
+    /// `--store-lease` for every job (else each job's own).
+    pub store_lease: Option<Duration>,
+    /// `--tls-ca`, `--tls-cert`, `--tls-key`: the drain's, never a job's.
+    pub tls: [Option<PathBuf>; 3],
 }
 
 /// `--list`'s options.
@@ -234,8 +235,12 @@ pub struct ListConfig {
 }
 
 /// The options a drain takes for itself (clap ids).
-const DRAIN_OPTIONS: [&str; 13] = [
+const DRAIN_OPTIONS: [&str; 17] = [
     "on_dead",
+    "store_lease",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
     "drain",
     "summary",
     "metrics",
@@ -251,7 +256,7 @@ const DRAIN_OPTIONS: [&str; 13] = [
 ];
 
 /// The options `--list` takes.
-const LIST_OPTIONS: [&str; 4] = ["list", "quiet", "verbose", "log_format"];
+const LIST_OPTIONS: [&str; 7] = ["list", "quiet", "verbose", "log_format", "tls_ca", "tls_cert", "tls_key"];
 
 /// The command line (argv, the program's name first) as a [`Mode`].
 pub fn mode(args: &[OsString]) -> Result<Mode, Error> {
@@ -263,6 +268,11 @@ pub fn mode(args: &[OsString]) -> Result<Mode, Error> {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),
     };
+    if cli.list.is_some() || cli.drain.is_some() {
+        // For every rediss:// connection of this process (a run's are set up
+        // with its store options).
+        store::conn::configure_tls(cli.tls_ca.as_deref(), cli.tls_cert.as_deref(), cli.tls_key.as_deref())?;
+    }
     if let Some(raw) = cli.list.as_deref() {
         check_options(&matches, "--list", &LIST_OPTIONS)?;
         let place = Place::parse(raw, "--list")?;
@@ -347,6 +357,11 @@ pub fn for_job(
         cli.state_store.clone_from(&drain.state_store);
     }
     cli.store_optional |= drain.store_optional;
+    if drain.store_lease.is_some() {
+        cli.store_lease = drain.store_lease;
+    }
+    // TLS files are the draining machine's.
+    [cli.tls_ca, cli.tls_cert, cli.tls_key] = drain.tls.clone();
     cli.seed = cli.seed.map(|s| s ^ u64::from(step).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     cli.state_dir = cli.state_dir.take().map(|dir| in_job_dir(dir, cwd));
     let mut cfg = Config::from_cli(cli).map_err(|e| e.to_string())?;
@@ -487,6 +502,10 @@ impl Config {
             rate: cli.rate,
             concurrency: cli.concurrency,
             store_optional: cli.store_optional,
+            store_lease: cli.store_lease,
+            tls_ca: cli.tls_ca,
+            tls_cert: cli.tls_cert,
+            tls_key: cli.tls_key,
         })?;
         Ok(Config {
             command: cli.command,
@@ -718,6 +737,8 @@ fn drain(cli: &Cli, raw: &Path) -> Result<DrainConfig, Error> {
         summary: cli.summary.clone(),
         metrics: cli.metrics.clone(),
         on_dead: cli.on_dead.clone(),
+        store_lease: cli.store_lease,
+        tls: [cli.tls_ca.clone(), cli.tls_cert.clone(), cli.tls_key.clone()],
     })
 }
 
@@ -738,10 +759,11 @@ fn check_options(matches: &ArgMatches, mode: &str, allowed: &[&str]) -> Result<(
         let name = arg.get_long().map_or_else(|| id.to_string(), |l| format!("--{l}"));
         let takes = if mode == "--drain" {
             "a drain takes only --max-age, --max-time, --lease, --on-dead, --summary, --metrics, \
-             --stdout, -q, -v, --log-format, --state-store and --store-optional; each job runs with \
-             the options saved with it"
+             --stdout, -q, -v, --log-format and the store options (--state-store, --store-optional, \
+             --store-lease, --tls-ca, --tls-cert, --tls-key); each job runs with the options saved \
+             with it"
         } else {
-            "--list takes only -q, -v and --log-format"
+            "--list takes only -q, -v, --log-format, --tls-ca, --tls-cert and --tls-key"
         };
         return Err(Error::Conflict(format!("'{name}' cannot be used with {mode}: {takes}")));
     }
@@ -811,9 +833,17 @@ fn queue_options(args: &[OsString], command: &[OsString], place: &Place) -> Resu
     let Some(options) = options_before(args, command) else {
         return Err(Error::Conflict("cannot tell retry's options from COMMAND".to_string()));
     };
+    // A job never keeps a password: not the queue URL's (a drain has its
+    // own), not a --state-store URL's.
     Ok(match place {
-        Place::Dir(_) => options,
-        Place::Redis(url) => options.into_iter().map(|a| mask_queue_arg(a, url)).collect(),
+        Place::Dir(_) => store::url::without_passwords(options),
+        Place::Redis(url) => options
+            .into_iter()
+            .map(|a| {
+                let masked = mask_queue_arg(a.clone(), url);
+                if masked == a { store::url::without_password(a) } else { masked }
+            })
+            .collect(),
     })
 }
 

@@ -55,6 +55,7 @@ pub mod queue;
 pub mod record;
 pub mod report;
 pub mod run;
+pub mod running;
 pub mod signals;
 pub mod status;
 pub mod stdin;

@@ -158,11 +158,18 @@ pub fn state_dir(target: &QueueTarget, id: &str) -> Result<Option<PathBuf>, Erro
 /// Before the first attempt of a `--queue` run on Redis: can the queue
 /// be reached (and the password is right)? If not, the run does not
 /// start (125, a `store_error`): a job that could not be queued when
-/// it gives up would be lost.
-pub fn check(target: &QueueTarget) -> Result<(), Error> {
+/// it gives up would be lost. A server that keeps jobs only in memory
+/// is warned about (`store_warning`).
+pub fn check(target: &QueueTarget, report: &Reporter) -> Result<(), Error> {
     match &target.place {
         Place::Dir(_) => Ok(()),
-        Place::Redis(url) => redis::RedisQueue::open(url, None).map(drop),
+        Place::Redis(url) => {
+            let queue = redis::RedisQueue::open(url, None)?;
+            if let Some(warning) = queue.memory_only() {
+                report.store_warning(warning);
+            }
+            Ok(())
+        }
     }
 }
 
@@ -212,6 +219,8 @@ pub fn enqueue(
     let now = SystemTime::now();
     // A Redis job keeps only the variables --queue-env names.
     let keep = |entry: &&CString| match target.place {
+        // Never a password: the drain connects with its own.
+        _ if crate::store::url::is_password_variable(entry.as_bytes()) => false,
         Place::Dir(_) => true,
         Place::Redis(_) => {
             let name = crate::environ::name_of(entry.as_bytes());
@@ -341,7 +350,11 @@ pub fn drain_main(cfg: &DrainConfig, signals: &mut Signals, report: &Reporter) -
             let lease = cfg.lease.unwrap_or(redis::DEFAULT_LEASE);
             match redis::RedisQueue::open(url, Some(lease)) {
                 Ok(store) => {
-                    drain(store, cfg, signals, &report.clone().with_dead_letters("the dead letters"))
+                    let report = report.clone().with_dead_letters("the dead letters");
+                    if let Some(warning) = store.memory_only() {
+                        report.store_warning(warning);
+                    }
+                    drain(store, cfg, signals, &report)
                 }
                 Err(e) => Err(e),
             }

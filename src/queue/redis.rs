@@ -1,11 +1,13 @@
 //! The fleet queue in Redis (`--queue`, `--drain`, `--list` with
-//! `redis://[user:pass@]host[:port][/db]#NAME`): the same jobs as a queue
-//! directory (the same JSON document, format version 1) in Redis, so that
-//! drains on many machines share them. The connection is the state
-//! store's (`store::redis::Conn`: timeouts, reconnecting for at
-//! most 2 s, `localhost` fallback, the password masked in every message).
+//! `redis://[user:pass@]host[:port][/db]#NAME`, a Cluster's nodes or
+//! `redis+sentinel://…#NAME`): the same jobs as a queue directory (the
+//! same JSON document, format version 1) in Redis, so that drains on many
+//! machines share them. The connection is the state store's
+//! (`store::conn::Conn`: TLS, Cluster routing, Sentinel, 2 s per
+//! operation, `localhost` fallback, the password masked in every message).
 //!
-//! Layout, all under `retry:queue:NAME:`:
+//! Layout, all under `retry:{queue:NAME}:` (one hash tag: a queue is one
+//! Cluster slot, so every script touches one slot):
 //!
 //! ```text
 //! due          sorted set: the jobs waiting (score: when due, µs since the
@@ -35,10 +37,26 @@
 //! (`done` = the claim number), so a drain that sends its result again
 //! after a lost reply is told it was written.
 //!
-//! Scripts build the keys of one job from the queue's prefix (so Redis
-//! Cluster, which needs every key declared, is not supported, as for the
-//! state store). Keys expire: a job's after 30 days plus its `--max-age`
-//! (refreshed by each reschedule), a dead letter's 30 days after it died.
+//! Scripts build the keys of one job from the queue's prefix; they all
+//! share the queue's hash tag, so in a Cluster they live in the slot of
+//! the keys the script declares. Keys expire: a job's after 30 days plus
+//! its `--max-age` (refreshed by each reschedule), a dead letter's 30 days
+//! after it died.
+//!
+//! A record of the wrong type (a string where a job's hash should be) or
+//! shape (a hash without its document) is claimed like a job and buried
+//! as corrupt, what could be read of it kept: it never stops a drain or
+//! `--list`.
+//!
+//! Durability: a queue is as durable as the Redis it is in. After
+//! enqueueing, retry waits (`WAIT 1`, within 2 s) for one replica where
+//! the server has replicas, so a failover does not lose the job; a server
+//! without AOF or RDB save points is warned about.
+//!
+//! Upgrade: the previous release kept a queue under `retry:queue:NAME:…`.
+//! The first contact of this release with such a queue (on one server:
+//! those keys cannot be in a Cluster) moves it, one script per job, to the
+//! hash-tagged names.
 
 use std::cell::RefCell;
 use std::ffi::CString;
@@ -56,7 +74,7 @@ use super::{Claim, Filed, Found, Store};
 use crate::error::Error;
 use crate::stdin::Replay;
 use crate::store::StoreError;
-use crate::store::redis::{Conn, IDLE, PRELUDE, micros, millis, renew_every, token_base};
+use crate::store::redis::{Conn, IDLE, OnLoss, PRELUDE, micros, millis, renew_every, token_base};
 use crate::store::url::RedisUrl;
 
 /// `--lease` unless given.
@@ -110,16 +128,25 @@ return 1
 /// Claims the due job with the lowest score. KEYS: due, leased. ARGV:
 /// prefix, cutoff µs, lease µs, token, ttl ms of `leased`, then ids this
 /// drain passed over in this pass. First, jobs whose lease ran out go back
-/// to `due` (at their due time); records that are gone (expired) lose
-/// their stray entries. Returns nil, or {id, doc, claim number}.
+/// to `due` (at their due time); records that are gone (expired, or
+/// finished: a tombstone) lose their stray entries. Returns nil, or {id,
+/// doc, claim number, why}: `why` is empty for a job, else what is wrong
+/// with a record of the wrong type or shape, which is then made a hash
+/// holding what could be read of it (to be buried).
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', fmt(now), 'LIMIT', 0, 100)
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[2], id)
-  local due = redis.call('HGET', ARGV[1] .. 'job:' .. id, 'due')
-  if due then redis.call('ZADD', KEYS[1], due, id) end
+  local key = ARGV[1] .. 'job:' .. id
+  local kind = redis.call('TYPE', key).ok
+  if kind == 'hash' then
+    local due = redis.call('HGET', key, 'due')
+    if due then redis.call('ZADD', KEYS[1], due, id) end
+  elseif kind ~= 'none' then
+    redis.call('ZADD', KEYS[1], fmt(now), id)
+  end
 end
 local skip = {}
 for i = 6, #ARGV do skip[ARGV[i]] = true end
@@ -129,17 +156,31 @@ while true do
   if #ids == 0 then return false end
   for _, id in ipairs(ids) do
     local key = ARGV[1] .. 'job:' .. id
+    local kind = redis.call('TYPE', key).ok
+    local why = ''
     if skip[id] then
       offset = offset + 1
-    elseif redis.call('HEXISTS', key, 'doc') == 0 then
+    elseif kind == 'none' or (kind == 'hash' and redis.call('HEXISTS', key, 'doc') == 0
+                               and redis.call('HEXISTS', key, 'done') == 1) then
       redis.call('ZREM', KEYS[1], id)
     else
-      local n = redis.call('HINCRBY', key, 'claim', 1)
-      redis.call('HSET', key, 'holder', ARGV[4])
+      if kind ~= 'hash' then
+        local raw = ''
+        if kind == 'string' then raw = redis.call('GET', key) end
+        why = 'the record ' .. key .. ' is a Redis ' .. kind .. ', not a hash'
+        redis.call('DEL', key)
+        redis.call('HSET', key, 'doc', raw, 'due', redis.call('ZSCORE', KEYS[1], id), 'claim', '0')
+      elseif redis.call('HEXISTS', key, 'doc') == 0 then
+        why = 'the record ' .. key .. ' has no job document (fields: ' ..
+          table.concat(redis.call('HKEYS', key), ', ') .. ')'
+        redis.call('HSET', key, 'doc', '', 'due', redis.call('ZSCORE', KEYS[1], id))
+      end
+      local n = (tonumber(redis.call('HGET', key, 'claim') or '0') or 0) + 1
+      redis.call('HSET', key, 'claim', n, 'holder', ARGV[4])
       redis.call('ZREM', KEYS[1], id)
       redis.call('ZADD', KEYS[2], fmt(now + tonumber(ARGV[3])), id)
       extend(KEYS[2], ARGV[5])
-      return {id, redis.call('HGET', key, 'doc'), n}
+      return {id, redis.call('HGET', key, 'doc'), n, why}
     end
   end
 end
@@ -225,12 +266,63 @@ return {1, mine}
     )
 });
 
+/// The documents of records, for `--list`. KEYS: due (for routing only).
+/// ARGV: the records' prefix (`…:job:` or `…:dead:`), then ids. Returns
+/// two items per id: `doc` and the document, `gone` (expired or finished
+/// meanwhile), or `bad` and what is wrong with the record.
+static DOCS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local out = {}
+for i = 2, #ARGV do
+  local key = ARGV[1] .. ARGV[i]
+  local kind = redis.call('TYPE', key).ok
+  local doc = false
+  if kind == 'hash' then doc = redis.call('HGET', key, 'doc') end
+  if doc then
+    out[#out + 1] = 'doc'; out[#out + 1] = doc
+  elseif kind == 'none' or (kind == 'hash' and redis.call('HEXISTS', key, 'done') == 1) then
+    out[#out + 1] = 'gone'; out[#out + 1] = ''
+  elseif kind == 'hash' then
+    out[#out + 1] = 'bad'; out[#out + 1] = 'the record ' .. key .. ' has no job document'
+  else
+    out[#out + 1] = 'bad'; out[#out + 1] = 'the record ' .. key .. ' is a Redis ' .. kind .. ', not a hash'
+  end
+end
+return out
+",
+    )
+});
+
+/// Moves one job of the previous release's layout to the hash-tagged
+/// names, atomically (one server: the old keys are in no Cluster). KEYS:
+/// old index (due, leased or dead), old record, old stdin, new index, new
+/// record, new stdin. ARGV: id. A record already at the new name wins.
+static MIGRATE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('EXISTS', KEYS[5]) == 0 then
+  redis.call('RENAME', KEYS[2], KEYS[5])
+  if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('RENAME', KEYS[3], KEYS[6]) end
+  if score then redis.call('ZADD', KEYS[4], score, ARGV[1]) end
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then extend(KEYS[4], ttl) end
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+",
+    )
+});
+
 /// A queue on a Redis server.
 pub struct RedisQueue {
     conn: Arc<Conn>,
     url: RedisUrl,
-    /// `retry:queue:NAME:`.
+    /// `retry:{queue:NAME}:`.
     prefix: String,
+    /// The key every operation is routed by (its slot is the queue's).
+    route: String,
     /// `--lease` of a drain.
     lease: Duration,
     token_base: String,
@@ -314,17 +406,77 @@ impl RedisQueue {
             return Err(Error::Conflict(format!("{}: a Redis queue needs #NAME", url.masked())));
         };
         let conn = Conn::open(url, format!("queue '{}'", url.masked())).map_err(store_error)?;
-        Ok(RedisQueue {
+        let prefix = format!("retry:{{queue:{name}}}:");
+        let queue = RedisQueue {
             conn,
             url: url.clone(),
-            prefix: format!("retry:queue:{name}:"),
+            route: format!("{prefix}due"),
+            prefix,
             lease: lease.unwrap_or(DEFAULT_LEASE),
             token_base: token_base(),
             claims: 0,
             warnings: Arc::new(Mutex::new(Vec::new())),
             passed: Rc::new(RefCell::new(Vec::new())),
             scratch: None,
-        })
+        };
+        queue.upgrade(name)?;
+        Ok(queue)
+    }
+
+    /// The warning to give once when the queue's server keeps its data
+    /// only in memory (SPEC "Redis in production").
+    pub fn memory_only(&self) -> Option<String> {
+        self.conn.memory_only(&self.route)
+    }
+
+    /// Moves a queue the previous release wrote under
+    /// `retry:queue:NAME:…` to the hash-tagged names, job by job.
+    fn upgrade(&self, name: &str) -> Result<(), Error> {
+        if self.conn.is_cluster() {
+            return Ok(());
+        }
+        let old = format!("retry:queue:{name}:");
+        let indexes = ["due", "leased", "dead"].map(|i| format!("{old}{i}"));
+        let there: i64 = self
+            .conn
+            .run("cannot look for a queue of the previous release", &self.route, |con| {
+                redis::cmd("EXISTS").arg(&indexes).query(con)
+            })
+            .map_err(store_error)?;
+        if there == 0 {
+            return Ok(());
+        }
+        for (index, record) in [("due", "job"), ("leased", "job"), ("dead", "dead")] {
+            let old_index = format!("{old}{index}");
+            loop {
+                let ids: Vec<String> = self
+                    .conn
+                    .run("cannot move a queue of the previous release", &self.route, |con| {
+                        redis::cmd("ZRANGE").arg(&old_index).arg(0).arg(99).query(con)
+                    })
+                    .map_err(store_error)?;
+                if ids.is_empty() {
+                    break;
+                }
+                for id in ids {
+                    let new_index = self.key(index);
+                    self.conn
+                        .run("cannot move a job of the previous release", &self.route, |con| {
+                            MIGRATE
+                                .key(&old_index)
+                                .key(format!("{old}{record}:{id}"))
+                                .key(format!("{old}stdin:{id}"))
+                                .key(&new_index)
+                                .key(self.key(&format!("{record}:{id}")))
+                                .key(self.key(&format!("stdin:{id}")))
+                                .arg(&id)
+                                .invoke::<i64>(con)
+                        })
+                        .map_err(store_error)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn key(&self, what: &str) -> String {
@@ -376,9 +528,14 @@ impl RedisQueue {
         };
         let score = job.map_or(0, |j| ceil_us(j.next_due.0));
         let ttl = job.map_or(job_ttl(0), |j| job_ttl(j.max_age_ms));
+        let outcome = match mode {
+            "done" => "it succeeded",
+            "again" => "it is to run again",
+            _ => "it is to go to the dead letters",
+        };
         let (status, claim): (i64, i64) = self
             .conn
-            .run("cannot file a job's result", |con| {
+            .run("cannot file a job's result", &self.route, |con| {
                 let mut inv = FINISH.prepare_invoke();
                 inv.key(&k.due).key(&k.leased).key(&k.job).key(&k.stdin).key(&k.dead).key(&k.dead_job);
                 inv.arg(&hold.id)
@@ -394,7 +551,13 @@ impl RedisQueue {
                 }
                 inv.invoke(con)
             })
-            .map_err(store_error)?;
+            .map_err(|e| {
+                Error::Store(format!(
+                    "{}; the result of job {} ({outcome}) was not recorded: the job stays in the queue \
+                     and runs again once its lease ends",
+                    e.message, hold.id
+                ))
+            })?;
         hold.settled = true;
         let mine = hold.number;
         Ok(match status {
@@ -408,8 +571,9 @@ impl RedisQueue {
                  meanwhile (claim {claim}; this drain's was {mine})"
             )),
             _ => Filed::Lost(
-                "the job is no longer in the queue (this drain's lease ran out and another drain \
-                 finished it)"
+                "the job's record is gone from the queue: another drain may have finished it more \
+                 than a minute ago (after this drain's lease ran out), or the server lost its data \
+                 (a restart without persistence, or a failover)"
                     .to_string(),
             ),
         })
@@ -425,21 +589,32 @@ impl RedisQueue {
         Ok(Found::Corrupt { id, reason })
     }
 
-    /// Reads the docs of `ids` from the hashes `<kind>:<id>`, 100 at a time.
-    fn docs(&self, kind: &str, ids: &[String]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+    /// Reads the docs of `ids` from the hashes `<kind>:<id>`, 100 at a
+    /// time: `None` for a record gone meanwhile, `Err(why)` for one of the
+    /// wrong type or shape.
+    #[allow(clippy::type_complexity)]
+    fn docs(&self, kind: &str, ids: &[String]) -> Result<Vec<Option<Result<Vec<u8>, String>>>, Error> {
         let mut out = Vec::with_capacity(ids.len());
+        let prefix = self.key(&format!("{kind}:"));
         for chunk in ids.chunks(100) {
-            let docs: Vec<Option<Vec<u8>>> = self
+            let items: Vec<Vec<u8>> = self
                 .conn
-                .run("cannot list the jobs", |con| {
-                    let mut pipe = redis::pipe();
+                .run("cannot list the jobs", &self.route, |con| {
+                    let mut inv = DOCS.prepare_invoke();
+                    inv.key(&self.route).arg(&prefix);
                     for id in chunk {
-                        pipe.cmd("HGET").arg(self.key(&format!("{kind}:{id}"))).arg("doc");
+                        inv.arg(id);
                     }
-                    pipe.query(con)
+                    inv.invoke(con)
                 })
                 .map_err(store_error)?;
-            out.extend(docs);
+            for pair in items.chunks(2) {
+                out.push(match pair {
+                    [tag, doc] if tag == b"doc" => Some(Ok(doc.clone())),
+                    [tag, why] if tag == b"bad" => Some(Err(String::from_utf8_lossy(why).into_owned())),
+                    _ => None,
+                });
+            }
         }
         Ok(out)
     }
@@ -483,7 +658,7 @@ impl Drop for Hold {
         // Given back unchanged: due again, but not in this drain's pass.
         // If the server cannot be reached now, the lease runs out.
         let k = &self.keys;
-        self.conn.once(|con| {
+        self.conn.once(&k.due, |con| {
             RELEASE
                 .key(&k.due)
                 .key(&k.leased)
@@ -525,7 +700,9 @@ impl Claim for RedisClaim {
         let bytes: Option<Vec<u8>> = self
             .hold
             .conn
-            .run("cannot read a job's stdin", |con| redis::cmd("GET").arg(key).query(con))
+            .run("cannot read a job's stdin", &self.hold.keys.due, |con| {
+                redis::cmd("GET").arg(key).query(con)
+            })
             .map_err(|e| io::Error::other(e.message))?;
         let Some(bytes) = bytes else { return Err(io::Error::from(io::ErrorKind::NotFound)) };
         let mut file = tempfile::tempfile()?;
@@ -573,7 +750,7 @@ impl Store for RedisQueue {
         let k = self.keys(id);
         let (score, ttl) = (ceil_us(job.next_due.0), job_ttl(job.max_age_ms));
         self.conn
-            .run(&format!("cannot queue job {id}"), |con| {
+            .run(&format!("cannot queue job {id}"), &self.route, |con| {
                 ENQUEUE
                     .key(&k.due)
                     .key(&k.job)
@@ -587,6 +764,14 @@ impl Store for RedisQueue {
                     .invoke::<i64>(con)
             })
             .map_err(store_error)?;
+        // Where the server has replicas: one has the job before retry
+        // says it is queued, so a failover does not lose it.
+        if self.conn.wait_for_replica(&self.route) == Some(false) {
+            self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(format!(
+                "{}: no replica acknowledged job {id} within 2s: a failover now could lose it",
+                self.url.masked()
+            ));
+        }
         Ok(())
     }
 
@@ -595,9 +780,9 @@ impl Store for RedisQueue {
         let token = format!("{}:{}", self.token_base, self.claims);
         let (due, leased) = (self.key("due"), self.key("leased"));
         let skip = self.passed.borrow().clone();
-        let got: Option<(String, Vec<u8>, i64)> = self
+        let got: Option<(String, Vec<u8>, i64, String)> = self
             .conn
-            .run("cannot claim a job", |con| {
+            .run("cannot claim a job", &self.route, |con| {
                 let mut inv = CLAIM.prepare_invoke();
                 inv.key(&due).key(&leased);
                 inv.arg(&self.prefix)
@@ -611,7 +796,7 @@ impl Store for RedisQueue {
                 inv.invoke(con)
             })
             .map_err(store_error)?;
-        let Some((id, doc, number)) = got else { return Ok(None) };
+        let Some((id, doc, number, wrong)) = got else { return Ok(None) };
         let mut hold = Hold {
             keys: self.keys(&id),
             id: id.clone(),
@@ -622,6 +807,9 @@ impl Store for RedisQueue {
             settled: false,
             passed: Rc::clone(&self.passed),
         };
+        if !wrong.is_empty() {
+            return self.bury_corrupt(hold, &doc, wrong).map(Some);
+        }
         let job = match job::parse(&doc, &id) {
             Parsed::Job(job) => job,
             // Given back as it is (by dropping the hold).
@@ -632,9 +820,12 @@ impl Store for RedisQueue {
         let lease = self.lease;
         hold.stop = Some(renew_every(
             &self.conn,
+            self.route.clone(),
+            lease,
             lease / 3,
             "the job's lease".to_string(),
             &self.warnings,
+            OnLoss::KillIfUnreachable,
             move |con| {
                 RENEW
                     .key(&k.due)
@@ -667,7 +858,7 @@ impl Store for RedisQueue {
         // One transaction: a job moving between `due` and `leased` is seen once.
         let (mut queued, leased_ids, dead_ids): (Vec<String>, Vec<String>, Vec<String>) = self
             .conn
-            .run("cannot list the jobs", |con| {
+            .run("cannot list the jobs", &self.route, |con| {
                 redis::pipe()
                     .atomic()
                     .cmd("ZRANGE")
@@ -691,8 +882,16 @@ impl Store for RedisQueue {
         let mut out = Vec::new();
         for (ids, kind, is_dead) in [(&queued, "job", false), (&dead_ids, "dead", true)] {
             for (id, doc) in ids.iter().zip(self.docs(kind, ids)?) {
-                // Gone meanwhile (finished, or expired).
-                let Some(doc) = doc else { continue };
+                let doc = match doc {
+                    // Gone meanwhile (finished, or expired).
+                    None => continue,
+                    Some(Ok(doc)) => doc,
+                    Some(Err(why)) => {
+                        let why = format!("corrupt job record: {why}");
+                        out.push((Listed::unreadable(id, is_dead, why.clone()), Some(why)));
+                        continue;
+                    }
+                };
                 out.push(match job::parse(&doc, id) {
                     Parsed::Job(job) => (Listed::of(&job, is_dead), None),
                     Parsed::Newer(v) => {

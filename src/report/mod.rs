@@ -188,6 +188,8 @@ pub enum Event<'a> {
     },
     /// The state store cannot be used: exit 125 (printed even with `-q`).
     StoreError { message: String },
+    /// A Redis server that keeps queued jobs only in memory (said once).
+    StoreWarning { message: String },
     /// `-v`: the store a `--key` shares its state in (password masked).
     StoreOpen { key: &'a str, store: String },
 }
@@ -876,6 +878,12 @@ impl Reporter {
         }
         let text = format!("key '{key}' shares its state in {store}");
         self.emit(&Event::StoreOpen { key, store }, Some(text), None);
+    }
+
+    /// A warning about the store itself, said as it is (`retry: redis at …`).
+    pub fn store_warning(&self, message: String) {
+        let text = message.clone();
+        self.emit(&Event::StoreWarning { message }, Some(text.clone()), Some(("warning", text)));
     }
 
     /// Why retry exits 125 because of the state store; shown even with `-q`.

@@ -56,7 +56,7 @@ impl Coordination {
             return Ok(None);
         };
         report.store_open(shared.key.as_str(), shared.store.masked());
-        let store = match store::open(&shared.store) {
+        let store = match store::open(&shared.store, shared.lease) {
             Ok(store) => Some(store),
             Err(e) if shared.optional && !e.insecure => {
                 report.warning(format!("{}; running without coordination (--store-optional)", e.message));
@@ -216,6 +216,8 @@ impl Coordination {
     /// At the end of an admitted run: tell the circuit how it went.
     pub fn finish(&mut self, ending: &Ending, report: &Reporter) -> Result<(), Error> {
         self.slot = None;
+        // What the lease renewers said (a slot lost, an attempt killed).
+        self.warnings(report);
         let (Some(circuit), Some(store), true) = (self.shared.circuit, self.store.as_mut(), self.admitted)
         else {
             return Ok(());

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 
+pub mod conn;
 pub mod file;
 pub mod redis;
 pub mod url;
@@ -51,6 +52,8 @@ pub struct Shared {
     pub concurrency: Option<u32>,
     /// `--store-optional`: an unreachable store means an uncoordinated run.
     pub optional: bool,
+    /// `--store-lease`: a Redis slot's or trial's lease (else 10 s).
+    pub lease: Option<Duration>,
 }
 
 /// The shared-state options as given (for [`Shared::from_options`]).
@@ -63,6 +66,10 @@ pub struct Options {
     pub rate: Option<Rate>,
     pub concurrency: Option<u32>,
     pub store_optional: bool,
+    pub store_lease: Option<Duration>,
+    pub tls_ca: Option<std::path::PathBuf>,
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// The default `--circuit-cooldown`.
@@ -88,6 +95,15 @@ impl Shared {
         if o.circuit_cooldown.is_some() && o.circuit_break.is_none() {
             return Err(Error::Conflict("--circuit-cooldown needs --circuit-break N".to_string()));
         }
+        if let Some(lease) = o.store_lease.filter(|l| *l < redis::MIN_LEASE) {
+            return Err(Error::usage(
+                "--store-lease",
+                crate::parse::human(lease),
+                "a lease is at least 100ms (it is renewed every 3/10 of it)",
+            ));
+        }
+        // For every rediss:// connection of this process, the queue's too.
+        conn::configure_tls(o.tls_ca.as_deref(), o.tls_cert.as_deref(), o.tls_key.as_deref())?;
         let Some(key) = o.key else { return Ok(None) };
         let from_env = std::env::var("RETRY_STATE_STORE").ok().filter(|v| !v.is_empty());
         let (option, text) = match (o.state_store, from_env) {
@@ -115,7 +131,6 @@ impl Shared {
                     "a #NAME names a queue; a state store takes none",
                 ));
             }
-            StoreUrl::Redis(r) if r.tls => return Err(Error::usage(option, r.masked(), redis::TLS_REFUSED)),
             StoreUrl::Redis(_) | StoreUrl::File(_) => {}
         }
         Ok(Some(Shared {
@@ -127,6 +142,7 @@ impl Shared {
             rate: o.rate,
             concurrency: o.concurrency,
             optional: o.store_optional,
+            lease: o.store_lease,
         }))
     }
 
@@ -154,15 +170,21 @@ pub fn default_dir() -> Option<std::path::PathBuf> {
 pub struct StoreError {
     /// A directory that is unsafe to use: never overridden by `--store-optional`.
     pub insecure: bool,
+    /// Trying again will not help (a refused password or certificate).
+    pub lasting: bool,
     pub message: String,
 }
 
 impl StoreError {
     pub fn unavailable(message: impl Into<String>) -> StoreError {
-        StoreError { insecure: false, message: message.into() }
+        StoreError { insecure: false, lasting: false, message: message.into() }
     }
     pub fn insecure(message: impl Into<String>) -> StoreError {
-        StoreError { insecure: true, message: message.into() }
+        StoreError { insecure: true, lasting: true, message: message.into() }
+    }
+    /// The same failure, marked as one that trying again will not help.
+    pub fn lasting(self) -> StoreError {
+        StoreError { lasting: true, ..self }
     }
 }
 
@@ -236,10 +258,10 @@ pub trait Store: Send {
     }
 }
 
-/// Opens the store a URL names.
-pub fn open(url: &StoreUrl) -> Result<Box<dyn Store>, StoreError> {
+/// Opens the store a URL names (`lease`: `--store-lease`, for Redis).
+pub fn open(url: &StoreUrl, lease: Option<Duration>) -> Result<Box<dyn Store>, StoreError> {
     match url {
         StoreUrl::File(dir) => Ok(Box::new(file::FileStore::open(dir)?)),
-        StoreUrl::Redis(r) => Ok(Box::new(redis::RedisStore::open(r)?)),
+        StoreUrl::Redis(r) => Ok(Box::new(redis::RedisStore::open(r, lease)?)),
     }
 }

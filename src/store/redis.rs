@@ -1,19 +1,26 @@
-//! The Redis store (`--state-store redis://[user:pass@]host[:port][/db]`):
-//! shared state of a fleet of machines.
+//! The Redis store (`--state-store redis://[user:pass@]host[:port][/db]`,
+//! a Cluster's nodes, or `redis+sentinel://…`): shared state of a fleet of
+//! machines. The connection (TLS, Cluster routing, Sentinel, timeouts) is
+//! [`super::conn`]'s.
 //!
-//! Layout, per key (`api`), all under `retry:key:api:`:
+//! Layout, per key (`api`), all under `retry:{key:api}:` (one hash tag, so
+//! one Cluster slot: every script touches one slot):
 //!
 //! ```text
-//! retry:key:api:circuit  hash {failures, last_failure_us}: consecutive runs
-//!                        that gave up and when the last one ended; deleted
-//!                        by a success
-//! retry:key:api:trial    string: the token of the circuit's trial run, a
-//!                        lease (PX) its holder renews
-//! retry:key:api:starts   sorted set: the latest attempt starts (score: µs of
-//!                        the server's clock), at most N of the rate limit
-//! retry:key:api:slots    sorted set: the concurrency slots held (member: the
-//!                        holder's token; score: when its lease ends, µs)
+//! retry:{key:api}:circuit  hash {failures, last_failure_us}: consecutive
+//!                          runs that gave up and when the last one ended;
+//!                          deleted by a success
+//! retry:{key:api}:trial    string: the token of the circuit's trial run, a
+//!                          lease (PX) its holder renews
+//! retry:{key:api}:starts   sorted set: the latest attempt starts (score: µs
+//!                          of the server's clock), at most N of the rate limit
+//! retry:{key:api}:slots    sorted set: the concurrency slots held (member:
+//!                          the holder's token; score: when its lease ends, µs)
 //! ```
+//!
+//! State an older retry wrote under `retry:key:api:…` is not read (SPEC
+//! Edge rules): it is short-lived (a window, leases, a failure count) and
+//! expires by itself.
 //!
 //! Every read-modify-write is one Lua script (`EVALSHA`, loaded on a
 //! `NOSCRIPT`), so it is atomic on the server however many clients share
@@ -27,31 +34,29 @@
 //! key does not stay forever.
 //!
 //! Leases: a concurrency slot and the circuit's trial are held as leases
-//! of [`LEASE`] that a thread renews every [`RENEW`] while the holder runs
-//! (the [`Slot`] guard, or the store for a trial, owns the thread; dropping
-//! it stops the thread and releases the lease). A holder that dies, even by
-//! SIGKILL, or loses its network frees its slot or trial when the lease
-//! ends. (Tests may shorten the lease with the undocumented environment
-//! variable `RETRY_TEST_REDIS_LEASE_MS`; it is for tests only.)
+//! of `--store-lease` ([`LEASE`], 10 s) that a thread renews every 3/10 of
+//! it ([`RENEW`]) while the holder runs (the [`Slot`] guard, or the store
+//! for a trial, owns the thread; dropping it stops the thread and releases
+//! the lease). A holder that dies, even by SIGKILL, or loses its network
+//! frees its slot or trial when the lease ends. A holder whose slot lease
+//! is lost (a failover to a replica that had not seen it) or cannot be
+//! renewed before it ends kills its running attempt ([`crate::running`]):
+//! another process may hold the slot by then.
 //!
-//! Failures: connecting (name resolution included) and every read and write
-//! have timeouts, so the store never hangs retry. A connection lost during
-//! a run is re-established for at most [`RECONNECT`]; then the operation
-//! fails with a [`StoreError`] and [`super::Coordination`] ends the run with
-//! 125 or goes on uncoordinated (`--store-optional`). An operation whose
-//! reply was lost is sent again after a reconnect: it may then count twice
-//! (a start, a failed run), never zero times. Releasing a lease never
-//! reconnects: if the connection is gone the lease simply runs out.
+//! Failures: every operation has [`RECONNECT`] (2 s), connecting and
+//! failovers included ([`Conn::run`]); then it fails with a [`StoreError`]
+//! and [`super::Coordination`] ends the run with 125 or goes on
+//! uncoordinated (`--store-optional`). An operation whose reply was lost
+//! is sent again after a reconnect: it may then count twice (a start, a
+//! failed run), never zero times. Releasing a lease never reconnects: if
+//! the connection is gone the lease simply runs out.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs as _};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::{
-    ConnectionAddr, ConnectionInfo, IntoConnectionInfo as _, RedisConnectionInfo, RedisError, Script,
-};
+use redis::{RedisError, Script};
 
 use super::url::RedisUrl;
 use super::{Admission, Circuit, Key, Rate, RunEnd, Slot, Store, StoreError, Turn};
@@ -62,14 +67,11 @@ pub const LEASE: Duration = Duration::from_secs(10);
 /// How often the holder renews it (SPEC: every 3 s).
 pub const RENEW: Duration = Duration::from_secs(3);
 
-/// How long a lost connection is re-established for (SPEC Edge rules).
-pub const RECONNECT: Duration = Duration::from_secs(2);
+pub(crate) use super::conn::Conn;
+pub use super::conn::{CONNECT_TIMEOUT, IO_TIMEOUT, RECONNECT};
 
-/// The longest a connect (name resolution included) may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The longest a command's write or reply may take.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// The shortest `--store-lease`: renewals every 3/10 of it must fit round trips.
+pub const MIN_LEASE: Duration = Duration::from_millis(100);
 
 /// Keys live this long without use (SPEC Edge rules: 30 days)…
 pub const IDLE: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -77,10 +79,6 @@ pub const IDLE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// …and at most this long, whatever the cooldown or window (Redis refuses
 /// an expiry that overflows its clock arithmetic).
 const TTL_MAX: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-
-/// Test-only: a shorter lease (renewed every 3/10 of it), so that tests of
-/// a crashed holder need not wait 10 s. Not documented for users.
-const LEASE_ENV: &str = "RETRY_TEST_REDIS_LEASE_MS";
 
 /// Lua 5.1 prints numbers with 14 digits (`1.7e+15`): every number that
 /// goes back to Redis as text (a score, a member, a field) is formatted
@@ -232,15 +230,7 @@ fn ttl(longer: Duration) -> u64 {
     millis(IDLE.max(longer).min(TTL_MAX))
 }
 
-/// `io::Error`'s text without its ` (os error N)` tail.
-fn plain(text: String) -> String {
-    match text.find(" (os error ") {
-        Some(i) => text[..i].to_string(),
-        None => text,
-    }
-}
-
-/// Lease timing: the SPEC's 10 s / 3 s unless a test shortened it.
+/// Lease timing: `--store-lease` (10 s), renewed every 3/10 of it.
 #[derive(Clone, Copy, Debug)]
 struct Timing {
     lease: Duration,
@@ -248,296 +238,126 @@ struct Timing {
 }
 
 impl Timing {
-    fn from_env() -> Timing {
-        let ms = std::env::var(LEASE_ENV).ok().and_then(|v| v.parse::<u64>().ok()).filter(|ms| *ms >= 100);
-        match ms {
-            Some(ms) => {
-                Timing { lease: Duration::from_millis(ms), renew: Duration::from_millis(ms * 3 / 10) }
-            }
+    fn new(lease: Option<Duration>) -> Timing {
+        match lease {
+            Some(lease) => Timing { lease, renew: lease * 3 / 10 },
             None => Timing { lease: LEASE, renew: RENEW },
         }
     }
 }
 
-/// One connection, shared by the store and its lease renewers, and how to
-/// make it again. The fleet queue (`crate::queue::redis`) uses it too.
-pub(crate) struct Conn {
-    url: RedisUrl,
-    /// `state store 'redis://…'` (password masked), for messages.
-    name: String,
-    con: Mutex<Option<Link>>,
+/// What a renewer does to the running attempt when its lease is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnLoss {
+    /// Nothing (the circuit's trial: the next run is the trial).
+    Nothing,
+    /// Kill it when the server cannot be reached to renew the lease before
+    /// it ends (a drain's job: SPEC "Redis in production"). A lease found
+    /// taken by another claim is left to the claim's fence.
+    KillIfUnreachable,
+    /// Kill it then, and also when the lease is found lost (a
+    /// `--concurrency` slot: a failover to a replica that had not seen it
+    /// may let another process take it; the limit holds again at once).
+    KillIfLost,
 }
 
-/// A live connection, and how many replies of commands sent without
-/// waiting (slot releases) are still to be read from it.
-struct Link {
-    con: redis::Connection,
-    unread: usize,
-}
-
-impl Link {
-    fn new(con: redis::Connection) -> Link {
-        Link { con, unread: 0 }
-    }
-
-    /// The connection, once the replies still owed are read (they came
-    /// long ago: reading them costs no wait). Their content does not
-    /// matter; a lost connection does.
-    fn ready(&mut self) -> Result<&mut redis::Connection, RedisError> {
-        while self.unread > 0 {
-            match self.con.recv_response() {
-                Err(e) if lost(&e) => return Err(e),
-                Ok(_) | Err(_) => self.unread -= 1,
-            }
-        }
-        Ok(&mut self.con)
-    }
-}
-
-/// Is the connection itself in doubt (rather than the server saying no)?
-fn lost(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal()
-}
-
-impl Conn {
-    /// Connects (with timeouts), authenticates, selects the database and
-    /// checks that the server answers `PING`. `name` says what the server
-    /// is for in messages (`state store 'redis://…'`), password masked.
-    pub(crate) fn open(url: &RedisUrl, name: String) -> Result<Arc<Conn>, StoreError> {
-        if url.tls {
-            return Err(StoreError::unavailable(format!("{name}: {TLS_REFUSED}")));
-        }
-        let conn = Conn { url: url.clone(), name, con: Mutex::new(None) };
-        let mut con = conn.connect(CONNECT_TIMEOUT)?;
-        redis::cmd("PING").query::<String>(&mut con).map_err(|e| conn.failed("cannot connect", &e))?;
-        *conn.lock() = Some(Link::new(con));
-        Ok(Arc::new(conn))
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Link>> {
-        // A renewer that panicked cannot leave the connection half-used
-        // in a way that matters: the next error reconnects.
-        self.con.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The error text with the password, should a library ever echo it,
-    /// replaced.
-    fn scrub(&self, text: String) -> String {
-        match &self.url.password {
-            Some(p) if p.len() >= 4 => text.replace(p.as_str(), "***"),
-            _ => text,
-        }
-    }
-
-    fn failed(&self, doing: &str, e: &RedisError) -> StoreError {
-        let why = match e.kind() {
-            redis::ErrorKind::AuthenticationFailed => {
-                "authentication failed (a wrong user name or password?)".to_string()
-            }
-            // A server's reply: `NOAUTH Authentication required.`
-            _ => match (e.code(), e.detail()) {
-                (Some(code), Some(detail)) => format!("{code} {detail}"),
-                _ => plain(e.to_string()),
-            },
-        };
-        StoreError::unavailable(self.scrub(format!("{}: {doing}: {why}", self.name)))
-    }
-
-    /// Connects to one of the host's addresses, within `budget`:
-    /// resolution, TCP, AUTH and SELECT, with timeouts on every step.
-    fn connect(&self, budget: Duration) -> Result<redis::Connection, StoreError> {
-        let start = Instant::now();
-        let addrs = resolve(&self.url.host, self.url.port, budget)
-            .map_err(|why| StoreError::unavailable(format!("{}: {why}", self.name)))?;
-        let mut redis_info = RedisConnectionInfo::default()
-            .set_db(i64::from(self.url.db))
-            .set_lib_name("retry", env!("CARGO_PKG_VERSION"));
-        if let Some(user) = &self.url.user {
-            redis_info = redis_info.set_username(user);
-        }
-        if let Some(password) = &self.url.password {
-            redis_info = redis_info.set_password(password);
-        }
-        let mut last = None;
-        for addr in addrs {
-            let left = budget.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                break;
-            }
-            let info = ConnectionAddr::Tcp(addr.ip().to_string(), addr.port()).into_connection_info().map(
-                |i: ConnectionInfo| {
-                    i.set_redis_settings(redis_info.clone())
-                        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true))
-                },
-            );
-            let con = info.and_then(|info| redis::Client::open(info)?.get_connection_with_timeout(left));
-            match con {
-                Ok(con) => {
-                    con.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| self.failed("cannot connect", &e))?;
-                    con.set_write_timeout(Some(IO_TIMEOUT)).map_err(|e| self.failed("cannot connect", &e))?;
-                    return Ok(con);
-                }
-                // The server answered: another address will not help.
-                Err(e) if !lost(&e) => return Err(self.failed("cannot connect", &e)),
-                Err(e) => last = Some((addr, e)),
-            }
-        }
-        Err(match last {
-            Some((addr, e)) => self.failed(&format!("cannot connect to {addr}"), &e),
-            None => StoreError::unavailable(format!(
-                "{}: cannot connect within {}",
-                self.name,
-                crate::parse::human(budget)
-            )),
-        })
-    }
-
-    /// Runs `op` on the connection; when the connection is lost (or was
-    /// lost before), reconnects and runs it again, for at most
-    /// [`RECONNECT`]. A server's "no" is an error at once.
-    pub(crate) fn run<T>(
-        &self,
-        doing: &str,
-        mut op: impl FnMut(&mut redis::Connection) -> Result<T, RedisError>,
-    ) -> Result<T, StoreError> {
-        let mut guard = self.lock();
-        let mut why = match guard.as_mut().map(|link| link.ready().and_then(&mut op)) {
-            Some(Ok(value)) => return Ok(value),
-            Some(Err(e)) if !lost(&e) => return Err(self.failed(doing, &e)),
-            Some(Err(e)) => self.failed(doing, &e),
-            None => StoreError::unavailable(format!("{}: not connected", self.name)),
-        };
-        *guard = None;
-        let until = Instant::now() + RECONNECT;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(StoreError::unavailable(format!(
-                    "{} (reconnecting for {} did not help)",
-                    why.message,
-                    crate::parse::human(RECONNECT)
-                )));
-            }
-            match self.connect(left.min(CONNECT_TIMEOUT)) {
-                Ok(mut con) => match op(&mut con) {
-                    Ok(value) => {
-                        *guard = Some(Link::new(con));
-                        return Ok(value);
-                    }
-                    Err(e) if !lost(&e) => {
-                        *guard = Some(Link::new(con));
-                        return Err(self.failed(doing, &e));
-                    }
-                    Err(e) => why = self.failed(doing, &e),
-                },
-                Err(e) => why = e,
-            }
-            std::thread::sleep(
-                Duration::from_millis(100).min(until.saturating_duration_since(Instant::now())),
-            );
-        }
-    }
-
-    /// Runs `op` once if connected; never reconnects (for releases, whose
-    /// leases run out by themselves).
-    pub(crate) fn once(&self, op: impl FnOnce(&mut redis::Connection) -> Result<(), RedisError>) {
-        let mut guard = self.lock();
-        if let Some(link) = guard.as_mut() {
-            if link.ready().and_then(op).is_err_and(|e| lost(&e)) {
-                *guard = None;
-            }
-        }
-    }
-
-    /// Sends `cmd` if connected, without waiting for its reply (read
-    /// before the next command); never reconnects. Redis runs a
-    /// connection's commands in order, so what follows sees its effect.
-    fn send(&self, cmd: &redis::Cmd) {
-        let mut guard = self.lock();
-        if let Some(link) = guard.as_mut() {
-            match link.con.send_packed_command(&cmd.get_packed_command()) {
-                Ok(()) => link.unread += 1,
-                Err(_) => *guard = None,
-            }
-        }
-    }
-}
-
-/// The host's addresses, resolved within `budget` (a resolver that hangs
-/// is left behind on its thread). `localhost` falls back to the loopback
-/// addresses when it does not resolve: a statically linked build may have
-/// no working name service at all.
-fn resolve(host: &str, port: u16, budget: Duration) -> Result<Vec<SocketAddr>, String> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let loopback = || {
-        vec![
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
-        ]
-    };
-    let (tx, rx) = mpsc::channel();
-    let name = host.to_string();
-    let spawned = std::thread::Builder::new().name("resolve".to_string()).spawn(move || {
-        let _ = tx.send((name.as_str(), port).to_socket_addrs().map(Iterator::collect::<Vec<_>>));
-    });
-    let localhost = host.eq_ignore_ascii_case("localhost");
-    let answer = match spawned {
-        Ok(_) => rx.recv_timeout(budget),
-        Err(_) => Err(RecvTimeoutError::Disconnected),
-    };
-    match answer {
-        Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
-        _ if localhost => Ok(loopback()),
-        Ok(Ok(_)) => Err(format!("'{host}' has no address")),
-        Ok(Err(e)) => Err(format!("cannot resolve '{host}': {}", plain(e.to_string()))),
-        Err(RecvTimeoutError::Timeout) => {
-            Err(format!("cannot resolve '{host}' within {}", crate::parse::human(budget)))
-        }
-        Err(RecvTimeoutError::Disconnected) => Err(format!("cannot resolve '{host}'")),
-    }
-}
-
-/// Starts a detached thread that calls `renew` every `every` until the
-/// returned sender is dropped: a lease's renewer. `renew` answers 1 when
-/// the lease was renewed, anything else when it was lost (then, and when
-/// the server cannot be reached for [`RECONNECT`], a warning naming `what`
-/// goes to `warnings`). Dropping the sender does not wait for the thread
-/// (a thread's wake-up costs more than a round trip on a busy machine): a
-/// renewal already under way may still run after the release, so a renew
-/// script must never recreate a released lease.
+/// A lease's renewer: a detached thread that calls `renew` (on the server
+/// of `route`) every `every` until the returned sender is dropped. `renew`
+/// answers 1 when the lease was renewed, anything else when it was lost.
+/// A renewal that fails is tried again at once, within what is left of
+/// the lease (`lease` from the last renewal, less a twentieth of it for
+/// safety); the attempt is killed ([`crate::running`]) as `on_loss` says.
+/// (A process that was stopped and wakes after its lease ended tries once
+/// more, with the full 2 s.) Each of these goes to `warnings` as a line
+/// naming `what`. Dropping the sender does not wait for the
+/// thread (a thread's wake-up costs more than a round trip on a busy
+/// machine): a renewal already under way may still run after the release,
+/// so a renew script must never recreate a released lease.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn renew_every(
     conn: &Arc<Conn>,
+    route: String,
+    lease: Duration,
     every: Duration,
     what: String,
     warnings: &Arc<Mutex<Vec<String>>>,
+    on_loss: OnLoss,
     mut renew: impl FnMut(&mut redis::Connection) -> Result<i64, RedisError> + Send + 'static,
 ) -> mpsc::Sender<()> {
     let (stop, stopped) = mpsc::channel::<()>();
-    let (c, w) = (Arc::clone(conn), Arc::clone(warnings));
+    let c = Arc::clone(conn);
+    let push = |w: &Arc<Mutex<Vec<String>>>, message: String| {
+        w.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(message);
+    };
+    let w = Arc::clone(warnings);
+    let say = move |message: String| push(&w, message);
+    // Said before the kill: whoever reaps the attempt finds the reason.
+    // (A lease is renewed only while its attempt runs.)
+    let w = Arc::clone(warnings);
+    let say_and_kill = move |message: String, kill: bool| {
+        if kill {
+            push(&w, format!("{message}; its attempt was killed"));
+            crate::running::kill();
+        } else {
+            push(&w, message);
+        }
+    };
+    let safety = lease / 20;
     // Detached: it ends when told to or with the process.
     let _renewer = std::thread::Builder::new()
         .name("lease".to_string())
         .spawn(move || {
+            let mut until = Instant::now() + lease;
             // Until the lease is dropped (the sender goes away).
             while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                let renewed = c.run("cannot renew a lease", &mut renew);
-                if let Err(TryRecvError::Disconnected) = stopped.try_recv() {
-                    // Released meanwhile: a renewal that found nothing
-                    // (or failed) is no news.
-                    break;
+                let mut failed = false;
+                loop {
+                    let mut left = until.saturating_duration_since(Instant::now()).saturating_sub(safety);
+                    if left.is_zero() && failed {
+                        if let Err(TryRecvError::Empty) = stopped.try_recv() {
+                            let message = format!(
+                                "{}: could not renew {what} before its lease ended; another process \
+                                 may hold it now",
+                                c.name
+                            );
+                            say_and_kill(message, on_loss != OnLoss::Nothing);
+                        }
+                        return;
+                    }
+                    if left.is_zero() {
+                        // Woken after the lease ended (the process was
+                        // stopped): one more try.
+                        left = RECONNECT;
+                        failed = true;
+                    }
+                    let asked = Instant::now();
+                    let renewed = c.run_within("cannot renew a lease", &route, left, &mut renew);
+                    if let Err(TryRecvError::Disconnected) = stopped.try_recv() {
+                        // Released meanwhile: a renewal that found nothing
+                        // (or failed) is no news.
+                        return;
+                    }
+                    match renewed {
+                        Ok(1) => {
+                            until = asked + lease;
+                            break;
+                        }
+                        Ok(_) => {
+                            let message = format!(
+                                "{}: lost {what}: its lease ran out before it was renewed (or the \
+                                 server lost it in a failover); another process may hold it now",
+                                c.name
+                            );
+                            say_and_kill(message, on_loss == OnLoss::KillIfLost);
+                            return;
+                        }
+                        Err(e) if !failed => {
+                            failed = true;
+                            say(format!("{}; {what} runs out unless renewed soon", e.message));
+                        }
+                        Err(_) => {}
+                    }
                 }
-                let message = match renewed {
-                    Ok(1) => continue,
-                    Ok(_) => format!(
-                        "{}: lost {what}: its lease ran out before it was renewed; \
-                         another process may hold it now",
-                        c.name
-                    ),
-                    Err(e) => format!("{}; {what} runs out unless renewed soon", e.message),
-                };
-                w.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(message);
             }
         })
         .ok();
@@ -578,15 +398,27 @@ impl Lease {
             Held::Slot => format!("its --concurrency slot of key '{}'", key.as_str()),
             Held::Trial => format!("the circuit trial of key '{}'", key.as_str()),
         };
-        let stop = renew_every(conn, timing.renew, what, &store.warnings, move |con| match held {
-            Held::Slot => RENEW_SLOT
-                .key(&k)
-                .arg(&t)
-                .arg(micros(timing.lease))
-                .arg(ttl(Duration::ZERO))
-                .invoke::<i64>(con),
-            Held::Trial => RENEW_TRIAL.key(&k).arg(&t).arg(millis(timing.lease)).invoke::<i64>(con),
-        });
+        // A slot lost is a limit broken: its attempt must not go on.
+        let on_loss = if held == Held::Slot { OnLoss::KillIfLost } else { OnLoss::Nothing };
+        let route = redis_key.clone();
+        let stop = renew_every(
+            conn,
+            route,
+            timing.lease,
+            timing.renew,
+            what,
+            &store.warnings,
+            on_loss,
+            move |con| match held {
+                Held::Slot => RENEW_SLOT
+                    .key(&k)
+                    .arg(&t)
+                    .arg(micros(timing.lease))
+                    .arg(ttl(Duration::ZERO))
+                    .invoke::<i64>(con),
+                Held::Trial => RENEW_TRIAL.key(&k).arg(&t).arg(millis(timing.lease)).invoke::<i64>(con),
+            },
+        );
         Lease { stop: Some(stop), conn: Arc::clone(conn), held, redis_key, token, release: true }
     }
 
@@ -608,8 +440,8 @@ impl Drop for Lease {
         let (k, t) = (&self.redis_key, &self.token);
         match self.held {
             // Once per attempt: not worth a round trip of waiting.
-            Held::Slot => self.conn.send(redis::cmd("ZREM").arg(k).arg(t)),
-            Held::Trial => self.conn.once(|con| RELEASE_TRIAL.key(k).arg(t).invoke::<i64>(con).map(drop)),
+            Held::Slot => self.conn.send(k, redis::cmd("ZREM").arg(k).arg(t)),
+            Held::Trial => self.conn.once(k, |con| RELEASE_TRIAL.key(k).arg(t).invoke::<i64>(con).map(drop)),
         }
     }
 }
@@ -650,11 +482,11 @@ impl RedisStore {
     /// Connects (with timeouts), authenticates, selects the database and
     /// checks that the server answers: an unreachable server or a refused
     /// password is an error here, before any attempt.
-    pub fn open(url: &RedisUrl) -> Result<RedisStore, StoreError> {
+    pub fn open(url: &RedisUrl, lease: Option<Duration>) -> Result<RedisStore, StoreError> {
         let conn = Conn::open(url, format!("state store '{}'", url.masked()))?;
         Ok(RedisStore {
             conn,
-            timing: Timing::from_env(),
+            timing: Timing::new(lease),
             token_base: token_base(),
             tokens: 0,
             trials: HashMap::new(),
@@ -668,12 +500,9 @@ impl RedisStore {
     }
 }
 
-/// Why `rediss://` is refused (README "TLS").
-pub const TLS_REFUSED: &str = "TLS (rediss://) is not supported by this build: reach the server through a \
-                               TLS tunnel on this machine (stunnel, spiped, ssh -L) and give redis://127.0.0.1:PORT";
-
+/// `retry:{key:KEY}:WHAT`: hash-tagged, so a key's state is one slot.
 fn redis_key(key: &Key, what: &str) -> String {
-    format!("retry:key:{}:{what}", key.as_str())
+    format!("retry:{{key:{}}}:{what}", key.as_str())
 }
 
 impl Store for RedisStore {
@@ -681,7 +510,7 @@ impl Store for RedisStore {
         let (circuit_key, trial_key) = (redis_key(key, "circuit"), redis_key(key, "trial"));
         let token = self.token();
         let (admitted, trial, remaining_us, failures, trial_running): (i64, i64, i64, i64, i64) =
-            self.conn.run("cannot read the circuit", |con| {
+            self.conn.run("cannot read the circuit", &circuit_key, |con| {
                 ADMIT
                     .key(&circuit_key)
                     .key(&trial_key)
@@ -724,7 +553,7 @@ impl Store for RedisStore {
             RunEnd::Abandoned => "abandoned",
         };
         let (circuit_key, trial_key) = (redis_key(key, "circuit"), redis_key(key, "trial"));
-        self.conn.run("cannot record the run", |con| {
+        self.conn.run("cannot record the run", &circuit_key, |con| {
             RECORD
                 .key(&circuit_key)
                 .key(&trial_key)
@@ -739,7 +568,7 @@ impl Store for RedisStore {
     fn rate_turn(&mut self, key: &Key, rate: &Rate) -> Result<Turn, StoreError> {
         let starts = redis_key(key, "starts");
         let token = self.token();
-        let (go, wait_us): (i64, i64) = self.conn.run("cannot take a --rate turn", |con| {
+        let (go, wait_us): (i64, i64) = self.conn.run("cannot take a --rate turn", &starts, |con| {
             RATE.key(&starts)
                 .arg(rate.n)
                 .arg(micros(rate.window))
@@ -757,7 +586,7 @@ impl Store for RedisStore {
     fn acquire_slot(&mut self, key: &Key, n: u32) -> Result<Option<Slot>, StoreError> {
         let slots = redis_key(key, "slots");
         let token = self.token();
-        let got: i64 = self.conn.run("cannot take a --concurrency slot", |con| {
+        let got: i64 = self.conn.run("cannot take a --concurrency slot", &slots, |con| {
             ACQUIRE
                 .key(&slots)
                 .arg(n.max(1))
@@ -798,25 +627,22 @@ mod tests {
     }
 
     #[test]
-    fn addresses_and_localhost() {
-        let t = Duration::from_secs(2);
-        assert_eq!(resolve("127.0.0.1", 7, t), Ok(vec!["127.0.0.1:7".parse().unwrap()]));
-        assert_eq!(resolve("::1", 7, t), Ok(vec!["[::1]:7".parse().unwrap()]));
-        let local = resolve("localhost", 7, t).expect("localhost");
-        assert!(
-            !local.is_empty() && local.iter().all(|a| a.ip().is_loopback() && a.port() == 7),
-            "{local:?}"
-        );
-        assert!(resolve("no-such-host.invalid", 7, t).is_err());
+    fn the_lease_is_10s_renewed_every_3s() {
+        let t = Timing::new(None);
+        assert_eq!((t.lease, t.renew), (LEASE, RENEW));
+        assert!(RENEW * 3 < LEASE, "two renewals in a row may fail before a lease runs out");
+        let t = Timing::new(Some(Duration::from_secs(1)));
+        assert_eq!((t.lease, t.renew), (Duration::from_secs(1), Duration::from_millis(300)));
     }
 
     #[test]
-    fn the_lease_is_10s_renewed_every_3s() {
-        // (Unless a test shortened it through the environment.)
-        if std::env::var_os(LEASE_ENV).is_none() {
-            let t = Timing::from_env();
-            assert_eq!((t.lease, t.renew), (LEASE, RENEW));
-        }
-        assert!(RENEW * 3 < LEASE, "two renewals in a row may fail before a lease runs out");
+    fn a_keys_state_is_one_slot() {
+        let key = super::super::parse_key("api").unwrap();
+        assert_eq!(redis_key(&key, "slots"), "retry:{key:api}:slots");
+        let slots: Vec<u16> = ["circuit", "trial", "starts", "slots"]
+            .iter()
+            .map(|w| super::super::conn::slot(&redis_key(&key, w)))
+            .collect();
+        assert!(slots.windows(2).all(|w| w[0] == w[1]), "{slots:?}");
     }
 }

@@ -1,6 +1,15 @@
 //! The state store URL grammar, one for every option that names a store
-//! (SPEC Edge rules, "Shared state"): `file:DIR` or
-//! `redis[s]://[user:pass@]host[:port][/db][#NAME]`. Pure: no I/O.
+//! (SPEC Edge rules, "Shared state"): `file:DIR`,
+//! `redis[s]://[user:pass@]host[:port][,host[:port]...][/db][#NAME]` (one
+//! server, or seed nodes of a Redis Cluster) or
+//! `redis+sentinel://[user:pass@]host[:port][,...]/MASTER[/db][#NAME]`
+//! (the master a set of sentinels names). Pure: no I/O.
+//!
+//! A password may be left out of the URL (and so out of argv):
+//! `RETRY_REDIS_PASSWORD` supplies it when the URL has none, see
+//! [`RedisUrl::password`]. An empty password (`redis://user:@host`) means
+//! the same as none: it is how a saved job keeps a user name without its
+//! password.
 //!
 //! A password never reaches an output: [`RedisUrl`]'s `Debug` and
 //! [`RedisUrl::masked`] print `***` in its place, parse errors never
@@ -29,17 +38,25 @@ impl StoreUrl {
     }
 }
 
-/// `redis[s]://[user:pass@]host[:port][/db][#NAME]`.
+/// The environment variable that supplies a password the URL leaves out.
+pub const PASSWORD_ENV: &str = "RETRY_REDIS_PASSWORD";
+
+/// The default port of a sentinel.
+pub const SENTINEL_PORT: u16 = 26379;
+
+/// `redis[s]://…` or `redis+sentinel://…` (see the module doc).
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl {
     /// `rediss://`: TLS.
     pub tls: bool,
     pub user: Option<String>,
+    /// The password written in the URL (never empty).
     pub password: Option<String>,
-    /// A name or an IP address (IPv6 without its brackets).
-    pub host: String,
-    /// 6379 unless given.
-    pub port: u16,
+    /// The servers named: one server, seed nodes of a Cluster, or the
+    /// sentinels. Hosts are names or IP addresses (IPv6 without brackets).
+    pub nodes: Vec<(String, u16)>,
+    /// `redis+sentinel://…/MASTER`: the master's name at the sentinels.
+    pub sentinel: Option<String>,
     /// 0 unless given.
     pub db: u32,
     /// `#NAME`: a queue's name (only `--queue`, `--drain`, `--list` take one).
@@ -49,24 +66,56 @@ pub struct RedisUrl {
 impl RedisUrl {
     /// The URL with the password replaced by `***`.
     pub fn masked(&self) -> String {
-        let mut out = String::from(if self.tls { "rediss://" } else { "redis://" });
-        match (&self.user, &self.password) {
-            (Some(u), Some(_)) => out.push_str(&format!("{u}:***@")),
-            (None, Some(_)) => out.push_str(":***@"),
-            // Not produced by `parse` (a user needs a password); masked anyway.
-            (Some(_), None) => out.push_str("***@"),
-            (None, None) => {}
+        self.render(Some("***"))
+    }
+
+    /// The URL without its password, as a saved job keeps it (a user name
+    /// stays, with an empty password: the drain supplies its own).
+    pub fn without_password(&self) -> String {
+        self.render(None)
+    }
+
+    fn render(&self, password: Option<&str>) -> String {
+        let mut out = String::from(match (&self.sentinel, self.tls) {
+            (Some(_), _) => "redis+sentinel://",
+            (None, true) => "rediss://",
+            (None, false) => "redis://",
+        });
+        match (&self.user, &self.password, password) {
+            (Some(u), Some(_), Some(mask)) => out.push_str(&format!("{u}:{mask}@")),
+            (None, Some(_), Some(mask)) => out.push_str(&format!(":{mask}@")),
+            (Some(u), _, _) => out.push_str(&format!("{u}:@")),
+            (None, _, _) => {}
         }
-        if self.host.contains(':') {
-            out.push_str(&format!("[{}]", self.host));
-        } else {
-            out.push_str(&self.host);
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|(h, p)| if h.contains(':') { format!("[{h}]:{p}") } else { format!("{h}:{p}") })
+            .collect();
+        out.push_str(&nodes.join(","));
+        if let Some(master) = &self.sentinel {
+            out.push_str(&format!("/{master}"));
         }
-        out.push_str(&format!(":{}/{}", self.port, self.db));
+        out.push_str(&format!("/{}", self.db));
         if let Some(name) = &self.name {
             out.push_str(&format!("#{name}"));
         }
         out
+    }
+
+    /// The password to give: the URL's, else `RETRY_REDIS_PASSWORD` (when
+    /// set and not empty).
+    pub fn password(&self) -> Option<String> {
+        self.password.clone().or_else(|| std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()))
+    }
+
+    /// The first node, for messages about "the server".
+    pub fn first(&self) -> String {
+        match self.nodes.first() {
+            Some((h, p)) if h.contains(':') => format!("[{h}]:{p}"),
+            Some((h, p)) => format!("{h}:{p}"),
+            None => String::new(),
+        }
     }
 }
 
@@ -76,21 +125,52 @@ impl fmt::Debug for RedisUrl {
     }
 }
 
-const HINT: &str = "expected file:DIR or redis[s]://[user:pass@]host[:port][/db]";
+/// Is this environment entry (`NAME=value`) `RETRY_REDIS_PASSWORD`? A
+/// queued job never keeps it.
+pub fn is_password_variable(entry: &[u8]) -> bool {
+    entry.strip_prefix(PASSWORD_ENV.as_bytes()).is_some_and(|rest| rest.first() == Some(&b'='))
+}
+
+/// retry's arguments with every Redis URL in them (`URL` or `--opt=URL`)
+/// written without its password, as a queued job keeps them: a drain
+/// connects with its own (its URL, or its `RETRY_REDIS_PASSWORD`).
+pub fn without_passwords(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    args.into_iter().map(without_password).collect()
+}
+
+/// One argument of [`without_passwords`].
+pub fn without_password(arg: std::ffi::OsString) -> std::ffi::OsString {
+    let Some(text) = arg.to_str() else { return arg };
+    let (flag, value) = match text.split_once('=') {
+        Some((flag, value)) if flag.starts_with("--") => (format!("{flag}="), value),
+        _ => (String::new(), text),
+    };
+    match parse(value) {
+        Ok(StoreUrl::Redis(url)) if url.password.is_some() => {
+            format!("{flag}{}", url.without_password()).into()
+        }
+        _ => arg,
+    }
+}
+
+const HINT: &str = "expected file:DIR, redis[s]://[user:pass@]host[:port][,host[:port]...][/db] \
+                    or redis+sentinel://[user:pass@]host[:port][,...]/MASTER[/db]";
 
 /// Parses a store URL. The error reason never contains the password.
 pub fn parse(text: &str) -> Result<StoreUrl, String> {
     if let Some(rest) = text.strip_prefix("file:") {
         return parse_file(rest).map(StoreUrl::File);
     }
-    let (tls, rest) = if let Some(rest) = text.strip_prefix("redis://") {
-        (false, rest)
+    let (tls, sentinel, rest) = if let Some(rest) = text.strip_prefix("redis://") {
+        (false, false, rest)
     } else if let Some(rest) = text.strip_prefix("rediss://") {
-        (true, rest)
+        (true, false, rest)
+    } else if let Some(rest) = text.strip_prefix("redis+sentinel://") {
+        (false, true, rest)
     } else {
         return Err(format!("unknown kind of store; {HINT}"));
     };
-    parse_redis(tls, rest).map(StoreUrl::Redis)
+    parse_redis(tls, sentinel, rest).map(StoreUrl::Redis)
 }
 
 fn parse_file(rest: &str) -> Result<PathBuf, String> {
@@ -106,7 +186,7 @@ fn parse_file(rest: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(path))
 }
 
-fn parse_redis(tls: bool, rest: &str) -> Result<RedisUrl, String> {
+fn parse_redis(tls: bool, sentinel: bool, rest: &str) -> Result<RedisUrl, String> {
     // The user info ends at the last `@` (a name after `#` has none), so
     // a password may hold a raw `/`, `#`, `?` or `@` (base64 makes `/`);
     // it is split off first and never quoted in an error.
@@ -126,7 +206,7 @@ fn parse_redis(tls: bool, rest: &str) -> Result<RedisUrl, String> {
     if rest.contains('?') {
         return Err(format!("query parameters are not supported; {HINT}"));
     }
-    let (hostport, path) = match rest.find('/') {
+    let (hostports, path) = match rest.find('/') {
         Some(i) => (&rest[..i], Some(&rest[i + 1..])),
         None => (rest, None),
     };
@@ -138,7 +218,8 @@ fn parse_redis(tls: bool, rest: &str) -> Result<RedisUrl, String> {
             // it is refused (and masked in the message) rather than guessed.
             let Some((u, p)) = info.split_once(':') else {
                 return Err("a user name needs a password: write redis://user:pass@host, \
-                            or redis://:pass@host for the default user"
+                            redis://:pass@host for the default user, or redis://user:@host \
+                            with the password in RETRY_REDIS_PASSWORD"
                     .to_string());
             };
             let user = if u.is_empty() {
@@ -147,9 +228,39 @@ fn parse_redis(tls: bool, rest: &str) -> Result<RedisUrl, String> {
                 Some(percent_decode(u).ok_or_else(|| "bad %-escape in the user name".to_string())?)
             };
             let password = percent_decode(p).ok_or_else(|| "bad %-escape in the password".to_string())?;
-            (user, Some(password))
+            (user, Some(password).filter(|p| !p.is_empty()))
         }
     };
+    let default_port = if sentinel { SENTINEL_PORT } else { 6379 };
+    let nodes =
+        hostports.split(',').map(|hp| parse_node(hp, default_port)).collect::<Result<Vec<_>, String>>()?;
+    let mut segments = path.unwrap_or("").split('/');
+    let master = if sentinel {
+        match segments.next() {
+            Some(m) if super::valid_name(m) => Some(m.to_string()),
+            Some("") | None => {
+                return Err("a sentinel URL names its master: redis+sentinel://s1:26379,s2:26379/mymaster"
+                    .to_string());
+            }
+            Some(m) => return Err(format!("'{m}' is not a master name: {}", super::NAME_RULE)),
+        }
+    } else {
+        None
+    };
+    let db = match (segments.next(), segments.next()) {
+        (None | Some(""), None) => 0,
+        (Some(d), None) => match d.parse::<u32>() {
+            Ok(n) if d.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => return Err(format!("'/{d}' is not a database number")),
+        },
+        (Some(d), Some(e)) => return Err(format!("'/{d}/{e}' is not a database number")),
+        (None, Some(_)) => return Err(format!("unexpected path; {HINT}")),
+    };
+    Ok(RedisUrl { tls, user, password, nodes, sentinel: master, db, name })
+}
+
+/// `host[:port]` or `[v6][:port]`.
+fn parse_node(hostport: &str, default_port: u16) -> Result<(String, u16), String> {
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
         let (host, after) = v6.split_once(']').ok_or_else(|| "unclosed '[' in the host".to_string())?;
         let port = match after {
@@ -170,20 +281,13 @@ fn parse_redis(tls: bool, rest: &str) -> Result<RedisUrl, String> {
         return Err(format!("'{host}' is not a host name or address"));
     }
     let port = match port {
-        None => 6379,
+        None => default_port,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
             _ => return Err(format!("'{p}' is not a port (1-65535)")),
         },
     };
-    let db = match path {
-        None | Some("") => 0,
-        Some(d) => match d.parse::<u32>() {
-            Ok(n) if d.bytes().all(|b| b.is_ascii_digit()) => n,
-            _ => return Err(format!("'/{d}' is not a database number")),
-        },
-    };
-    Ok(RedisUrl { tls, user, password, host: host.to_string(), port, db, name })
+    Ok((host.to_string(), port))
 }
 
 /// `%XX` escapes decoded; `None` for a bad escape or invalid UTF-8.
@@ -228,24 +332,74 @@ mod tests {
     #[test]
     fn redis_urls_in_every_form() {
         let r = redis("redis://localhost");
-        assert_eq!((r.tls, r.host.as_str(), r.port, r.db), (false, "localhost", 6379, 0));
+        assert_eq!((r.tls, r.nodes[0].0.as_str(), r.nodes[0].1, r.db), (false, "localhost", 6379, 0));
         assert_eq!((r.user, r.password, r.name), (None, None, None));
         let r = redis("rediss://app:s3cr%40t@cache.internal:6380/2#jobs");
         assert!(r.tls);
         assert_eq!(r.user.as_deref(), Some("app"));
         assert_eq!(r.password.as_deref(), Some("s3cr@t"));
         assert_eq!(
-            (r.host.as_str(), r.port, r.db, r.name.as_deref()),
+            (r.nodes[0].0.as_str(), r.nodes[0].1, r.db, r.name.as_deref()),
             ("cache.internal", 6380, 2, Some("jobs"))
         );
         let r = redis("redis://:pw@[::1]:7000/");
-        assert_eq!((r.user, r.password.as_deref(), r.host.as_str(), r.port), (None, Some("pw"), "::1", 7000));
+        assert_eq!(
+            (r.user, r.password.as_deref(), r.nodes[0].0.as_str(), r.nodes[0].1),
+            (None, Some("pw"), "::1", 7000)
+        );
         let r = redis("redis://user:p:w@h");
         assert_eq!(r.password.as_deref(), Some("p:w"));
         // Raw `/`, `#`, `?`, `@` in a password: the last `@` ends it.
         let r = redis("redis://u:a/b#c?d@e@h:1/2#q");
         assert_eq!(r.password.as_deref(), Some("a/b#c?d@e"));
-        assert_eq!((r.host.as_str(), r.port, r.db, r.name.as_deref()), ("h", 1, 2, Some("q")));
+        assert_eq!((r.nodes[0].0.as_str(), r.nodes[0].1, r.db, r.name.as_deref()), ("h", 1, 2, Some("q")));
+    }
+
+    #[test]
+    fn cluster_seeds_and_sentinels() {
+        let r = redis("redis://h1:7000,h2:7001,[::1]/0#q");
+        let want = [("h1", 7000), ("h2", 7001), ("::1", 6379)];
+        assert_eq!(r.nodes, want.map(|(h, p)| (h.to_string(), p)));
+        assert_eq!(r.masked(), "redis://h1:7000,h2:7001,[::1]:6379/0#q");
+        let r = redis("redis+sentinel://:pw@s1,s2:26380/mymaster/2#jobs");
+        assert_eq!(r.sentinel.as_deref(), Some("mymaster"));
+        assert_eq!(r.nodes, [("s1".to_string(), 26379), ("s2".to_string(), 26380)]);
+        assert_eq!((r.db, r.name.as_deref()), (2, Some("jobs")));
+        assert_eq!(r.masked(), "redis+sentinel://:***@s1:26379,s2:26380/mymaster/2#jobs");
+        for bad in [
+            "redis+sentinel://s1",
+            "redis+sentinel://s1/",
+            "redis+sentinel://s1/m/x",
+            "redis://h1,",
+            "redis://a/1/2",
+        ] {
+            assert!(parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn saved_arguments_keep_no_password() {
+        let args: Vec<std::ffi::OsString> =
+            ["--state-store", "redis://:pw1@h", "--state-store=rediss://u:pw2@h:1/2", "-n", "3", "redis://h"]
+                .iter()
+                .map(Into::into)
+                .collect();
+        let got = without_passwords(args);
+        assert_eq!(
+            got,
+            ["--state-store", "redis://h:6379/0", "--state-store=rediss://u:@h:1/2", "-n", "3", "redis://h"]
+        );
+        assert!(is_password_variable(b"RETRY_REDIS_PASSWORD=x"));
+        assert!(!is_password_variable(b"RETRY_REDIS_PASSWORDS=x") && !is_password_variable(b"X=1"));
+    }
+
+    #[test]
+    fn a_saved_url_keeps_no_password() {
+        let r = redis("redis://app:hunter2@h:1/3");
+        assert_eq!(r.without_password(), "redis://app:@h:1/3");
+        let again = redis(&r.without_password());
+        assert_eq!((again.user.as_deref(), again.password), (Some("app"), None));
+        assert_eq!(redis("rediss://:hunter2@h").without_password(), "rediss://h:6379/0");
     }
 
     #[test]

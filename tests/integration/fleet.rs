@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use predicates::prelude::*;
 
-use crate::server::{LEASE_ENV, RedisServer, free_port, read_all, spawn_with, store_args};
+use crate::server::{RedisServer, free_port, read_all, spawn_with, store_args};
 use crate::util::*;
 
 /// A child that appends a line to `count`, then exits CODE.
@@ -238,26 +238,25 @@ fn a_slot_lease_is_renewed_while_its_attempt_runs_and_released_after() {
     let t = T::new();
     let server = RedisServer::start();
     let url = server.url();
-    let lease = [(LEASE_ENV, "1000")];
     let mut args = store_args(&url, "k");
-    args.extend(s(&["--concurrency", "1", "sh", "-c", "touch holding; sleep 3"]));
-    let mut holder = spawn_with(&t, &args, &lease);
+    args.extend(s(&["--store-lease", "1s", "--concurrency", "1", "sh", "-c", "touch holding; sleep 3"]));
+    let mut holder = spawn_with(&t, &args, &[]);
     t.wait_for("holding");
     // Twice the 1 s lease: only renewals (every 300 ms) keep it held.
     let mut args = store_args(&url, "k");
-    args.extend(s(&["--concurrency", "1", "--max-time", "2s"]));
+    args.extend(s(&["--store-lease", "1s", "--concurrency", "1", "--max-time", "2s"]));
     args.extend(counted(0));
-    let mut waiter = spawn_with(&t, &args, &lease);
+    let mut waiter = spawn_with(&t, &args, &[]);
     assert_eq!(wait_exit(&mut waiter).code(), Some(124), "{}", stderr_of(waiter));
     assert_eq!(t.runs("count"), 0);
     assert_eq!(wait_exit(&mut holder).code(), Some(0));
     let mut con = server.client();
-    let held: i64 = redis::cmd("ZCARD").arg("retry:key:k:slots").query(&mut con).unwrap();
+    let held: i64 = redis::cmd("ZCARD").arg("retry:{key:k}:slots").query(&mut con).unwrap();
     assert_eq!(held, 0, "released when the attempt ended, not when the lease ran out");
 }
 
 #[test]
-fn keys_are_named_retry_key_and_expire_after_30_days_idle_or_the_cooldown() {
+fn keys_are_hash_tagged_retry_key_and_expire_after_30_days_idle_or_the_cooldown() {
     let t = T::new();
     let server = RedisServer::start();
     let url = server.url();
@@ -284,10 +283,10 @@ fn keys_are_named_retry_key_and_expire_after_30_days_idle_or_the_cooldown() {
     let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
     keys.sort();
     // The slots' set is empty again, and Redis drops empty sets.
-    assert_eq!(keys, ["retry:key:api:circuit", "retry:key:api:starts"]);
-    let circuit = pttl(&mut con, "retry:key:api:circuit");
+    assert_eq!(keys, ["retry:{key:api}:circuit", "retry:{key:api}:starts"]);
+    let circuit = pttl(&mut con, "retry:{key:api}:circuit");
     assert!(circuit > 59 * day && circuit <= 60 * day, "{circuit}");
-    let starts = pttl(&mut con, "retry:key:api:starts");
+    let starts = pttl(&mut con, "retry:{key:api}:starts");
     assert!(starts > 29 * day && starts <= 30 * day, "{starts}");
     // A short cooldown: 30 days.
     t.retry()
@@ -296,11 +295,11 @@ fn keys_are_named_retry_key_and_expire_after_30_days_idle_or_the_cooldown() {
         .args(counted(1))
         .assert()
         .code(1);
-    let circuit = pttl(&mut con, "retry:key:b:circuit");
+    let circuit = pttl(&mut con, "retry:{key:b}:circuit");
     assert!(circuit > 29 * day && circuit <= 30 * day, "{circuit}");
     // A success closes the circuit: nothing is left of it.
     t.retry().args(store_args(&url, "b")).args(["--circuit-break", "5"]).args(counted(0)).assert().success();
-    let exists: i64 = redis::cmd("EXISTS").arg("retry:key:b:circuit").query(&mut con).unwrap();
+    let exists: i64 = redis::cmd("EXISTS").arg("retry:{key:b}:circuit").query(&mut con).unwrap();
     assert_eq!(exists, 0);
 }
 

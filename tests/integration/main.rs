@@ -13,6 +13,7 @@ mod hostile;
 mod metrics;
 mod output;
 mod processes;
+mod production;
 mod queue;
 mod report;
 mod server;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use predicates::prelude::*;
 
-use crate::server::{Backend, LEASE_ENV, spawn_with};
+use crate::server::{Backend, spawn_with};
 use crate::util::*;
 
 /// `state`, `ppid` and `pgrp` of a process, from `/proc/PID/stat`.
@@ -140,19 +140,22 @@ both_paths! {
 /// SIGKILLed while its attempt's grandchild runs; the waiter must not start
 /// before that grandchild is gone.
 fn a_killed_holders_group_is_gone_before_its_slot_is_handed_on(t: &T, b: &Backend) {
-    let env: &[(&str, &str)] = if b.is_redis() { &[(LEASE_ENV, "500")] } else { &[] };
+    // A short Redis lease, so the test does not depend on 10 s passing.
+    let lease: &[&str] = if b.is_redis() { &["--store-lease", "500ms"] } else { &[] };
     let holder = "echo $$ > a-pgid; sh -c 'while :; do date +%s%N >> a-beats; sleep 0.02; done' & \
                   touch a-started; wait";
     let mut args = b.args("slot");
+    args.extend(s(lease));
     args.extend(s(&["--concurrency", "1", "-n", "0", "sh", "-c", holder]));
-    let mut a = spawn_with(t, &args, env);
+    let mut a = spawn_with(t, &args, &[]);
     t.wait_for("a-started");
     std::thread::sleep(Duration::from_millis(100));
     // The waiter's attempt first notes the time and what of A's group runs.
     let waiter = format!("date +%s%N > b-start; {} > b-saw", running_in_group_sh("$(cat a-pgid)"));
     let mut args = b.args("slot");
+    args.extend(s(lease));
     args.extend(s(&["--concurrency", "1", "--max-time", "30s", "sh", "-c", &waiter]));
-    let mut w = spawn_with(t, &args, env);
+    let mut w = spawn_with(t, &args, &[]);
     std::thread::sleep(Duration::from_millis(200));
     assert!(!t.path("b-start").exists(), "the slot is held");
     kill(a.id(), libc::SIGKILL);

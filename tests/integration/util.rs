@@ -112,6 +112,8 @@ pub struct T {
     pub dir: tempfile::TempDir,
     /// A marker in the environment of everything the test starts.
     pub marker: String,
+    /// More variables for everything the test starts.
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl T {
@@ -119,7 +121,13 @@ impl T {
         let dir = tempfile::Builder::new().prefix("retry-test-").tempdir().unwrap();
         std::fs::create_dir(dir.path().join("tmp")).unwrap();
         let marker = dir.path().file_name().unwrap().to_string_lossy().into_owned();
-        T { dir, marker }
+        T { dir, marker, extra_env: Vec::new() }
+    }
+
+    /// The same sandbox, with `name=value` in the environment of everything it starts.
+    pub fn with_env(mut self, name: &str, value: &str) -> T {
+        self.extra_env.push((name.to_string(), value.to_string()));
+        self
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -133,6 +141,7 @@ impl T {
             .env("TMPDIR", self.path("tmp"))
             .env("LANG", "C.UTF-8")
             .env("RETRY_TEST_MARKER", &self.marker)
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.dir.path());
     }
 
