@@ -416,7 +416,7 @@ pub fn spawn(req: &Spawn<'_>) -> Result<Child, SpawnError> {
             // The command cannot run where it must: like an exec failure.
             let dir = req.cwd.map(|c| c.to_string_lossy().into_owned()).unwrap_or_default();
             let text = err.to_string();
-            let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+            let text = crate::parse::without_os_error(text);
             return Err(SpawnError::CannotExecute(io::Error::new(
                 err.kind(),
                 format!("cannot change to directory '{dir}': {text}"),

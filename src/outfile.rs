@@ -77,21 +77,12 @@ fn directory_of(path: &Path) -> PathBuf {
     }
 }
 
-/// An OS error without Rust's " (os error N)" suffix.
-fn errno_text(e: &io::Error) -> String {
-    let text = e.to_string();
-    match text.find(" (os error ") {
-        Some(i) => text[..i].to_string(),
-        None => text,
-    }
-}
-
 /// What `path` is, or why it cannot be a report file.
 fn classify(path: &Path) -> Result<Target, String> {
     if is_descriptor_path(path) {
         return match fs::metadata(path) {
             Ok(_) => Ok(Target::InPlace),
-            Err(e) => Err(errno_text(&e)),
+            Err(e) => Err(crate::parse::os_error(&e)),
         };
     }
     let meta = match fs::metadata(path) {
@@ -99,7 +90,7 @@ fn classify(path: &Path) -> Result<Target, String> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Ok(Target::Replace { file: path.to_path_buf(), dir: directory_of(path) });
         }
-        Err(e) => return Err(errno_text(&e)),
+        Err(e) => return Err(crate::parse::os_error(&e)),
     };
     let t = meta.file_type();
     if t.is_fifo() || t.is_char_device() {
@@ -113,8 +104,11 @@ fn classify(path: &Path) -> Result<Target, String> {
         // A symlink to a regular file: replace the file it names, so the
         // link stays.
         let linked = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
-        let file =
-            if linked { fs::canonicalize(path).map_err(|e| errno_text(&e))? } else { path.to_path_buf() };
+        let file = if linked {
+            fs::canonicalize(path).map_err(|e| crate::parse::os_error(&e))?
+        } else {
+            path.to_path_buf()
+        };
         let dir = directory_of(&file);
         Ok(Target::Replace { file, dir })
     }
@@ -130,18 +124,24 @@ pub fn check(option: &str, path: &Path) -> Result<(), Error> {
     let bad = |why: String| Error::usage(option, shown.clone(), why);
     match classify(path).map_err(bad)? {
         Target::InPlace => rustix::fs::access(path, Access::WRITE_OK)
-            .map_err(|e| bad(format!("cannot be written: {}", errno_text(&e.into())))),
+            .map_err(|e| bad(format!("cannot be written: {}", crate::parse::os_error(&e.into())))),
         Target::Replace { dir, .. } => {
             match fs::metadata(&dir) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => return Err(bad(format!("'{}' is not a directory", dir.display()))),
-                Err(e) => return Err(bad(format!("directory '{}': {}", dir.display(), errno_text(&e)))),
+                Err(e) => {
+                    return Err(bad(format!(
+                        "directory '{}': {}",
+                        dir.display(),
+                        crate::parse::os_error(&e)
+                    )));
+                }
             }
             // A file made and removed: what the write at the end needs
             // (access(2) says yes to root on a file system that refuses new
             // files, such as sysfs).
             tempfile::Builder::new().prefix(".retry-probe-").tempfile_in(&dir).map(drop).map_err(|e| {
-                bad(format!("directory '{}' is not writable: {}", dir.display(), errno_text(&e)))
+                bad(format!("directory '{}' is not writable: {}", dir.display(), crate::parse::os_error(&e)))
             })
         }
     }
@@ -168,7 +168,7 @@ fn write_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
             Some(n) => return write_descriptor(n, bytes),
             None => return Err(io::Error::other("nobody is reading it")),
         },
-        Err(e) => return Err(io::Error::other(errno_text(&e.into()))),
+        Err(e) => return Err(io::Error::other(crate::parse::os_error(&e.into()))),
     };
     let mut rest = bytes;
     let mut since = Instant::now();
@@ -192,7 +192,7 @@ fn write_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
                 sys::poll(&mut fds, Some(left.min(Duration::from_millis(500))))?;
             }
             Err(Errno::PIPE) => return Err(io::Error::other("its reader went away")),
-            Err(e) => return Err(io::Error::other(errno_text(&e.into()))),
+            Err(e) => return Err(io::Error::other(crate::parse::os_error(&e.into()))),
         }
     }
     Ok(())
@@ -227,7 +227,7 @@ fn write_descriptor(fd: RawFd, bytes: &[u8]) -> io::Result<()> {
             Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
                 return Err(io::Error::other("its reader went away"));
             }
-            Err(e) => return Err(io::Error::other(errno_text(&e))),
+            Err(e) => return Err(io::Error::other(crate::parse::os_error(&e))),
         }
     }
     Ok(())
@@ -249,7 +249,7 @@ fn replace(file: &Path, dir: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let in_dir = |doing: &str, e: &io::Error| {
         io::Error::new(
             e.kind(),
-            format!("cannot {doing} a temporary file in '{}': {}", dir.display(), errno_text(e)),
+            format!("cannot {doing} a temporary file in '{}': {}", dir.display(), crate::parse::os_error(e)),
         )
     };
     let base = file.file_name().map_or_else(|| "report".into(), |n| n.to_string_lossy().into_owned());
@@ -275,8 +275,9 @@ fn replace(file: &Path, dir: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         .and_then(|()| File::sync_all(&out));
     written.map_err(|e| in_dir("write", &e))?;
     let Some(tmp) = pending.0.as_deref() else { return Err(io::Error::other("no temp file")) };
-    fs::rename(tmp, file)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot replace it: {}", errno_text(&e))))?;
+    fs::rename(tmp, file).map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot replace it: {}", crate::parse::os_error(&e)))
+    })?;
     pending.0 = None;
     Ok(())
 }

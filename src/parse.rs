@@ -470,7 +470,12 @@ pub fn parse_rate(text: &str) -> Result<Rate, String> {
 
 /// An OS error without Rust's " (os error N)" suffix: `Permission denied`.
 pub fn os_error(e: &std::io::Error) -> String {
-    let text = e.to_string();
+    without_os_error(e.to_string())
+}
+
+/// An error's text without the " (os error N)" that Rust's `io::Error`
+/// (and errors quoting one) end with.
+pub fn without_os_error(text: String) -> String {
     match text.find(" (os error ") {
         Some(i) => text[..i].to_string(),
         None => text,

@@ -389,10 +389,7 @@ impl DirStore {
             let (line, problem) = match parsed {
                 Parsed::Job(job) => (Listed::of(&job, dead), None),
                 Parsed::Newer(v) => {
-                    let why = format!(
-                        "written by a newer retry (job format version {v}; this one reads {})",
-                        job::VERSION
-                    );
+                    let why = job::newer(v);
                     (Listed::unreadable(&id, dead, why.clone()), Some(why))
                 }
                 Parsed::Corrupt(why) => {

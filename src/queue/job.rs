@@ -174,6 +174,11 @@ pub fn parse(bytes: &[u8], id: &str) -> Parsed {
     Parsed::Job(Box::new(job))
 }
 
+/// Why a job written by a newer retry is left alone (`--list` and drains).
+pub fn newer(version: u64) -> String {
+    format!("written by a newer retry (job format version {version}; this one reads up to {VERSION})")
+}
+
 /// A new job id: the UTC creation time to the microsecond, then random
 /// hex, so ids sort by creation time and never collide in practice:
 /// `20250102T030405.123456Z-1a2b3c4d`.

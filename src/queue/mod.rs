@@ -410,10 +410,7 @@ pub fn drain<S: Store>(
             }
             Found::Newer { id, version } => {
                 drained.skipped += 1;
-                let why = format!(
-                    "written by a newer retry (job format version {version}; this one reads up to {}); left in the queue",
-                    job::VERSION
-                );
+                let why = format!("{}; left in the queue", job::newer(version));
                 report.for_job(&id).job(&JobReport::unrun(JobResult::Skipped, why));
                 continue;
             }

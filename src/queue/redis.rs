@@ -895,10 +895,7 @@ impl Store for RedisQueue {
                 out.push(match job::parse(&doc, id) {
                     Parsed::Job(job) => (Listed::of(&job, is_dead), None),
                     Parsed::Newer(v) => {
-                        let why = format!(
-                            "written by a newer retry (job format version {v}; this one reads {})",
-                            job::VERSION
-                        );
+                        let why = job::newer(v);
                         (Listed::unreadable(id, is_dead, why.clone()), Some(why))
                     }
                     Parsed::Corrupt(why) => {

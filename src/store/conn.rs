@@ -75,7 +75,7 @@ pub fn configure_tls(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>)
             Error::usage(
                 option,
                 path.display().to_string(),
-                format!("cannot read it: {}", plain(e.to_string())),
+                format!("cannot read it: {}", crate::parse::without_os_error(e.to_string())),
             )
         })
     };
@@ -316,14 +316,6 @@ fn fault(e: &RedisError) -> Fault {
     }
 }
 
-/// `io::Error`'s text without its ` (os error N)` tail.
-pub(crate) fn plain(text: String) -> String {
-    match text.find(" (os error ") {
-        Some(i) => text[..i].to_string(),
-        None => text,
-    }
-}
-
 /// One line: the first line of `text`, control characters as spaces.
 pub(crate) fn one_line(text: &str) -> String {
     let first = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
@@ -381,7 +373,9 @@ pub(crate) fn resolve(host: &str, port: u16, budget: Duration) -> Result<Vec<Soc
         Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
         _ if localhost => Ok(loopback()),
         Ok(Ok(_)) => Err(format!("'{host}' has no address")),
-        Ok(Err(e)) => Err(format!("cannot resolve '{host}': {}", plain(e.to_string()))),
+        Ok(Err(e)) => {
+            Err(format!("cannot resolve '{host}': {}", crate::parse::without_os_error(e.to_string())))
+        }
         Err(RecvTimeoutError::Timeout) => {
             Err(format!("cannot resolve '{host}' within {}", crate::parse::human(budget)))
         }
@@ -418,18 +412,19 @@ impl Conn {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The error text with the password, should a library ever echo it,
-    /// replaced.
+    /// The error text with the password masked where it is quoted from a
+    /// URL, should a library ever echo one (`:PASS@`, `//PASS@`); nowhere
+    /// else, so a password that is also a word leaves Redis's own text alone.
     fn scrub(&self, text: String) -> String {
         match &self.password {
-            Some(p) if p.len() >= 4 => text.replace(p.as_str(), "***"),
-            _ => text,
+            Some(p) => scrub(text, p),
+            None => text,
         }
     }
 
     /// A failure as one line: `NAME: DOING: WHY`.
     pub(crate) fn failed(&self, doing: &str, e: &RedisError) -> StoreError {
-        let text = plain(e.to_string());
+        let text = crate::parse::without_os_error(e.to_string());
         let why = match e.kind() {
             ErrorKind::AuthenticationFailed => {
                 "authentication failed (a wrong user name or password?)".to_string()
@@ -518,7 +513,7 @@ impl Conn {
                 // port spoken to in plain text).
                 Err(e) if !lost(&e) => return Err(self.failed("cannot connect", &e).lasting()),
                 Err(e)
-                    if tls_reason(&plain(e.to_string()), self.url.tls).is_some()
+                    if tls_reason(&crate::parse::without_os_error(e.to_string()), self.url.tls).is_some()
                         || e.is_connection_dropped() && !e.is_connection_refusal() =>
                 {
                     return Err(self.failed(&doing, &e).lasting());
@@ -1025,5 +1020,27 @@ mod tests {
         assert!(resolve("no-such-host.invalid", 7, t).is_err());
         assert_eq!(Addr::parse("127.0.0.1:7001"), Some(Addr { host: "127.0.0.1".into(), port: 7001 }));
         assert_eq!(Addr::parse("[::1]:7001").map(|a| a.to_string()), Some("[::1]:7001".to_string()));
+    }
+}
+
+/// `text` with `password` masked where a URL quotes it (see [`Conn::scrub`]).
+fn scrub(text: String, password: &str) -> String {
+    if password.is_empty() {
+        return text;
+    }
+    text.replace(&format!(":{password}@"), ":***@").replace(&format!("//{password}@"), "//***@")
+}
+
+#[cfg(test)]
+mod scrub_tests {
+    use super::scrub;
+
+    #[test]
+    fn a_password_is_masked_only_where_a_url_quotes_it() {
+        let text =
+            "WRONGPASS invalid username-password pair or user is disabled; wrong user name or password";
+        assert_eq!(scrub(text.to_string(), "wrong"), text);
+        assert_eq!(scrub("redis://u:wrong@h:1 said no".into(), "wrong"), "redis://u:***@h:1 said no");
+        assert_eq!(scrub("at redis://wrong@h".into(), "wrong"), "at redis://***@h");
     }
 }

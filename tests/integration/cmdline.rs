@@ -217,3 +217,36 @@ fn jobs_say_one_attempt_and_a_job_that_would_drain_is_dead() {
         "job {id}: moved to dead/: its saved options are not valid any more"
     )));
 }
+
+#[test]
+fn a_password_that_is_also_a_word_leaves_the_messages_alone() {
+    let server = crate::server::RedisServer::start_with(Some("right"));
+    let t = T::new();
+    let url = format!("redis://:wrong@127.0.0.1:{}", server.port);
+    let out =
+        t.retry().args(["--key", "k", "--state-store", &url, "--rate", "1/s", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The URL's password is masked; the word in retry's own text is not.
+    assert!(err.contains("redis://:***@127.0.0.1"), "{err}");
+    assert!(err.contains("a wrong user name or password"), "{err}");
+    assert!(!err.contains(":wrong@"), "{err}");
+}
+
+#[test]
+fn list_and_drain_say_the_same_of_a_newer_job_and_json_names_it() {
+    let t = T::new();
+    let q = t.path("q");
+    std::fs::create_dir(&q).unwrap();
+    std::fs::set_permissions(&q, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let id = "20300101T000000.000000Z-00000009";
+    std::fs::write(q.join(format!("{id}.job")), format!(r#"{{"version": 99, "id": "{id}"}}"#)).unwrap();
+    let out = t.retry().args(["--list", path_str(&q), "--log-format", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let warning: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stderr).lines().next().unwrap()).unwrap();
+    assert_eq!((warning["event"].as_str(), warning["id"].as_str()), (Some("warning"), Some(id)));
+    let said = "written by a newer retry (job format version 99; this one reads up to 1)";
+    assert!(warning["message"].as_str().unwrap().contains(said), "{warning}");
+    t.retry().args(["--drain", path_str(&q)]).assert().code(0).stderr(predicate::str::contains(said));
+}
