@@ -194,6 +194,9 @@ pub struct Config {
     pub max_age: Option<Duration>,
     /// `--key` and the options that share state across runs.
     pub shared: Option<store::Shared>,
+    /// `--tls-ca`, `--tls-cert`, `--tls-key` (set up for the process by
+    /// `store::conn::configure_tls`; kept for the summary).
+    pub tls: [Option<PathBuf>; 3],
 }
 
 /// A drain's own options (a job runs with the options saved with it).
@@ -503,10 +506,11 @@ impl Config {
             concurrency: cli.concurrency,
             store_optional: cli.store_optional,
             store_lease: cli.store_lease,
-            tls_ca: cli.tls_ca,
-            tls_cert: cli.tls_cert,
-            tls_key: cli.tls_key,
+            tls_ca: cli.tls_ca.clone(),
+            tls_cert: cli.tls_cert.clone(),
+            tls_key: cli.tls_key.clone(),
         })?;
+        let tls = [cli.tls_ca, cli.tls_cert, cli.tls_key];
         Ok(Config {
             command: cli.command,
             attempts: if cli.forever { None } else { Some(cli.retries.unwrap_or(3).saturating_add(1)) },
@@ -549,6 +553,7 @@ impl Config {
             queue,
             max_age: cli.max_age,
             shared,
+            tls,
         })
     }
 
@@ -662,6 +667,10 @@ impl Config {
                 .map(|r| summary::RateOption { n: r.n, window_ms: ms(r.window) }),
             concurrency: shared.and_then(|sh| sh.concurrency),
             store_optional: shared.is_some_and(|sh| sh.optional),
+            store_lease_ms: shared.and_then(|sh| sh.lease).map(ms),
+            tls_ca: self.tls[0].as_deref().map(lossy),
+            tls_cert: self.tls[1].as_deref().map(lossy),
+            tls_key: self.tls[2].as_deref().map(lossy),
             queue: self.queue.as_ref().map(|q| q.place.display()),
             queue_env: self.queue.as_ref().map(|q| q.env.clone()).unwrap_or_default(),
             max_age_ms: self.queue.as_ref().map(|_| ms(self.max_age.unwrap_or(DEFAULT_MAX_AGE))),

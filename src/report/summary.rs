@@ -99,6 +99,12 @@ pub struct Options {
     pub rate: Option<RateOption>,
     pub concurrency: Option<u32>,
     pub store_optional: bool,
+    /// `--store-lease` (null: the default 10 s).
+    pub store_lease_ms: Option<u64>,
+    /// `--tls-ca`, `--tls-cert`, `--tls-key`: the files, as given.
+    pub tls_ca: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
     /// `--queue DIR|URL` (a URL's password masked).
     pub queue: Option<String>,
     /// `--queue-env`: the names of the variables a Redis job keeps.
