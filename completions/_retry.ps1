@@ -21,8 +21,8 @@ Register-ArgumentCompleter -Native -CommandName 'retry' -ScriptBlock {
 
     $completions = @(switch ($command) {
         'retry' {
-            [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Retries after the first attempt (total attempts = N+1; 0 = run once)')
-            [CompletionResult]::new('--retries', '--retries', [CompletionResultType]::ParameterName, 'Retries after the first attempt (total attempts = N+1; 0 = run once)')
+            [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Retries after the first attempt (total = N+1; 0 = run once) [default: 3]')
+            [CompletionResult]::new('--retries', '--retries', [CompletionResultType]::ParameterName, 'Retries after the first attempt (total = N+1; 0 = run once) [default: 3]')
             [CompletionResult]::new('-t', '-t', [CompletionResultType]::ParameterName, 'Time limit of each attempt; an attempt over it is killed and counts as status 124')
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Time limit of each attempt; an attempt over it is killed and counts as status 124')
             [CompletionResult]::new('--kill-after', '--kill-after', [CompletionResultType]::ParameterName, 'After the timeout signal, SIGKILL the process group if still alive [default: 10s]')

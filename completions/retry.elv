@@ -18,8 +18,8 @@ set edit:completion:arg-completer[retry] = {|@words|
     }
     var completions = [
         &'retry'= {
-            cand -n 'Retries after the first attempt (total attempts = N+1; 0 = run once)'
-            cand --retries 'Retries after the first attempt (total attempts = N+1; 0 = run once)'
+            cand -n 'Retries after the first attempt (total = N+1; 0 = run once) [default: 3]'
+            cand --retries 'Retries after the first attempt (total = N+1; 0 = run once) [default: 3]'
             cand -t 'Time limit of each attempt; an attempt over it is killed and counts as status 124'
             cand --timeout 'Time limit of each attempt; an attempt over it is killed and counts as status 124'
             cand --kill-after 'After the timeout signal, SIGKILL the process group if still alive [default: 10s]'

@@ -1,4 +1,4 @@
-complete -c retry -s n -l retries -d 'Retries after the first attempt (total attempts = N+1; 0 = run once)' -r
+complete -c retry -s n -l retries -d 'Retries after the first attempt (total = N+1; 0 = run once) [default: 3]' -r
 complete -c retry -s t -l timeout -d 'Time limit of each attempt; an attempt over it is killed and counts as status 124' -r
 complete -c retry -l kill-after -d 'After the timeout signal, SIGKILL the process group if still alive [default: 10s]' -r
 complete -c retry -l kill-signal -d 'Signal sent on timeout: a name (TERM, SIGINT) or a number [default: TERM]' -r

@@ -26,73 +26,112 @@ Attempts run in their own process group; a timeout ends the whole group. Signals
 to retry reach the running attempt. Option parsing stops at COMMAND, so its options \
 need no quoting: `retry -n 5 curl -fsS URL`.";
 
+const USAGE: &str = "\
+retry [OPTIONS] [--] COMMAND [ARGS...]
+       retry --drain DIR|URL [OPTIONS]
+       retry --list DIR|URL [OPTIONS]";
+
 const EXAMPLES: &str = "\
 Examples:
-  Download with exponential backoff (1s, 2s, 4s... capped at 30s, full jitter), 5 retries:
-    $ retry -n 5 --max-wait 30s --jitter full -- curl -fsS -o page.html https://example.org
+  Download with exponential backoff (1s, 2s, 4s... capped at 30s, full
+  jitter), 5 retries:
+    $ retry -n 5 --max-wait 30s --jitter full \\
+        -- curl -fsS -o page.html https://example.org
 
-  Retry only when curl cannot resolve the host (exit 6), connect (7) or times out (28):
+  Retry only when curl cannot resolve the host (exit 6), connect (7) or
+  times out (28):
     $ retry --retry-on-exit 6,7,28 -- curl -fsS https://example.org
 
-  A CI step (GitHub Actions): each failed attempt is a warning annotation, giving up an error,
-  and a JSON report of every attempt is kept for upload:
-    $ retry --log-format github -n 3 -t 10m --summary retry.json -- make integration-test
+  A CI step (GitHub Actions): each attempt's log in a group, a warning per
+  failed attempt, the step's outputs and summary, a JSON report to upload:
+    $ retry --log-format github -n 3 -t 10m --summary retry.json \\
+        -- make integration-test
 
-  A cron job run by a fleet every 5 minutes: start at a random second of the first minute,
-  and never run into the next run:
-    $ retry --splay 1m --max-time 4m --forever -w 10s --max-wait 1m -- ./sync.sh
+  A cron job run by a fleet every 5 minutes: start at a random second of the
+  first minute, and never run into the next run:
+    $ retry --splay 1m --max-time 4m --forever -w 10s --max-wait 1m \\
+        -- ./sync.sh
 
-  Wait until a service says it is ready (a jq expression on its JSON output), for 2 minutes:
-    $ retry --forever --max-time 2m --until '.status == \"ok\"' -- curl -fsS localhost:8080/health
+  Wait until a service says it is ready (a jq expression on its JSON
+  output), for 2 minutes:
+    $ retry --forever --max-time 2m --until '.status == \"ok\"' \\
+        -- curl -fsS localhost:8080/health
 
-  Send the same request body on every attempt (stdin is recorded, then replayed):
-    $ printf '{\"id\": 7}' | retry --stdin replay -- curl -fsS -d @- https://example.org/api
+  Send the same request body on every attempt (stdin recorded, replayed):
+    $ printf '{\"id\": 7}' | retry --stdin replay \\
+        -- curl -fsS -d @- https://example.org/api
 
   Kill an attempt after 30s (its whole process group), SIGKILL it 5s later:
     $ retry -t 30s --kill-after 5s -- ./flaky-test.sh
 
-  Wait as long as the server's Retry-After says; try three mirrors before backing off:
-    $ retry --wait-from '(?i)^retry-after:\\s*(.+)$' -- curl -fsS -D /dev/stderr https://x.org
-    $ retry -n 8 --rotate MIRROR=https://a.example,https://b.example,https://c.example \\
-        -- sh -c 'curl -fsS \"$MIRROR/pkg.tar.gz\" -o pkg.tar.gz'
+  Wait as long as the server's Retry-After says:
+    $ retry --wait-from '(?i)^retry-after:\\s*(.+)$' \\
+        -- curl -fsS -D /dev/stderr https://example.org
+
+  Try each mirror before backing off:
+    $ retry -n 8 --rotate M=https://a.example,https://b.example \\
+        -- sh -c 'curl -fsS \"$M/pkg.tar.gz\" -o pkg.tar.gz'
 
   See the delays a schedule would use, without running anything:
     $ retry --dry-run -n 6 --algo fibonacci --wait 2s
 
-  Keep an upload that keeps failing for up to 3 days, retried by a cron drain:
+  Keep an upload that keeps failing for up to 3 days, retried by a cron
+  drain (the second line is a crontab entry):
     $ retry -n 2 --queue ~/.local/state/retry/queue -- ./upload.sh
-    crontab: */5 * * * * retry --drain ~/.local/state/retry/queue --max-time 4m
+    */5 * * * * retry --drain ~/.local/state/retry/queue --max-time 4m
 
-  The same for a fleet: one queue in Redis, drained from cron on every machine:
-    $ RETRY_REDIS_PASSWORD=pw retry -n 2 --queue-env API_TOKEN --queue rediss://cache:6380/0#uploads -- ./upload.sh
-    crontab: */5 * * * * retry --drain rediss://cache:6380/0#uploads --max-time 4m
-    (the password in RETRY_REDIS_PASSWORD, e.g. a systemd EnvironmentFile= of mode 0600)
+  The same for a fleet: one queue in Redis, drained from cron on every
+  machine; the password in RETRY_REDIS_PASSWORD (e.g. from a systemd
+  EnvironmentFile= of mode 0600), never in argv:
+    $ retry -n 2 --queue-env API_TOKEN --queue rediss://cache:6380/0#up \\
+        -- ./upload.sh
+    */5 * * * * retry --drain rediss://cache:6380/0#up --max-time 4m
 
-  A CI step that passes but is marked when it needed a retry (GitLab: allow_failure with
-  exit_codes [3] shows it as a warning), each attempt's log in a collapsed section:
+  A CI step that passes but is marked when it needed a retry (GitLab:
+  allow_failure with exit_codes [3] shows it as a warning), each attempt's
+  log in a collapsed section:
     $ retry --log-format gitlab --flaky-exit 3 -n 2 -- make integration-test
 
-  A cron job watched by Prometheus (node_exporter's textfile collector reads the file):
-    $ retry --key backup --metrics /var/lib/node_exporter/textfile/retry.prom -- ./backup.sh
+  A cron job watched by Prometheus (node_exporter's textfile collector):
+    $ retry --key backup \\
+        --metrics /var/lib/node_exporter/textfile/retry.prom -- ./backup.sh
 
-  A cron job that stops calling a broken API for a while after 3 failed runs, and starts
-  at most 10 attempts a minute however many copies of it run:
+  A cron job that stops calling a broken API for a while after 3 failed
+  runs, and starts at most 10 attempts a minute however many copies run:
     $ retry --key nightly-sync --circuit-break 3 --rate 10/1m -- ./sync.sh
 
 Environment:
-  Each attempt gets RETRY_ATTEMPT (1, 2, ...), RETRY_MAX_ATTEMPTS (empty with --forever), \
-RETRY_LAST_STATUS (empty on attempt 1) and, with --state-dir or --temp-state, RETRY_STATE_DIR \
-(a directory that lasts for the whole run). retry reads RETRY_STATE_STORE (the default \
---state-store) and RETRY_REDIS_PASSWORD (the password of a Redis URL that has none; kept out of \
-argv, never saved in a queued job).
+  RETRY_ATTEMPT         Set for each attempt: its number, 1, 2, ... (a queued
+                        job's count on from its first attempt)
+  RETRY_MAX_ATTEMPTS    Set for each attempt: N+1 of -n N; empty with
+                        --forever and in a drain
+  RETRY_LAST_STATUS     Set for each attempt: the previous one's status;
+                        empty on attempt 1
+  RETRY_STATE_DIR       Set with --state-dir or --temp-state: a directory
+                        that lasts for the whole run
+  RETRY_OUTCOME         Set for --on-give-up: exhausted, stopped or deadline
+  RETRY_JOB_ID          Set for --on-dead, with RETRY_JOB_REASON,
+                        RETRY_JOB_ARGV, RETRY_JOB_ATTEMPTS and RETRY_QUEUE
+  RETRY_STATE_STORE     The default --state-store
+  RETRY_REDIS_PASSWORD  The password of a Redis URL that has none: kept out
+                        of argv, never saved in a queued job
+  TMPDIR                Where captured output spills and --temp-state dirs
+                        go (nothing else touches it)
+  XDG_STATE_HOME        The default file store is $XDG_STATE_HOME/retry,
+                        else ~/.local/state/retry
+  GITHUB_STEP_SUMMARY   With --log-format github: a Markdown section of the
+                        run is appended to this file
+  GITHUB_OUTPUT         With --log-format github: the step outputs attempts,
+                        status, outcome, flaky are appended to this file
 
 Exit status:
-  0 on success (N of --flaky-exit N when it needed retries); otherwise the last attempt's \
-status (124 if it timed out, 128+N if it died \
-of signal N; 1 if it exited 0 but failed --until/--until-match); 75 when --queue kept the \
-job or the --circuit-break circuit is open; 125 for retry's own errors (bad options); \
-126/127 when COMMAND cannot be executed / is not found; 128+N when retry was ended by signal N between attempts. A --drain exits 1 when \
-a job died, else 75 when one was rescheduled, else 0.";
+  0 on success (N of --flaky-exit N when it needed retries); otherwise the
+  last attempt's status (124 if it timed out, 128+N if it died of signal N;
+  1 if it exited 0 but failed --until/--until-match); 75 when --queue kept
+  the job or the --circuit-break circuit is open; 125 for retry's own
+  errors (bad options); 126/127 when COMMAND cannot be executed / is not
+  found; 128+N when retry was ended by signal N between attempts. A --drain
+  exits 1 when a job died, else 75 when one was rescheduled, else 0.";
 
 const SHORT_EXAMPLES: &str = "\
 Examples:
@@ -157,12 +196,13 @@ pub enum StdinMode {
     long_about = LONG_ABOUT,
     after_long_help = EXAMPLES,
     after_help = SHORT_EXAMPLES,
-    max_term_width = 100,
+    max_term_width = 80,
     disable_help_subcommand = true,
+    override_usage = USAGE,
 )]
 pub struct Cli {
     // ----- Attempts and time -----
-    /// Retries after the first attempt (total attempts = N+1; 0 = run once)
+    /// Retries after the first attempt (total = N+1; 0 = run once) [default: 3]
     ///
     /// Default 3, i.e. up to 4 attempts.
     #[arg(
@@ -756,7 +796,7 @@ pub struct Cli {
     )]
     pub on_dead: Option<OsString>,
     /// The command to run, then its arguments (no shell; use `sh -c '...'` for one)
-    #[arg(value_name = "COMMAND", trailing_var_arg = true,
+    #[arg(value_names = ["COMMAND", "ARGS"], trailing_var_arg = true,
           required_unless_present_any = ["dry_run", "drain", "list"])]
     pub command: Vec<OsString>,
 }
