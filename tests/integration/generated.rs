@@ -59,7 +59,33 @@ fn man_page_is_fresh() {
     for section in [".SH NAME", ".SH SYNOPSIS", ".SH OPTIONS", ".SH EXAMPLES", ".SH \"EXIT STATUS\""] {
         assert!(text.contains(section), "{section} missing");
     }
+    assert!(page.is_ascii(), "non-ASCII left in the page");
+    for var in ["RETRY_STATE_STORE", "RETRY_REDIS_PASSWORD", "TMPDIR", "XDG_STATE_HOME", "GITHUB_OUTPUT"] {
+        assert!(text.contains(&format!("\\fB{}\\fR", var.replace('_', "_"))), "ENVIRONMENT misses {var}");
+    }
     assert_fresh(check("man/retry.1", &page).into_iter().collect());
+}
+
+/// The page as groff reads it: no warning at all (`groff -ww`), as `man
+/// -l --warnings` would show one.
+#[test]
+fn man_page_has_no_groff_warnings() {
+    let Ok(out) = std::process::Command::new("groff")
+        .args(["-ww", "-z", "-man", "-Tutf8"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(&man_page())?;
+            child.wait_with_output()
+        })
+    else {
+        eprintln!("skipped: groff is not installed");
+        return;
+    };
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "groff warns");
 }
 
 /// clap_mangen's sections, then the long help's trailing text (Examples,
@@ -80,32 +106,63 @@ fn man_page() -> Vec<u8> {
     man.render_options_section(&mut out).unwrap();
     out.extend_from_slice(footer_roff(&footer).as_bytes());
     out.extend_from_slice(SEE_ALSO.as_bytes());
-    out
+    ascii_roff(&String::from_utf8_lossy(&out)).into_bytes()
 }
 
 const SEE_ALSO: &str = ".SH \"SEE ALSO\"\n\\fBtimeout\\fR(1), \\fBjq\\fR(1), \\fBcurl\\fR(1)\n";
 
-/// The footer of the long help in roff: `Heading:` lines become sections,
-/// `$ command` lines unfilled example blocks, the rest filled paragraphs.
+/// The footer of the long help in roff: `Heading:` lines become sections;
+/// a `$ command` line, the lines continuing it (after a trailing `\`) and
+/// the lines after it in the same block (a crontab entry) an unfilled,
+/// indented example block; `NAME  text` lines of ENVIRONMENT tagged
+/// paragraphs; the rest filled paragraphs.
 fn footer_roff(footer: &str) -> String {
     let mut out = String::new();
+    let mut section = String::new();
+    let mut in_example = false;
     for line in footer.lines() {
         let trimmed = line.trim();
+        let end_example = |out: &mut String, in_example: &mut bool| {
+            if std::mem::take(in_example) {
+                out.push_str(".fi\n.RE\n");
+            }
+        };
         if trimmed.is_empty() {
+            end_example(&mut out, &mut in_example);
             out.push_str(".PP\n");
         } else if !line.starts_with(' ') && trimmed.ends_with(':') {
-            let heading = trimmed.trim_end_matches(':').to_uppercase();
-            if heading.contains(' ') {
-                out.push_str(&format!(".SH \"{heading}\"\n"));
+            end_example(&mut out, &mut in_example);
+            section = trimmed.trim_end_matches(':').to_uppercase();
+            if section.contains(' ') {
+                out.push_str(&format!(".SH \"{section}\"\n"));
             } else {
-                out.push_str(&format!(".SH {heading}\n"));
+                out.push_str(&format!(".SH {section}\n"));
             }
         } else if let Some(command) = trimmed.strip_prefix("$ ") {
-            out.push_str(&format!(".RS 4\n.nf\n\\fB{}\\fR\n.fi\n.RE\n", escape(command)));
+            if !in_example {
+                out.push_str(".RS 4\n.nf\n");
+                in_example = true;
+            }
+            out.push_str(&format!("\\fB{}\\fR\n", escape(command)));
+        } else if in_example {
+            // A command's continuation (indented further), or another line
+            // of the example (a crontab entry).
+            if line.starts_with("        ") {
+                out.push_str(&format!("    \\fB{}\\fR\n", escape(trimmed)));
+            } else {
+                out.push_str(&format!("{}\n", escape(trimmed)));
+            }
+        } else if section == "ENVIRONMENT" && line.starts_with("  ") && !line.starts_with("   ") {
+            // `  NAME   text`: a tagged paragraph.
+            let (name, text) = trimmed.split_once("  ").unwrap_or((trimmed, ""));
+            out.push_str(&format!(".TP\n\\fB{}\\fR\n{}\n", escape(name), escape(text.trim())));
         } else {
             out.push_str(&escape(trimmed));
             out.push('\n');
         }
+    }
+    if in_example {
+        out.push_str(".fi\n.RE\n");
     }
     out
 }
@@ -114,4 +171,18 @@ fn footer_roff(footer: &str) -> String {
 fn escape(text: &str) -> String {
     let text = text.replace('\\', "\\e").replace('-', "\\-");
     if text.starts_with('.') || text.starts_with('\'') { format!("\\&{text}") } else { text }
+}
+
+/// Every character beyond ASCII as a roff escape (`\[u2212]`): groff reads
+/// its input as Latin-1 and warns about raw UTF-8.
+fn ascii_roff(page: &str) -> String {
+    let mut out = String::with_capacity(page.len());
+    for c in page.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\[u{:04X}]", u32::from(c)));
+        }
+    }
+    out
 }
