@@ -250,3 +250,21 @@ fn list_and_drain_say_the_same_of_a_newer_job_and_json_names_it() {
     assert!(warning["message"].as_str().unwrap().contains(said), "{warning}");
     t.retry().args(["--drain", path_str(&q)]).assert().code(0).stderr(predicate::str::contains(said));
 }
+
+#[test]
+fn an_insecure_queue_directory_writes_the_summary_like_other_store_errors() {
+    let t = T::new();
+    let q = t.path("q");
+    std::fs::create_dir(&q).unwrap();
+    std::fs::set_permissions(&q, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let summary = t.path("s.json");
+    t.retry()
+        .args(["--summary", path_str(&summary), "--queue", path_str(&q), "--", "touch", "ran"])
+        .assert()
+        .code(125)
+        .stderr(predicate::str::contains("writable by group or others"));
+    assert!(!t.path("ran").exists());
+    let doc: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!((doc["outcome"].as_str(), doc["status"].as_u64()), (Some("error"), Some(125)));
+    assert!(doc["error"].as_str().unwrap().contains("writable by group or others"), "{doc}");
+}
