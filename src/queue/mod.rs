@@ -445,7 +445,7 @@ impl<S: Store> Drain<'_, S> {
         remaining: Option<Duration>,
         report: &Reporter,
     ) -> Result<bool, Error> {
-        let mut job = claim.job().clone();
+        let job = claim.job().clone();
         let report = report.for_job(&job.id).with_argv(job.argv.iter().map(Bytes::lossy).collect());
         let now = SystemTime::now();
         let max_age = self.cfg.max_age.unwrap_or(Duration::from_millis(job.max_age_ms));
@@ -463,14 +463,38 @@ impl<S: Store> Drain<'_, S> {
         if job.next_due.0 > cutoff {
             return Ok(false);
         }
+        let (cfg, start) = match self.prepare(&claim, &job, remaining, now, &report)? {
+            Ok(prepared) => prepared,
+            Err(reason) => return self.bury(claim, job, reason, &report),
+        };
+        let outcome = run::run(&cfg, start, self.signals, &report)?;
+        gauges::job_metrics(&cfg, job.attempts, &outcome, &report);
+        for warning in self.store.take_warnings() {
+            report.warning(warning);
+        }
+        self.file(claim, job, outcome, &report)
+    }
+
+    /// The [`Config`] and [`Start`] of a due job's attempt: its saved
+    /// options parsed for this drain, its recorded stdin (or /dev/null),
+    /// its working directory when it still exists, its state dir, and
+    /// where its attempts, clock and backoff stand. `Ok(Err(why))`: the job
+    /// cannot run and goes to the dead letters.
+    fn prepare(
+        &self,
+        claim: &S::Claim,
+        job: &Job,
+        remaining: Option<Duration>,
+        now: SystemTime,
+        report: &Reporter,
+    ) -> Result<Result<(Config, Start), String>, Error> {
         let options: Vec<OsString> = job.options.iter().map(Bytes::to_os).collect();
         let argv: Vec<OsString> = job.argv.iter().map(Bytes::to_os).collect();
         let cwd = PathBuf::from(job.cwd.to_os());
         let cfg = match config::for_job(&options, &argv, self.cfg, remaining, &cwd, job.backoff.k) {
             Ok(cfg) => cfg,
             Err(why) => {
-                let reason = format!("its saved options are not valid any more: {why}");
-                return self.bury(claim, job, reason, &report);
+                return Ok(Err(format!("its saved options are not valid any more: {why}")));
             }
         };
         let stdin = match claim.stdin() {
@@ -479,10 +503,10 @@ impl<S: Store> Drain<'_, S> {
                 std::fs::File::open("/dev/null").map_err(|e| Error::io("cannot open /dev/null", e))?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return self.bury(claim, job, "its recorded stdin is missing".to_string(), &report);
+                return Ok(Err("its recorded stdin is missing".to_string()));
             }
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return self.bury(claim, job, format!("its recorded stdin is unreadable: {e}"), &report);
+                return Ok(Err(format!("its recorded stdin is unreadable: {e}")));
             }
             Err(e) => return Err(Error::io(format!("cannot open the recorded stdin of job {}", job.id), e)),
         };
@@ -526,11 +550,19 @@ impl<S: Store> Drain<'_, S> {
             stdin: Some(stdin),
             state_dir,
         };
-        let mut outcome = run::run(&cfg, start, self.signals, &report)?;
-        gauges::job_metrics(&cfg, job.attempts, &outcome, &report);
-        for warning in self.store.take_warnings() {
-            report.warning(warning);
-        }
+        Ok(Ok((cfg, start)))
+    }
+
+    /// Files what the attempt of `job` came to: removed on success,
+    /// rescheduled, or buried; said as a `job` event. `Ok(true)`: the
+    /// drain must stop (a signal, a closed stdout).
+    fn file(
+        &mut self,
+        claim: S::Claim,
+        mut job: Job,
+        mut outcome: Outcome,
+        report: &Reporter,
+    ) -> Result<bool, Error> {
         let now = SystemTime::now();
         match outcome.ending.end {
             End::Success => {
@@ -545,7 +577,7 @@ impl<S: Store> Drain<'_, S> {
                 job.attempts = job.attempts.saturating_add(outcome.ending.attempts);
                 if let Filed::Lost(why) = self.store.complete(claim)? {
                     let what = format!("succeeded on attempt {}", job.attempts);
-                    self.lost(&report, &job, &what, why);
+                    self.lost(report, &job, &what, why);
                     return Ok(false);
                 }
                 self.drained.succeeded += 1;
@@ -569,7 +601,7 @@ impl<S: Store> Drain<'_, S> {
                 let cooldown = outcome.next_delay.unwrap_or(Duration::ZERO);
                 job.next_due = Stamp(job::later(now, cooldown));
                 if let Filed::Lost(why) = self.store.reschedule(claim, &job)? {
-                    self.lost(&report, &job, "rescheduled (its circuit is open)", why);
+                    self.lost(report, &job, "rescheduled (its circuit is open)", why);
                     return Ok(false);
                 }
                 self.drained.rescheduled += 1;
@@ -599,10 +631,10 @@ impl<S: Store> Drain<'_, S> {
                 job.attempts,
                 job.last_reason().unwrap_or_else(|| "not retryable".to_string())
             );
-            return self.bury(claim, job, reason, &report);
+            return self.bury(claim, job, reason, report);
         }
         if let Filed::Lost(why) = self.store.reschedule(claim, &job)? {
-            self.lost(&report, &job, &format!("rescheduled after attempt {}", job.attempts), why);
+            self.lost(report, &job, &format!("rescheduled after attempt {}", job.attempts), why);
         } else {
             self.drained.rescheduled += 1;
             let due = job.next_due.0.duration_since(now).unwrap_or(Duration::ZERO);
