@@ -1,4 +1,4 @@
-_retry() {
+_retry_options() {
     local i cur prev opts cmd
     COMPREPLY=()
     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
@@ -174,7 +174,10 @@ _retry() {
                     return 0
                     ;;
                 --state-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=()
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o plusdirs
+                    fi
                     return 0
                     ;;
                 --key)
@@ -269,6 +272,111 @@ _retry() {
             return 0
             ;;
     esac
+}
+
+
+# Added to clap_complete's script by tests/integration/generated.rs: from
+# COMMAND on, the completion is COMMAND's own, as for sudo, timeout and nice
+# (bash-completion's _command_offset; without bash-completion, command names
+# and then file names). Before COMMAND, retry's options (_retry_options).
+
+# Sets `index` (the caller's local) to the index in COMP_WORDS of COMMAND's
+# first word when the cursor is on COMMAND or after it; fails while the
+# cursor is in retry's options or on an option's value, with `word` (the
+# caller's local) set to the word under the cursor.
+_retry_command_index() {
+    # The options whose value may be the next word (from the clap definition).
+    local value_shorts="ntwj" value_opts="
+        --retries -n --timeout -t --kill-after --kill-signal --max-time --algo
+        --delays --wait -w --multiplier --max-wait --jitter -j --reset-after
+        --wait-from --rotate --splay --seed --on-retry --on-give-up
+        --success-exit --retry-on-exit --stop-on-exit --retry-on-signal
+        --stop-on-signal --retry-on-stderr --retry-on-stdout --stop-on-stderr
+        --stop-on-stdout --retry-if --until --until-match --stdout --stdin
+        --state-dir --key --state-store --circuit-break --circuit-cooldown
+        --rate --concurrency --store-lease --tls-ca --tls-cert --tls-key
+        --log-format --summary --flaky-exit --metrics --queue --queue-env
+        --drain --lease --list --max-age --on-dead
+    "
+    # Readline also splits words at COMP_WORDBREAKS (--wait=1s is three of
+    # them): pieces with no blank between them in COMP_LINE are one word.
+    local line=$COMP_LINE rest i current=0
+    local -a words=() first=()
+    for ((i = 0; i < ${#COMP_WORDS[@]}; i++)); do
+        rest=${line#"${line%%[![:space:]]*}"}
+        if ((i == 0)) || [[ $rest != "$line" ]]; then
+            words+=("${COMP_WORDS[i]}")
+            first+=("$i")
+        else
+            words[${#words[@]} - 1]+=${COMP_WORDS[i]}
+        fi
+        line=${rest#"${COMP_WORDS[i]}"}
+        ((i == COMP_CWORD)) && current=$((${#words[@]} - 1))
+    done
+    local k=1 j
+    while ((k < current)); do
+        word=${words[k]}
+        case $word in
+            --)
+                index=${first[k + 1]}
+                return 0
+                ;;
+            --*=*) ;;
+            --*) [[ $value_opts == *[[:space:]]"$word"[[:space:]]* ]] && ((k++)) ;;
+            -?*)
+                # A cluster: -qv, -n3, -qn 3.
+                for ((j = 1; j < ${#word}; j++)); do
+                    if [[ $value_shorts == *"${word:j:1}"* ]]; then
+                        ((j == ${#word} - 1)) && ((k++))
+                        break
+                    fi
+                done
+                ;;
+            *)
+                index=${first[k]}
+                return 0
+                ;;
+        esac
+        ((k++))
+    done
+    # The word under the cursor is COMMAND unless it is an option's value
+    # (k went past it) or an option.
+    word=${words[current]}
+    if ((k == current)) && [[ $word != -* ]]; then
+        index=${first[k]}
+        return 0
+    fi
+    return 1
+}
+
+_retry() {
+    local index word
+    if ! _retry_command_index; then
+        if [[ $word == --*=* ]]; then
+            # --algo=l: clap's function completes the value of the option
+            # given as the previous word.
+            _retry_options "$1" "$2" "${word%%=*}"
+        else
+            _retry_options "$@"
+        fi
+        return
+    fi
+    if declare -F _comp_command_offset >/dev/null; then
+        # The command's completion brings its own compopt options.
+        compopt +o default +o bashdefault +o nosort 2>/dev/null
+        _comp_command_offset "$index"
+    elif declare -F _command_offset >/dev/null; then
+        compopt +o default +o bashdefault +o nosort 2>/dev/null
+        _command_offset "$index"
+    elif ((index == COMP_CWORD)); then
+        compopt -o filenames +o nosort 2>/dev/null
+        local IFS=$'
+'
+        COMPREPLY=($(compgen -d -c -- "${COMP_WORDS[COMP_CWORD]}"))
+    else
+        # No bash-completion: readline's file names (-o default).
+        COMPREPLY=()
+    fi
 }
 
 if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then

@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::{ArgAction, Parser, ValueEnum, ValueHint};
 
 use crate::parse;
 
@@ -152,7 +152,7 @@ pub enum Algo {
     Fibonacci,
     /// w every time
     Constant,
-    /// uniform(w, 3·previous), AWS "decorrelated jitter"
+    /// uniform(w, 3·previous): AWS's decorrelated jitter
     Decorrelated,
 }
 
@@ -345,7 +345,8 @@ pub struct Cli {
     /// It gets the same RETRY_* variables as the attempts, its stdin is /dev/null and its
     /// output goes to retry's stderr. Its failure is logged, not fatal; it is bounded by
     /// --timeout when one is given.
-    #[arg(allow_hyphen_values = true, long, value_name = "CMD", help_heading = "Backoff")]
+    #[arg(allow_hyphen_values = true, long, value_name = "CMD", value_hint = ValueHint::CommandString,
+          help_heading = "Backoff")]
     pub on_retry: Option<OsString>,
 
     /// Run `sh -c CMD` once when the run gives up (attempts exhausted, a stop rule, --max-time)
@@ -355,7 +356,8 @@ pub struct Cli {
     /// signal, when the circuit is open or when the job is queued. Bounded by --timeout, else
     /// 60s; its failure is logged and never changes retry's exit status. Example:
     /// --on-give-up 'notify-send "backup failed after $RETRY_ATTEMPT attempts"'
-    #[arg(allow_hyphen_values = true, long, value_name = "CMD", help_heading = "Backoff")]
+    #[arg(allow_hyphen_values = true, long, value_name = "CMD", value_hint = ValueHint::CommandString,
+          help_heading = "Backoff")]
     pub on_give_up: Option<OsString>,
     /// Treat these exit statuses as success too, e.g. 0,24 for rsync's "some files vanished"
     ///
@@ -488,6 +490,7 @@ pub struct Cli {
         allow_hyphen_values = true,
         long,
         value_name = "DIR",
+        value_hint = ValueHint::DirPath,
         conflicts_with = "temp_state",
         help_heading = "Input and output"
     )]
@@ -791,12 +794,14 @@ pub struct Cli {
         allow_hyphen_values = true,
         long,
         value_name = "CMD",
+        value_hint = ValueHint::CommandString,
         requires = "drain",
         help_heading = "Durable queue"
     )]
     pub on_dead: Option<OsString>,
     /// The command to run, then its arguments (no shell; use `sh -c '...'` for one)
     #[arg(value_names = ["COMMAND", "ARGS"], trailing_var_arg = true,
+          value_hint = ValueHint::CommandWithArguments,
           required_unless_present_any = ["dry_run", "drain", "list"])]
     pub command: Vec<OsString>,
 }

@@ -3,6 +3,7 @@
 
 mod ci;
 mod cmdline;
+mod completions;
 mod core;
 mod countdown;
 mod fleet;
