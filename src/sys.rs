@@ -31,6 +31,15 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// A close-on-exec pipe whose both ends are non-blocking (one `pipe2`).
+pub fn pipe_nonblocking() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two fds into the array we pass.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
 /// Sets O_NONBLOCK on a descriptor retry owns (never on inherited stdio).
 pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     let raw = fd.as_raw_fd();
@@ -374,6 +383,62 @@ pub fn is_fifo(fd: RawFd) -> bool {
 pub fn pipe_is_broken(fd: RawFd) -> bool {
     let mut fds = [pollfd(fd, libc::POLLOUT)];
     matches!(poll(&mut fds, Some(Duration::ZERO)), Ok(1) if fds[0].revents & libc::POLLERR != 0)
+}
+
+/// Runs `handler` for `sig` (SA_RESTART: an interrupted system call of
+/// another part of retry is restarted, not failed with EINTR). The handler
+/// must be async-signal-safe and keep errno ([`SavedErrno`]).
+pub fn catch(sig: libc::c_int, handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
+    // SAFETY: a zeroed sigaction is valid (empty mask, no flags); the
+    // handler is a plain function that lives as long as the program.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = handler as libc::sighandler_t;
+    action.sa_flags = libc::SA_RESTART;
+    // SAFETY: sigaction reads `action`; the old action is not wanted.
+    cvt(unsafe { libc::sigaction(sig, &action, std::ptr::null_mut()) })?;
+    Ok(())
+}
+
+/// errno as it was when created, put back when dropped: a signal handler
+/// that makes a system call must not change the errno of the code it
+/// interrupted.
+pub struct SavedErrno(libc::c_int);
+
+impl SavedErrno {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> SavedErrno {
+        // SAFETY: errno is this thread's; reading it is always allowed.
+        SavedErrno(unsafe { *libc::__errno_location() })
+    }
+}
+
+impl Drop for SavedErrno {
+    fn drop(&mut self) {
+        // SAFETY: writes this thread's errno.
+        unsafe { *libc::__errno_location() = self.0 };
+    }
+}
+
+/// Calls `f` with each `NAME=value` entry of retry's environment, as the
+/// C runtime keeps it: no copy of the whole environment first (std's
+/// `vars_os` makes two strings per variable). retry never changes its own
+/// environment (no `setenv`), so the array is stable while it is read.
+pub fn each_env(mut f: impl FnMut(&CStr)) {
+    unsafe extern "C" {
+        static environ: *const *const libc::c_char;
+    }
+    // SAFETY: `environ` is the C runtime's NULL-terminated array of
+    // NUL-terminated strings (or null); nothing in retry modifies it.
+    unsafe {
+        let mut p = environ;
+        if p.is_null() {
+            return;
+        }
+        while !(*p).is_null() {
+            f(CStr::from_ptr(*p));
+            p = p.add(1);
+        }
+    }
 }
 
 /// Ignores SIGPIPE, as std's runtime does before `main` (retry's binary
