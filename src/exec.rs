@@ -292,7 +292,7 @@ pub fn run(
     io: Io<'_>,
     limits: &Limits,
     signals: &mut Signals,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
 ) -> Result<Finished, SpawnError> {
     let internal = SpawnError::Internal;
     let mut stdin_child = None;
@@ -317,6 +317,12 @@ pub fn run(
     drop((stdin_child, out_child, err_child));
     let mut child = spawned?;
     let mut readers = [Reader::new(out_reader), Reader::new(err_reader)];
+    // The read buffer is made at the first attempt that needs one: a run
+    // whose output is not piped never touches (or maps) it.
+    if buf.len() < BUF && (feeder.is_some() || readers.iter().any(|r| r.fd.is_some())) {
+        buf.resize(BUF, 0);
+    }
+    let buf = &mut buf[..];
     let mut state = Waiting {
         exit: None,
         timed_out: false,

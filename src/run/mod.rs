@@ -262,7 +262,7 @@ impl<'a> Run<'a> {
             stdout_spool,
             replay,
             stdin_file: start.stdin,
-            buf: vec![0u8; crate::exec::BUF],
+            buf: Vec::new(),
             start: begin,
             wall,
             deadline: cfg.max_time.and_then(|m| begin.checked_add(m)),
