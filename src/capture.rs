@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use regex::bytes::Regex;
 
+use crate::lines::{LineRegex, Status};
 use crate::sys;
 
 /// Bytes kept in memory before spilling to the file.
@@ -170,17 +171,31 @@ impl Tail {
 /// The longest `--wait-from` hint kept (a date or a number is far shorter).
 pub const HINT_MAX: usize = 256;
 
-/// Matches regexes against each line of a stream, as it streams. A regex
-/// that matched once is not tried again; when all have matched, scanning
-/// stops (unless hint regexes want every line). Lines longer than
-/// `LINE_WINDOW` are matched in pieces of that size.
+/// Matches regexes against each line of a stream, as it streams (SPEC: line
+/// by line, like `grep -q`, with no size cap). A regex that matched once is
+/// not tried again; when all have matched, scanning stops (unless hint
+/// regexes want every line).
+///
+/// The complete lines of each chunk are searched at once (see
+/// [`crate::lines`]); only the unfinished last line is kept, up to
+/// `LINE_WINDOW` bytes. A line longer than that streams through each
+/// rule's lazy DFA from its start, so nothing is missed however long it is;
+/// the hint regexes (which need the line for its capture group) and rules
+/// without a lazy DFA see such a line in `LINE_WINDOW` pieces.
 pub struct Scanner {
-    regexes: Vec<Regex>,
+    rules: Vec<LineRegex>,
     matched: Vec<bool>,
     left: usize,
+    /// The current line since its start, or since its last full window.
     partial: Vec<u8>,
+    /// The current line outgrew the window.
+    long: bool,
+    /// [`LINE_WINDOW`] (smaller in unit tests).
+    window: usize,
+    /// Rules whose lazy DFA follows the current long line.
+    streaming: Vec<bool>,
     /// `--wait-from` regexes: the last line one of them matched gives the hint.
-    hints: Vec<Regex>,
+    hints: Vec<LineRegex>,
     hint: Option<Vec<u8>>,
 }
 
@@ -188,10 +203,13 @@ impl Scanner {
     pub fn new(regexes: Vec<Regex>) -> Scanner {
         let n = regexes.len();
         Scanner {
-            regexes,
+            rules: regexes.into_iter().map(LineRegex::new).collect(),
             matched: vec![false; n],
             left: n,
             partial: Vec::new(),
+            long: false,
+            window: LINE_WINDOW,
+            streaming: vec![false; n],
             hints: Vec::new(),
             hint: None,
         }
@@ -199,14 +217,15 @@ impl Scanner {
 
     /// Also keeps the hint of the last line one of `hints` matches.
     pub fn with_hints(mut self, hints: Vec<Regex>) -> Scanner {
-        self.hints = hints;
+        self.hints = hints.into_iter().map(LineRegex::new).collect();
         self
     }
 
     /// Starts a new stream (a new attempt).
     pub fn clear(&mut self) {
         self.matched.iter_mut().for_each(|m| *m = false);
-        self.left = self.regexes.len();
+        self.left = self.rules.len();
+        self.end_long_line();
         self.partial.clear();
         self.hint = None;
     }
@@ -227,14 +246,32 @@ impl Scanner {
         self.left > 0 || !self.hints.is_empty()
     }
 
-    fn line(&mut self, line: &[u8]) {
-        for (re, hit) in self.regexes.iter().zip(self.matched.iter_mut()) {
-            if !*hit && re.is_match(line) {
-                *hit = true;
-                self.left -= 1;
+    fn hit(&mut self, i: usize) {
+        if !self.matched[i] {
+            self.matched[i] = true;
+            self.left -= 1;
+        }
+    }
+
+    /// Complete lines, joined by `\n` (without the last one's).
+    fn lines(&mut self, lines: &[u8]) {
+        for i in 0..self.rules.len() {
+            if !self.matched[i] && self.rules[i].any_line(lines) {
+                self.hit(i);
             }
         }
-        if let Some(caps) = self.hints.iter().find_map(|re| re.captures(line)) {
+        if self.hints.is_empty() {
+            return;
+        }
+        if let Some(start) = self.hints.iter().filter_map(|h| h.last_line(lines)).max() {
+            let end = memchr::memchr(b'\n', &lines[start..]).map_or(lines.len(), |i| start + i);
+            self.hint_from(&lines[start..end]);
+        }
+    }
+
+    /// The hint of `line`, if a hint regex matches it.
+    fn hint_from(&mut self, line: &[u8]) {
+        if let Some(caps) = self.hints.iter().find_map(|h| h.line.captures(line)) {
             if let Some(m) = caps.get(1).or_else(|| caps.get(0)) {
                 let text = m.as_bytes();
                 self.hint = Some(text[..text.len().min(HINT_MAX)].to_vec());
@@ -242,52 +279,131 @@ impl Scanner {
         }
     }
 
-    fn flush_partial(&mut self) {
-        let partial = std::mem::take(&mut self.partial);
-        self.line(&partial);
-        self.partial = partial;
+    /// A full window of a long line, or its last piece: for the rules
+    /// without a lazy DFA on it, and for the hints.
+    fn piece(&mut self) {
+        let piece = std::mem::take(&mut self.partial);
+        for i in 0..self.rules.len() {
+            if !self.matched[i] && !self.streaming[i] && self.rules[i].line.is_match(&piece) {
+                self.hit(i);
+            }
+        }
+        if !self.hints.is_empty() {
+            self.hint_from(&piece);
+        }
+        self.partial = piece;
         self.partial.clear();
     }
 
     /// Feeds the next bytes of the stream.
     pub fn feed(&mut self, mut data: &[u8]) {
         while self.wants() && !data.is_empty() {
-            match data.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    if self.partial.is_empty() {
-                        self.line(&data[..i]);
-                    } else {
-                        self.append(&data[..i]);
-                        self.flush_partial();
+            if self.partial.is_empty() && !self.long {
+                // At a line's start: all complete lines at once.
+                match memchr::memrchr(b'\n', data) {
+                    Some(last) => {
+                        self.lines(&data[..last]);
+                        data = &data[last + 1..];
                     }
-                    data = &data[i + 1..];
+                    None => {
+                        self.append(data);
+                        return;
+                    }
                 }
-                None => {
-                    self.append(data);
-                    return;
+            } else {
+                match memchr::memchr(b'\n', data) {
+                    Some(end) => {
+                        self.append(&data[..end]);
+                        self.end_line();
+                        data = &data[end + 1..];
+                    }
+                    None => {
+                        self.append(data);
+                        return;
+                    }
                 }
             }
         }
     }
 
-    /// Adds to the unfinished line, matching full windows as pieces.
+    /// Adds to the unfinished line. When it outgrows the window, the rules'
+    /// lazy DFAs take it from its start, and full windows go to [`Self::piece`].
     fn append(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
-            let room = LINE_WINDOW - self.partial.len();
-            let take = room.min(data.len());
-            self.partial.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.partial.len() == LINE_WINDOW {
-                self.flush_partial();
+            let take = (self.window - self.partial.len()).min(data.len());
+            let (now, rest) = data.split_at(take);
+            self.partial.extend_from_slice(now);
+            if self.long {
+                self.stream(now);
+            }
+            data = rest;
+            if self.partial.len() == self.window {
+                if !self.long {
+                    self.long = true;
+                    for i in 0..self.rules.len() {
+                        self.streaming[i] = !self.matched[i] && self.rules[i].start_long_line();
+                    }
+                    let line = std::mem::take(&mut self.partial);
+                    self.stream(&line);
+                    self.partial = line;
+                }
+                self.piece();
             }
         }
+    }
+
+    /// Feeds the rules' lazy DFAs that follow the long line.
+    fn stream(&mut self, bytes: &[u8]) {
+        for i in 0..self.rules.len() {
+            if !self.streaming[i] {
+                continue;
+            }
+            match self.rules[i].stream(bytes) {
+                Status::Running => {}
+                Status::Matched => {
+                    self.hit(i);
+                    self.streaming[i] = false;
+                }
+                // Matched in pieces from here on (this window included).
+                Status::GaveUp => self.streaming[i] = false,
+                // Nothing more to find in this line: kept as streaming so
+                // that the pieces do not look again.
+                Status::Dead => {}
+            }
+        }
+    }
+
+    /// The current line ended (a `\n`, or the end of the stream).
+    fn end_line(&mut self) {
+        if !self.long {
+            let line = std::mem::take(&mut self.partial);
+            self.lines(&line);
+            self.partial = line;
+        } else {
+            // The rules whose lazy DFA gave up must see the last piece.
+            for i in 0..self.rules.len() {
+                if self.streaming[i] && self.rules[i].end_long_line() == Status::Matched {
+                    self.hit(i);
+                    self.streaming[i] = false;
+                }
+            }
+            self.piece();
+        }
+        self.end_long_line();
+        self.partial.clear();
+    }
+
+    fn end_long_line(&mut self) {
+        self.long = false;
+        self.streaming.iter_mut().for_each(|s| *s = false);
     }
 
     /// The stream ended: the last line needs no newline.
     pub fn finish(&mut self) {
-        if !self.partial.is_empty() && self.wants() {
-            self.flush_partial();
+        if (!self.partial.is_empty() || self.long) && self.wants() {
+            self.end_line();
         }
+        self.end_long_line();
         self.partial.clear();
     }
 }
@@ -313,6 +429,118 @@ mod tests {
         // Anchors and \s do not reach across lines.
         assert_eq!(scan(&["a\\sb", "^b"], &[b"xa\nbx\n"]), [false, true]);
         assert_eq!(scan(&["x", "y", "z"], &[b"z\n", b"x\n"]), [true, false, true]);
+    }
+
+    /// Line by line over the whole text, as SPEC says: the reference.
+    fn naive(patterns: &[&str], text: &[u8]) -> Vec<bool> {
+        let lines: Vec<&[u8]> = if text.is_empty() {
+            Vec::new()
+        } else {
+            text.strip_suffix(b"\n").unwrap_or(text).split(|&b| b == b'\n').collect()
+        };
+        patterns.iter().map(|p| lines.iter().any(|l| Regex::new(p).unwrap().is_match(l))).collect()
+    }
+
+    fn scan_windowed(patterns: &[&str], chunks: &[&[u8]], window: usize) -> Vec<bool> {
+        let mut s = Scanner::new(patterns.iter().map(|p| Regex::new(p).unwrap()).collect());
+        s.window = window;
+        for c in chunks {
+            s.feed(c);
+        }
+        s.finish();
+        s.matched().to_vec()
+    }
+
+    #[test]
+    fn a_match_across_the_window_of_a_long_line_is_found() {
+        // SPEC: no size cap. A line of 1 MiB - 3 bytes of 'a' then NEEDLE.
+        let mut line = vec![b'a'; LINE_WINDOW - 3];
+        line.extend_from_slice(b"NEEDLE\n");
+        for size in [line.len(), 64 << 10, 4096, 1000, 7] {
+            let chunks: Vec<&[u8]> = line.chunks(size).collect();
+            assert_eq!(
+                scan(&["NEEDLE", "^a+NEEDLE$", "^NEEDLE", "b"], &chunks),
+                [true, true, false, false],
+                "{size}"
+            );
+        }
+        // Three windows long, the match spanning all of them; no newline.
+        let mut long = vec![b'x'; LINE_WINDOW * 3];
+        long.extend_from_slice(b"END");
+        assert_eq!(scan(&["^x+END$", "xEND", "^xEND"], &[&long]), [true, true, false]);
+        // The next line starts afresh.
+        let mut two = vec![b'y'; LINE_WINDOW + 5];
+        two.extend_from_slice(b"\nz tail\n");
+        assert_eq!(scan(&["^z", "^y+$", "yz"], &[&two]), [true, true, false]);
+    }
+
+    #[test]
+    fn a_long_line_a_lazy_dfa_gives_up_on_is_matched_in_pieces() {
+        // A Unicode \b meeting non-ASCII bytes: the window pieces, as before.
+        let mut line = "é ".repeat(LINE_WINDOW).into_bytes();
+        line.extend_from_slice(" the word\n".as_bytes());
+        assert_eq!(scan(&[r"\bword\b", r"\bnot\b"], &[&line]), [true, false]);
+    }
+
+    #[test]
+    fn matches_at_chunk_boundaries_and_in_long_lines_are_line_by_line() {
+        let patterns = [
+            "^ab$",
+            "b\\nc",
+            "^$",
+            "c$",
+            "^a",
+            "ba+b",
+            "(?m)^b",
+            "\\bab\\b",
+            "[^a]{3}",
+            "a{4}",
+            "\\Aa.*c\\z",
+        ];
+        let texts: [&[u8]; 7] = [
+            b"ab\ncab\n\nb aab\n",
+            b"aaaa\nbbb",
+            b"xab\nab",
+            b"aaaaaaaaaaaaaaaaaaaaabc\nbab",
+            b"\n\n",
+            b"abcabcabcabcabcabcabc",
+            b"c\naxxxxxxxxxxxxxc\n",
+        ];
+        for text in texts {
+            let want = naive(&patterns, text);
+            for size in 1..=text.len().max(1) {
+                let chunks: Vec<&[u8]> = text.chunks(size).collect();
+                for window in [4, 5, 64] {
+                    assert_eq!(
+                        scan_windowed(&patterns, &chunks, window),
+                        want,
+                        "{text:?} in {size}s, window {window}"
+                    );
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_stream_scans_as_line_by_line(
+            text in proptest::collection::vec(proptest::sample::select(&b"ab \nc"[..]), 0..80),
+            cuts in proptest::collection::vec(1usize..20, 1..10),
+            window in 3usize..12,
+        ) {
+            let patterns = ["^a+b$", "b c", "^$", "a{3}", "(?m)^c", "c$", "\\bab\\b", "^[ab]*$", "cc|ba"];
+            let mut chunks = Vec::new();
+            let mut rest = &text[..];
+            for c in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (a, b) = rest.split_at((*c).min(rest.len()));
+                chunks.push(a);
+                rest = b;
+            }
+            proptest::prop_assert_eq!(scan_windowed(&patterns, &chunks, window), naive(&patterns, &text));
+        }
     }
 
     #[test]

@@ -243,6 +243,79 @@ fn until_match_needs_every_regex_on_some_line() {
 }
 
 #[test]
+fn until_match_finds_a_match_that_crosses_the_1_mib_line_window() {
+    // SPEC: "with no size cap". One line of 1 MiB - 3 bytes, then NEEDLE:
+    // the match straddles the first MiB.
+    let t = T::new();
+    let mut line = vec![b'a'; (1 << 20) - 3];
+    line.extend_from_slice(b"NEEDLE\n");
+    std::fs::write(t.path("l"), &line).unwrap();
+    for rule in ["NEEDLE", "^a+NEEDLE$"] {
+        t.retry()
+            .args(["-n", "0", "--until-match", rule, "cat", "l"])
+            .assert()
+            .success()
+            .stdout(line.clone());
+    }
+    t.retry()
+        .args(["-n", "0", "--until-match", "^NEEDLE"])
+        .args(["cat", "l"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("--until-match '^NEEDLE' matched no line"));
+}
+
+#[test]
+fn stream_rules_see_a_match_at_the_end_of_a_3_mib_line_streamed_live() {
+    // A 3 MiB line of minified JSON-like text whose only "error" is at its
+    // end, with --stdout live: stdout passes byte for byte, the rule sees it.
+    let t = T::new();
+    let mut line = b"{\"items\":[".to_vec();
+    while line.len() < 3 << 20 {
+        line.extend_from_slice(b"{\"id\":1,\"ok\":true},");
+    }
+    line.extend_from_slice(b"{\"status\":\"error\"}]}");
+    std::fs::write(t.path("big.json"), &line).unwrap();
+    t.retry()
+        .args([
+            "-n",
+            "2",
+            "--wait",
+            "1ms",
+            "--stdout",
+            "live",
+            "--stop-on-stdout",
+            r#""status":"error"\}\]\}$"#,
+        ])
+        .args(sh("echo run >> count; cat big.json; exit 3"))
+        .assert()
+        .code(3)
+        .stdout(line.clone())
+        .stderr(predicate::str::contains("matched"));
+    assert_eq!(t.runs("count"), 1, "the stop rule matched the end of the long line");
+}
+
+#[test]
+fn a_line_written_in_pieces_is_matched_whole() {
+    // The pieces arrive in separate reads: the rule sees the whole line,
+    // and a rule that would need two lines at once sees nothing.
+    let t = T::new();
+    t.retry()
+        .args(["-n", "0", "--until-match", "^abc def$", "--until-match", "^ghi$"])
+        .args(sh(
+            "printf 'ab'; sleep 0.05; printf 'c de'; sleep 0.05; printf 'f\ngh'; sleep 0.05; printf 'i'",
+        ))
+        .assert()
+        .success()
+        .stdout("abc def\nghi");
+    t.retry()
+        .args(["-n", "0", "--until-match", "def\\sghi"])
+        .args(sh("printf 'abc def'; sleep 0.05; printf '\nghi\n'"))
+        .assert()
+        .code(1);
+}
+
+#[test]
 fn retry_if_sees_the_context_object() {
     let t = T::new();
     t.retry()
