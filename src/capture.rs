@@ -23,18 +23,50 @@ pub const TAIL: usize = 64 << 10;
 /// A line longer than this is matched in pieces of this size.
 pub const LINE_WINDOW: usize = 1 << 20;
 
+/// Bytes moved by one splice(2) into the spill file: a quarter of the
+/// attempt's pipe (`exec::PIPE_SIZE`), so the pipe's lock, which splice
+/// holds while it writes the file, is never held for long at a time.
+const SPLICE_CHUNK: usize = 256 << 10;
+
 /// Append-only bytes: memory first, then a spill file.
 pub struct Spool {
     mem: Vec<u8>,
     spill: Option<File>,
     spilled: u64,
+    /// splice(2) into the spill file works (until its file system says no).
+    splice: bool,
 }
 
 impl Spool {
     /// `spill` is an unlinked temporary file created before attempt 1, so a
     /// full disk or unwritable TMPDIR is reported before anything runs.
     pub fn new(spill: Option<File>) -> Spool {
-        Spool { mem: Vec::new(), spill, spilled: 0 }
+        Spool { mem: Vec::new(), spill, spilled: 0, splice: true }
+    }
+
+    /// Moves up to 256 KiB from pipe `fd` straight into the spill file with
+    /// splice(2): no copy through retry's memory, and none of retry's
+    /// memory touched. `None` when this is not the way now: memory is not
+    /// full yet (small outputs stay off the disk), there is no spill file,
+    /// or its file system refused splice (from then on, read + [`Spool::push`]).
+    /// `Some(Ok(0))` at the pipe's EOF; WouldBlock when it is empty; any
+    /// other error is the spill file's (a full disk).
+    pub fn splice_from(&mut self, fd: RawFd) -> Option<io::Result<usize>> {
+        if !self.splice || self.mem_room() > 0 {
+            return None;
+        }
+        let f = self.spill.as_ref()?;
+        match sys::splice_from_pipe(fd, f.as_raw_fd(), SPLICE_CHUNK) {
+            Ok(n) => {
+                self.spilled += n as u64;
+                Some(Ok(n))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.splice = false;
+                None
+            }
+            Err(e) => Some(Err(e)),
+        }
     }
 
     pub fn len(&self) -> u64 {
@@ -95,22 +127,34 @@ impl Spool {
     }
 
     /// Writes everything to `fd` (retry's stdout): memory with write(2),
-    /// the spilled part with sendfile(2), never through user space.
+    /// the spilled part inside the kernel, never through user space — with
+    /// copy_file_range(2) to a regular file (which shares the blocks where
+    /// the file system can), else with sendfile(2) (to a pipe it passes the
+    /// page cache's pages on); read + write where neither works.
     pub fn write_to(&self, fd: RawFd) -> io::Result<()> {
         sys::write_all(fd, &self.mem)?;
-        if let Some(f) = &self.spill {
-            let mut offset = 0u64;
-            while offset < self.spilled {
-                let left = usize::try_from(self.spilled - offset).unwrap_or(usize::MAX);
-                match sys::sendfile(fd, f.as_raw_fd(), &mut offset, left.min(1 << 30)) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(_) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                        // sendfile refuses some targets: copy the rest.
-                        return self.copy_spill(fd, offset);
-                    }
-                    Err(e) => return Err(e),
+        let Some(f) = &self.spill else { return Ok(()) };
+        let mut offset = 0u64;
+        let mut copy_range = self.spilled > 0 && sys::is_regular(fd);
+        while offset < self.spilled {
+            let left = usize::try_from(self.spilled - offset).unwrap_or(usize::MAX).min(1 << 30);
+            if copy_range {
+                match sys::copy_file_range(f.as_raw_fd(), &mut offset, fd, left) {
+                    Ok(n) if n > 0 => continue,
+                    // Another file system (EXDEV), an O_APPEND file (EBADF),
+                    // no support: sendfile does the rest.
+                    Ok(_) | Err(_) => copy_range = false,
                 }
+                continue;
+            }
+            match sys::sendfile(fd, f.as_raw_fd(), &mut offset, left) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    // sendfile refuses some targets: copy the rest.
+                    return self.copy_spill(fd, offset);
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(())
@@ -575,6 +619,60 @@ mod tests {
         assert!(s.is_empty());
         s.push(b"again").unwrap();
         assert_eq!(s.to_vec(100).unwrap().unwrap(), b"again");
+    }
+
+    #[test]
+    fn spool_splices_a_pipe_into_the_spill_file_and_writes_it_out() {
+        use std::io::{Read as _, Seek as _};
+        let data: Vec<u8> = (0..MEM_LIMIT + (3 << 20) + 17).map(|i| (i % 253) as u8).collect();
+        let (r, w) = sys::pipe().unwrap();
+        sys::set_nonblocking(std::os::fd::AsFd::as_fd(&r)).unwrap();
+        let writer = {
+            let data = data.clone();
+            std::thread::spawn(move || sys::write_all(w.as_raw_fd(), &data))
+        };
+        let mut s = Spool::new(Some(tempfile::tempfile().unwrap()));
+        let mut buf = vec![0u8; 64 << 10];
+        let mut spliced = 0;
+        loop {
+            match s.splice_from(r.as_raw_fd()) {
+                Some(Ok(0)) => break,
+                Some(Ok(n)) => spliced += n,
+                Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut fds = [sys::pollfd(r.as_raw_fd(), libc::POLLIN)];
+                    sys::poll(&mut fds, None).unwrap();
+                }
+                Some(Err(e)) => panic!("{e}"),
+                None => match sys::read(r.as_raw_fd(), &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => s.push(&buf[..n]).unwrap(),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        let mut fds = [sys::pollfd(r.as_raw_fd(), libc::POLLIN)];
+                        sys::poll(&mut fds, None).unwrap();
+                    }
+                    Err(e) => panic!("{e}"),
+                },
+            }
+        }
+        writer.join().unwrap().unwrap();
+        assert!(spliced >= 3 << 20, "the part past memory was spliced: {spliced}");
+        assert_eq!(s.to_vec(u64::MAX).unwrap().unwrap(), data);
+        // Out to a regular file (copy_file_range) and to a pipe (sendfile).
+        let mut out = tempfile::tempfile().unwrap();
+        s.write_to(out.as_raw_fd()).unwrap();
+        let mut back = Vec::new();
+        out.rewind().unwrap();
+        out.read_to_end(&mut back).unwrap();
+        assert!(back == data, "written to a file");
+        let (pr, pw) = sys::pipe().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            std::fs::File::from(pr).read_to_end(&mut all).unwrap();
+            all
+        });
+        s.write_to(pw.as_raw_fd()).unwrap();
+        drop(pw);
+        assert!(reader.join().unwrap() == data, "written to a pipe");
     }
 
     #[test]

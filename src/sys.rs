@@ -184,6 +184,67 @@ pub fn sendfile(to: RawFd, from: RawFd, offset: &mut u64, count: usize) -> io::R
     }
 }
 
+/// `splice(2)` from pipe `from` to `to` (a file, at its offset, or a pipe)
+/// without blocking on `from`: moves up to `count` bytes inside the kernel;
+/// `Ok(0)` at EOF (no writer left and nothing buffered); WouldBlock when
+/// the pipe is empty.
+pub fn splice_from_pipe(from: RawFd, to: RawFd, count: usize) -> io::Result<usize> {
+    loop {
+        // SAFETY: integer fds, null offsets (the files' own offsets are used).
+        let ret = unsafe {
+            libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), count, libc::SPLICE_F_NONBLOCK)
+        };
+        match cvt_size(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// `tee(2)`: copies up to `count` bytes of pipe `from` into pipe `to`
+/// without consuming them (pages are shared, not copied). Waits while `to`
+/// is full (a blocking descriptor), never for `from` (WouldBlock when it
+/// is empty); `Ok(0)` at `from`'s EOF. EINVAL when `to` is not a pipe.
+pub fn tee(from: RawFd, to: RawFd, count: usize) -> io::Result<usize> {
+    loop {
+        // SAFETY: integer fds and flags only.
+        let ret = unsafe { libc::tee(from, to, count, 0) };
+        match cvt_size(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// `copy_file_range(2)` from file `from` at `offset` to `to` at its own
+/// offset: inside the kernel, and on file systems that can, by sharing
+/// blocks instead of copying them. Returns the bytes copied.
+pub fn copy_file_range(from: RawFd, offset: &mut u64, to: RawFd, count: usize) -> io::Result<usize> {
+    let mut off =
+        libc::loff_t::try_from(*offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: `off` is a valid loff_t the kernel reads and advances; the
+        // output offset is null (the file's own).
+        let ret = unsafe { libc::copy_file_range(from, &mut off, to, std::ptr::null_mut(), count, 0) };
+        match cvt_size(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(n) => {
+                *offset = off as u64;
+                return Ok(n);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Is `fd` a regular file?
+pub fn is_regular(fd: RawFd) -> bool {
+    // SAFETY: zeroed stat is a valid output buffer for fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on an integer fd; st is a valid out-pointer.
+    unsafe { libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG }
+}
+
 /// An anonymous in-memory file (close-on-exec). Before Linux 3.17 (or
 /// where a seccomp policy refuses `memfd_create`): an already-unlinked
 /// file in TMPDIR instead, which is as private and leaves nothing behind.

@@ -316,6 +316,34 @@ fn a_line_written_in_pieces_is_matched_whole() {
 }
 
 #[test]
+fn a_big_captured_stdout_comes_out_byte_for_byte_to_a_pipe_and_to_a_file() {
+    // 12 MiB: past the 4 MiB kept in memory, so the rest is spliced into
+    // the spill file and written out by the kernel (sendfile to a pipe,
+    // copy_file_range to a file).
+    let t = T::new();
+    let data: Vec<u8> = (0..12u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(t.path("data"), &data).unwrap();
+    t.retry()
+        .args(["-n", "1", "--wait", "1ms", "--stdout", "final"])
+        .args(sh("cat data; [ $RETRY_ATTEMPT -ge 2 ]"))
+        .assert()
+        .success()
+        .stdout(data.clone());
+    let out = std::fs::File::create(t.path("out")).unwrap();
+    let mut cmd = retry_std();
+    t.env(&mut cmd);
+    let status = cmd
+        .args(["-n", "1", "--wait", "1ms", "--stdout", "final"])
+        .args(sh("cat data; [ $RETRY_ATTEMPT -ge 2 ]"))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(std::fs::read(t.path("out")).unwrap() == data, "the file holds the last attempt's stdout once");
+}
+
+#[test]
 fn retry_if_sees_the_context_object() {
     let t = T::new();
     t.retry()
