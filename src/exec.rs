@@ -308,6 +308,18 @@ fn pipe_for(child_reads: bool) -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok((ours, theirs))
 }
 
+/// Grows pipe `fd` (retry's stdout or stderr, shared with the reader
+/// downstream) to [`PIPE_SIZE`]: fewer wake-ups of the writer and of the
+/// reader for bulk output. Only grows it; not a pipe, or refused (the
+/// user's pipe quota): nothing changes.
+pub fn grow_pipe(fd: RawFd) {
+    if let Ok(size) = sys::pipe_size(fd) {
+        if size < PIPE_SIZE {
+            let _ = sys::set_pipe_size(fd, PIPE_SIZE);
+        }
+    }
+}
+
 /// The buffer size asked for the pipes retry reads (the default
 /// `/proc/sys/fs/pipe-max-size`, so unprivileged users get it too).
 pub const PIPE_SIZE: usize = 1 << 20;
@@ -359,6 +371,11 @@ pub fn run(
     drop((stdin_child, out_child, err_child));
     let mut child = spawned?;
     let mut readers = [Reader::new(out_reader), Reader::new(err_reader)];
+    for out in readers.iter().filter_map(|r| r.sink.forward) {
+        // Streamed through retry into a pipe (`--stdout live` with a rule):
+        // a bigger pipe downstream too, as for the captured stdout.
+        grow_pipe(out);
+    }
     // The read buffer is made at the first attempt that needs one: a run
     // whose output is not piped never touches (or maps) it.
     if buf.len() < BUF && (feeder.is_some() || readers.iter().any(|r| r.fd.is_some())) {

@@ -296,6 +296,27 @@ fn stream_rules_see_a_match_at_the_end_of_a_3_mib_line_streamed_live() {
 }
 
 #[test]
+fn streamed_stdout_with_a_rule_needs_no_spill_file() {
+    // --stdout live with a stdout rule scans the output as it passes: no
+    // copy of it in TMPDIR (only --until, which parses all of it, keeps one).
+    let t = T::new();
+    t.retry()
+        .env("TMPDIR", t.path("missing"))
+        .args(["-n", "1", "--wait", "1ms", "--stdout", "live", "--retry-on-stdout", "^busy$"])
+        .args(sh("echo busy; [ $RETRY_ATTEMPT -ge 2 ]"))
+        .assert()
+        .success()
+        .stdout("busy\nbusy\n");
+    t.retry()
+        .env("TMPDIR", t.path("missing"))
+        .args(["-n", "0", "--stdout", "live", "--until", ".ok"])
+        .args(sh("echo '{\"ok\": true}'"))
+        .assert()
+        .code(125)
+        .stderr(predicate::str::contains("TMPDIR"));
+}
+
+#[test]
 fn a_line_written_in_pieces_is_matched_whole() {
     // The pieces arrive in separate reads: the rule sees the whole line,
     // and a rule that would need two lines at once sees nothing.
