@@ -48,9 +48,10 @@ impl Spool {
     /// splice(2): no copy through retry's memory, and none of retry's
     /// memory touched. `None` when this is not the way now: memory is not
     /// full yet (small outputs stay off the disk), there is no spill file,
-    /// or its file system refused splice (from then on, read + [`Spool::push`]).
-    /// `Some(Ok(0))` at the pipe's EOF; WouldBlock when it is empty; any
-    /// other error is the spill file's (a full disk).
+    /// or splice was refused (its file system, an old kernel, a seccomp
+    /// policy: from then on read + [`Spool::push`], which also reports a
+    /// full disk). `Some(Ok(0))` at the pipe's EOF; WouldBlock when it is
+    /// empty.
     pub fn splice_from(&mut self, fd: RawFd) -> Option<io::Result<usize>> {
         if !self.splice || self.mem_room() > 0 {
             return None;
@@ -61,11 +62,11 @@ impl Spool {
                 self.spilled += n as u64;
                 Some(Ok(n))
             }
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(Err(e)),
+            Err(_) => {
                 self.splice = false;
                 None
             }
-            Err(e) => Some(Err(e)),
         }
     }
 
@@ -150,8 +151,9 @@ impl Spool {
             match sys::sendfile(fd, f.as_raw_fd(), &mut offset, left) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    // sendfile refuses some targets: copy the rest.
+                // sendfile refuses some targets (EINVAL), or is refused
+                // itself (a seccomp policy): copy the rest.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EPERM)) => {
                     return self.copy_spill(fd, offset);
                 }
                 Err(e) => return Err(e),

@@ -157,12 +157,8 @@ impl<'a> Reader<'a> {
                     Some(Ok(0)) => return false,
                     Some(Ok(_)) => {}
                     Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
-                    // A full disk: keep what fits; validation sees less.
-                    Some(Err(_)) => {
-                        self.sink.spool = None;
-                        break;
-                    }
-                    None => break,
+                    // A pipe error: read below says what it is.
+                    Some(Err(_)) | None => break,
                 }
             }
         }

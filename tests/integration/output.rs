@@ -365,6 +365,40 @@ fn a_big_captured_stdout_comes_out_byte_for_byte_to_a_pipe_and_to_a_file() {
 }
 
 #[test]
+fn without_splice_tee_and_sendfile_output_is_moved_by_read_and_write() {
+    // A seccomp policy that refuses them (no-pidfd --no-splice): captured
+    // and streamed output arrive all the same, byte for byte.
+    without_pidfds(&["--no-splice"], || {
+        let t = T::new();
+        let data: Vec<u8> = (0..6u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+        std::fs::write(t.path("data"), &data).unwrap();
+        t.retry()
+            .args(["-n", "1", "--wait", "1ms", "--stdout", "final"])
+            .args(sh("cat data; [ $RETRY_ATTEMPT -ge 2 ]"))
+            .assert()
+            .success()
+            .stdout(data.clone());
+        let out = std::fs::File::create(t.path("out")).unwrap();
+        let mut cmd = retry_std();
+        t.env(&mut cmd);
+        let status = cmd
+            .args(["-n", "0", "--stdout", "final", "cat", "data"])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(std::fs::read(t.path("out")).unwrap() == data, "written to a file");
+        t.retry()
+            .args(["-n", "0", "--stdout", "live", "--until-match", "^end$"])
+            .args(sh("cat data; echo; echo end"))
+            .assert()
+            .success()
+            .stdout([&data[..], b"\nend\n"].concat());
+    });
+}
+
+#[test]
 fn retry_if_sees_the_context_object() {
     let t = T::new();
     t.retry()
