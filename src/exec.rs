@@ -139,9 +139,7 @@ impl<'a> Reader<'a> {
     /// The bytes pass through retry's memory only where something must
     /// look at them. Captured and nothing else (`--stdout final` without
     /// stdout rules): spliced from the pipe into the spill file once the
-    /// in-memory part is full (measured on 1 GiB: faster than read + write
-    /// and less CPU — the pipe's lock splice holds while it writes the file
-    /// is held for 256 KiB at a time). Forwarded and scanned (`--stdout
+    /// in-memory part is full ([`Spool::splice_from`]). Forwarded and scanned (`--stdout
     /// live` with a stdout rule): tee(2) puts the bytes in retry's stdout
     /// pipe without a copy, and one read takes them for the scanner (when
     /// stdout is not a pipe: read, then write).
@@ -157,8 +155,13 @@ impl<'a> Reader<'a> {
                     Some(Ok(0)) => return false,
                     Some(Ok(_)) => {}
                     Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
-                    // A pipe error: read below says what it is.
-                    Some(Err(_)) | None => break,
+                    // The spill file failed (a full disk): keep what
+                    // fits; validation sees less.
+                    Some(Err(_)) => {
+                        self.sink.spool = None;
+                        break;
+                    }
+                    None => break,
                 }
             }
         }
