@@ -332,8 +332,7 @@ pub fn spawn(req: &Spawn<'_>) -> Result<Child, SpawnError> {
         fds: [fd(req.stdin), fd(req.stdout), fd(req.stderr)],
         own_group: req.own_group,
         cwd: req.cwd.map_or(ptr::null(), CStr::as_ptr),
-        // SAFETY: getpid has no preconditions.
-        parent: unsafe { libc::getpid() },
+        parent: my_pid(),
         errno: 0,
         setup_failed: false,
         chdir_failed: false,
@@ -349,9 +348,6 @@ pub fn spawn(req: &Spawn<'_>) -> Result<Child, SpawnError> {
     // SAFETY: the offset is the end of the allocation (capacity CHILD_STACK).
     let top = unsafe { stack.as_mut_ptr().add(CHILD_STACK) };
     let top = ((top as usize) & !15) as *mut c_void;
-    if req.own_group {
-        start_guardian();
-    }
     let mut pidfd: c_int = -1;
     let want_pidfd = uses_pidfds();
     // Block every signal across clone so that no handler of retry's runs in
@@ -362,6 +358,10 @@ pub fn spawn(req: &Spawn<'_>) -> Result<Child, SpawnError> {
     unsafe {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    if req.own_group {
+        // Under the same mask: the guardian starts with every signal blocked.
+        start_guardian();
     }
     let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
     let args_ptr: *mut c_void = (&mut args as *mut ChildArgs).cast();
@@ -540,49 +540,26 @@ impl Drop for Child {
 /// that shares retry's memory and descriptors, in its own process group (a
 /// `kill -9` of retry's job or group leaves it to do its work), blocked in
 /// `sigtimedwait` until retry dies. A failure to start it is not fatal:
-/// the attempt's leader still dies with retry (`PR_SET_PDEATHSIG`).
+/// the attempt's leader still dies with retry (`PR_SET_PDEATHSIG`). The
+/// caller blocks every signal around this call: the guardian starts with
+/// every signal blocked and keeps them so.
 fn start_guardian() {
     if GUARDIAN.load(Ordering::Relaxed) != 0 {
         return;
     }
-    // Never unmapped: the guardian runs on it for retry's whole life.
-    // SAFETY: an anonymous private mapping; no pointer is passed in.
-    let stack = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            GUARD_STACK,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if stack == libc::MAP_FAILED {
-        GUARDIAN.store(-1, Ordering::Relaxed);
-        return;
-    }
-    // SAFETY: getpid has no preconditions.
-    GUARDED.store(unsafe { libc::getpid() }, Ordering::SeqCst);
-    // SAFETY: the offset is the end of the mapping (GUARD_STACK bytes).
-    let top = unsafe { stack.cast::<u8>().add(GUARD_STACK) }.cast::<c_void>();
-    // The guardian starts with every signal blocked and keeps them so.
-    // SAFETY: sigset operations on local, initialised sets.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-    }
+    GUARDED.store(my_pid(), Ordering::SeqCst);
+    // The guardian runs on a stack in retry's .bss (no mmap; pages are
+    // touched only as used), which only it ever uses, for retry's life.
+    let top = GUARD_STACK_MEM.0.get().cast::<u8>().wrapping_add(GUARD_STACK).cast::<c_void>();
     // No exit signal (a "clone child"): retry's waits for any child, which
     // reap orphans and read stop reports, never see it; only
     // `end_guardian` waits for it (__WCLONE), so its pid is never reused
     // while retry may still signal it.
     let flags = libc::CLONE_VM | libc::CLONE_FILES;
-    // SAFETY: guardian_main runs on its own mapping and touches only
-    // atomics and async-signal-safe calls; the argument is unused.
+    // SAFETY: guardian_main runs on its own stack (`top` is the end of
+    // GUARD_STACK_MEM, 16-byte aligned, used by nothing else) and touches
+    // only atomics and async-signal-safe calls; the argument is unused.
     let pid = unsafe { libc::clone(guardian_main, top, flags, ptr::null_mut()) };
-    // SAFETY: restores the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut()) };
     if pid <= 0 {
         GUARDIAN.store(-1, Ordering::Relaxed);
         return;
@@ -594,6 +571,30 @@ fn start_guardian() {
 /// The guardian's stack: it needs ~6 KiB (a directory buffer and a stat
 /// line), pages are touched only as used.
 const GUARD_STACK: usize = 64 * 1024;
+
+/// Memory for the guardian's stack, aligned as a stack top must be.
+#[repr(C, align(16))]
+struct GuardStack(std::cell::UnsafeCell<[u8; GUARD_STACK]>);
+
+// SAFETY: only the guardian touches the bytes (through the pointer handed
+// to clone); retry's own threads never read or write them.
+unsafe impl Sync for GuardStack {}
+
+static GUARD_STACK_MEM: GuardStack = GuardStack(std::cell::UnsafeCell::new([0; GUARD_STACK]));
+
+/// retry's pid, asked once (retry never forks: its children exec at once).
+fn my_pid() -> libc::pid_t {
+    static PID: AtomicI32 = AtomicI32::new(0);
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            // SAFETY: getpid has no preconditions.
+            let pid = unsafe { libc::getpid() };
+            PID.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
+}
 
 /// The guardian's body. Until retry dies it makes only calls that cannot
 /// fail (so it never writes `errno`, which lives in retry's memory).

@@ -188,6 +188,45 @@ pub enum StdinMode {
     Replay,
 }
 
+/// Defines [`Cli`] as written inside it, and [`LeanCli`]: the same
+/// struct and arguments without their doc comments, so without help texts.
+/// retry parses with `LeanCli`'s command: clap copies every help text into
+/// the command it builds (~20 KiB: ~40,000 instructions and five pages of
+/// heap at every start) though only `--help` and `-h` read them. The values
+/// are read into a [`Cli`] (the ids are the same); help, `--version` and
+/// every parse error come from `Cli`'s full command (`config::mode`).
+macro_rules! with_lean_twin {
+    (
+        $(#[$sattr:meta])*
+        pub struct Cli {
+            $(
+                $(#[doc = $doc:literal])*
+                #[arg($($arg:tt)*)]
+                pub $field:ident: $ty:ty,
+            )*
+        }
+    ) => {
+        $(#[$sattr])*
+        pub struct Cli {
+            $(
+                $(#[doc = $doc])*
+                #[arg($($arg)*)]
+                pub $field: $ty,
+            )*
+        }
+
+        $(#[$sattr])*
+        #[allow(dead_code)]
+        pub struct LeanCli {
+            $(
+                #[arg($($arg)*)]
+                $field: $ty,
+            )*
+        }
+    };
+}
+
+with_lean_twin! {
 #[derive(Debug, Parser)]
 #[command(
     name = "retry",
@@ -805,6 +844,7 @@ pub struct Cli {
           required_unless_present_any = ["dry_run", "drain", "list"])]
     pub command: Vec<OsString>,
 }
+}
 
 #[cfg(test)]
 mod tests {
@@ -815,6 +855,48 @@ mod tests {
     #[test]
     fn the_clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_lean_twin_has_the_same_arguments_without_help() {
+        use clap::FromArgMatches as _;
+        let (mut full, mut lean) = (Cli::command(), LeanCli::command());
+        LeanCli::command().debug_assert();
+        full.build();
+        lean.build();
+        let shape = |a: &clap::Arg| {
+            format!(
+                "{} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {} {}",
+                a.get_id(),
+                a.get_long(),
+                a.get_short(),
+                a.get_action(),
+                a.get_num_args(),
+                a.get_value_names(),
+                a.get_default_values(),
+                a.get_value_parser().type_id(),
+                a.is_positional(),
+                a.is_allow_hyphen_values_set(),
+            )
+        };
+        let shapes = |c: &clap::Command| c.get_arguments().map(shape).collect::<Vec<_>>();
+        assert_eq!(shapes(&full), shapes(&lean));
+        for arg in lean.get_arguments().filter(|a| !["help", "version"].contains(&a.get_id().as_str())) {
+            assert!(arg.get_help().is_none() && arg.get_long_help().is_none(), "{}", arg.get_id());
+        }
+        // The same values, read into a `Cli` from either command's matches.
+        for argv in [
+            &["retry", "--", "true"][..],
+            &["retry", "-n", "2", "-w", "0", "--stdout", "final", "curl", "-n", "x"],
+            &["retry", "--until-match", "a", "--until-match", "b", "-vv", "--forever", "sh", "-c", "x"],
+            &["retry", "--dry-run", "--algo", "linear", "--jitter", "full"],
+            &["retry", "--drain", "q", "--max-time", "4m", "-q"],
+        ] {
+            let mut m = LeanCli::command().try_get_matches_from(argv).unwrap();
+            let lean = Cli::from_arg_matches_mut(&mut m).unwrap();
+            let full = Cli::try_parse_from(argv).unwrap();
+            assert_eq!(format!("{lean:?}"), format!("{full:?}"), "{argv:?}");
+        }
     }
 
     #[test]

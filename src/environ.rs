@@ -2,20 +2,28 @@
 //! saved one) without the `RETRY_*` variables retry sets, plus those
 //! variables for the attempt (SPEC "Processes and signals").
 
-use std::ffi::{CString, OsStr, OsString};
-use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::OsStringExt as _;
 
 /// The variables retry sets in each attempt's environment.
 pub const RETRY_VARS: [&str; 4] =
     ["RETRY_ATTEMPT", "RETRY_MAX_ATTEMPTS", "RETRY_LAST_STATUS", "RETRY_STATE_DIR"];
 
 /// retry's environment without the RETRY_* variables it sets itself (a
-/// nested retry's values win over its parent's).
+/// nested retry's values win over its parent's). Entries without `=` are
+/// skipped, as std's `vars_os` skips them.
 pub fn base() -> Vec<CString> {
-    std::env::vars_os()
-        .filter(|(k, _)| !RETRY_VARS.iter().any(|v| OsStr::new(v) == k))
-        .filter_map(|(k, v)| entry(k.as_bytes(), v.as_bytes()))
-        .collect()
+    let mut out = Vec::with_capacity(64);
+    crate::sys::each_env(|entry| {
+        let bytes = entry.to_bytes();
+        // A name may begin with `=` (std reads it so too).
+        let Some(eq) = bytes.iter().skip(1).position(|&b| b == b'=') else { return };
+        let name = &bytes[..eq + 1];
+        if !RETRY_VARS.iter().any(|v| v.as_bytes() == name) {
+            out.push(entry.to_owned());
+        }
+    });
+    out
 }
 
 /// `NAME=value` as a C string; `None` when either holds a NUL byte.

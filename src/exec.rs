@@ -24,7 +24,7 @@ use crate::capture::{Scanner, Spool, Tail};
 use crate::child::{self, Child, Program, Spawn, SpawnError, Stdio};
 use crate::signals::Signals;
 use crate::stdin::Replay;
-use crate::sys::{self, Exit};
+use crate::sys::{self, Exit, PIPE_SIZE};
 
 /// How long pipes are read after the process exited (grandchildren may
 /// hold them open).
@@ -122,34 +122,75 @@ struct Reader<'a> {
     fd: Option<OwnedFd>,
     sink: Sink<'a>,
     broken: bool,
+    /// Forward with tee(2) (until it fails: retry's descriptor is not a pipe).
+    tee: bool,
 }
 
 impl<'a> Reader<'a> {
     fn new(piped: Option<(OwnedFd, Sink<'a>)>) -> Reader<'a> {
         match piped {
-            Some((fd, sink)) => Reader { fd: Some(fd), sink, broken: false },
-            None => Reader { fd: None, sink: Sink::default(), broken: false },
+            Some((fd, sink)) => Reader { fd: Some(fd), sink, broken: false, tee: true },
+            None => Reader { fd: None, sink: Sink::default(), broken: false, tee: false },
         }
     }
 
     /// Reads what is there; false at EOF or on error.
+    ///
+    /// The bytes pass through retry's memory only where something must
+    /// look at them. Captured and nothing else (`--stdout final` without
+    /// stdout rules): spliced from the pipe into the spill file once the
+    /// in-memory part is full ([`Spool::splice_from`]). Forwarded and scanned (`--stdout
+    /// live` with a stdout rule): tee(2) puts the bytes in retry's stdout
+    /// pipe without a copy, and one read takes them for the scanner (when
+    /// stdout is not a pipe: read, then write).
     fn pump(&mut self, buf: &mut [u8]) -> bool {
         let Some(fd) = self.fd.as_ref().map(|f| f.as_raw_fd()) else {
             return false;
         };
-        // No splice(2) from the pipe into the spill file, though it saves a
-        // copy: it holds the pipe's lock while it writes the file, and the
-        // writing child spins on that lock (measured: 2.5× the CPU and half
-        // the throughput of read + write for a captured 1 GiB).
+        let spool_only =
+            self.sink.forward.is_none() && self.sink.scanner.is_none() && self.sink.tail.is_none();
+        if let (true, Some(spool)) = (spool_only, self.sink.spool.as_deref_mut()) {
+            loop {
+                match spool.splice_from(fd) {
+                    Some(Ok(0)) => return false,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                    // The spill file failed (a full disk): keep what
+                    // fits; validation sees less.
+                    Some(Err(_)) => {
+                        self.sink.spool = None;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
         loop {
-            let n = match sys::read(fd, buf) {
+            let mut limit = buf.len();
+            let mut teed = false;
+            if let (Some(out), true) = (self.sink.forward, self.tee) {
+                match sys::tee(fd, out, limit) {
+                    Ok(0) => return false,
+                    Ok(n) => (limit, teed) = (n, true),
+                    // The pipe is empty (or a non-blocking stdout is full):
+                    // the read below tells which.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
+                        self.broken = true;
+                        self.sink.forward = None;
+                    }
+                    // Not a pipe (EINVAL): read and write from now on.
+                    Err(_) => self.tee = false,
+                }
+            }
+            let n = match sys::read(fd, &mut buf[..limit]) {
                 Ok(0) => return false,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
                 Err(_) => return false,
             };
             let chunk = &buf[..n];
-            if let Some(out) = self.sink.forward {
+            if let (Some(out), false) = (self.sink.forward, teed) {
                 if let Err(e) = sys::write_all(out, chunk) {
                     if e.raw_os_error() == Some(libc::EPIPE) {
                         self.broken = true;
@@ -266,9 +307,17 @@ fn pipe_for(child_reads: bool) -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok((ours, theirs))
 }
 
-/// The buffer size asked for the pipes retry reads (the default
-/// `/proc/sys/fs/pipe-max-size`, so unprivileged users get it too).
-pub const PIPE_SIZE: usize = 1 << 20;
+/// Grows pipe `fd` (retry's stdout or stderr, shared with the reader
+/// downstream) to [`PIPE_SIZE`]: fewer wake-ups of the writer and of the
+/// reader for bulk output. Only grows it; not a pipe, or refused (the
+/// user's pipe quota): nothing changes.
+pub fn grow_pipe(fd: RawFd) {
+    if let Ok(size) = sys::pipe_size(fd) {
+        if size < PIPE_SIZE {
+            let _ = sys::set_pipe_size(fd, PIPE_SIZE);
+        }
+    }
+}
 
 /// The child's side of an output stream, and retry's reader if piped.
 type Opened<'a> = (Stdio, Option<OwnedFd>, Option<(OwnedFd, Sink<'a>)>);
@@ -292,7 +341,7 @@ pub fn run(
     io: Io<'_>,
     limits: &Limits,
     signals: &mut Signals,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
 ) -> Result<Finished, SpawnError> {
     let internal = SpawnError::Internal;
     let mut stdin_child = None;
@@ -317,6 +366,17 @@ pub fn run(
     drop((stdin_child, out_child, err_child));
     let mut child = spawned?;
     let mut readers = [Reader::new(out_reader), Reader::new(err_reader)];
+    for out in readers.iter().filter_map(|r| r.sink.forward) {
+        // Streamed through retry into a pipe (`--stdout live` with a rule):
+        // a bigger pipe downstream too, as for the captured stdout.
+        grow_pipe(out);
+    }
+    // The read buffer is made at the first attempt that needs one: a run
+    // whose output is not piped never touches (or maps) it.
+    if buf.len() < BUF && (feeder.is_some() || readers.iter().any(|r| r.fd.is_some())) {
+        buf.resize(BUF, 0);
+    }
+    let buf = &mut buf[..];
     let mut state = Waiting {
         exit: None,
         timed_out: false,

@@ -31,15 +31,9 @@ pub fn write_out(spool: Spool, fd: RawFd, signals: &mut Signals) -> Flushed {
     if spool.is_empty() {
         return Flushed::Done(Ok(()));
     }
-    if sys::is_fifo(fd) {
-        // A bigger pipe downstream: fewer wake-ups of the writer and of the
-        // reader for bulk output (only grows it; failure is harmless).
-        if let Ok(size) = sys::pipe_size(fd) {
-            if size < crate::exec::PIPE_SIZE {
-                let _ = sys::set_pipe_size(fd, crate::exec::PIPE_SIZE);
-            }
-        }
-    }
+    // A bigger pipe downstream: fewer wake-ups of the writer and of the
+    // reader for bulk output.
+    crate::exec::grow_pipe(fd);
     // The writer holds `done_w`; its end (POLLHUP on `done_r`) wakes us.
     let (done_r, done_w) = match sys::pipe() {
         Ok(p) => p,

@@ -25,8 +25,9 @@
 //!   `backoff`, `classify`, `status` (every exit status), `record` (the
 //!   one attempt record every report serialises).
 //! - I/O, thin and policy-free, holding everything kernel-specific:
-//!   `exec` (one process to its end), `child` (clone/exec), `capture`,
-//!   `stdin`, `flush`, `signals`, `sys`, `tmp`, `environ`, `countdown`.
+//!   `exec` (one process to its end), `child` (clone/exec), `capture`
+//!   (with `lines`: stream rules over many lines at once, and over lines
+//!   of any length), `stdin`, `flush`, `signals`, `sys`, `tmp`, `environ`, `countdown`.
 //!   `unsafe` lives only in `sys`, `child` and `signals`, each block with
 //!   a SAFETY note.
 //! - `predicate` (jaq behind a small API), `store` (shared state: file,
@@ -48,6 +49,7 @@ pub mod error;
 pub mod exec;
 pub mod flush;
 pub mod hook;
+pub mod lines;
 pub mod outfile;
 pub mod parse;
 pub mod predicate;

@@ -1,5 +1,5 @@
 //! Thin, policy-free wrappers over the Linux system calls retry needs
-//! beyond std: pipes, `ppoll`, `sendfile`, `memfd`, process-group
+//! beyond std: pipes, `ppoll`, `splice`, `tee`, `sendfile`, `copy_file_range`, `memfd`, process-group
 //! signals, `waitid` on a pidfd or a pid, stop reports, subreaping. Every
 //! `unsafe` block here is a plain FFI call on values this module owns or
 //! borrows; the SAFETY notes say what the kernel reads or writes.
@@ -14,6 +14,10 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+/// The buffer size asked for the pipes retry reads (the default
+/// `/proc/sys/fs/pipe-max-size`, so unprivileged users get it too).
+pub const PIPE_SIZE: usize = 1 << 20;
+
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
@@ -27,6 +31,15 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: pipe2 writes two fds into the array we pass.
     cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// A close-on-exec pipe whose both ends are non-blocking (one `pipe2`).
+pub fn pipe_nonblocking() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two fds into the array we pass.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
     // SAFETY: both fds were just created and are owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
@@ -173,6 +186,67 @@ pub fn sendfile(to: RawFd, from: RawFd, offset: &mut u64, count: usize) -> io::R
             Err(e) => return Err(e),
         }
     }
+}
+
+/// `splice(2)` from pipe `from` to `to` (a file, at its offset, or a pipe)
+/// without blocking on `from`: moves up to `count` bytes inside the kernel;
+/// `Ok(0)` at EOF (no writer left and nothing buffered); WouldBlock when
+/// the pipe is empty.
+pub fn splice_from_pipe(from: RawFd, to: RawFd, count: usize) -> io::Result<usize> {
+    loop {
+        // SAFETY: integer fds, null offsets (the files' own offsets are used).
+        let ret = unsafe {
+            libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), count, libc::SPLICE_F_NONBLOCK)
+        };
+        match cvt_size(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// `tee(2)`: copies up to `count` bytes of pipe `from` into pipe `to`
+/// without consuming them (pages are shared, not copied). Waits while `to`
+/// is full (a blocking descriptor), never for `from` (WouldBlock when it
+/// is empty); `Ok(0)` at `from`'s EOF. EINVAL when `to` is not a pipe.
+pub fn tee(from: RawFd, to: RawFd, count: usize) -> io::Result<usize> {
+    loop {
+        // SAFETY: integer fds and flags only.
+        let ret = unsafe { libc::tee(from, to, count, 0) };
+        match cvt_size(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// `copy_file_range(2)` from file `from` at `offset` to `to` at its own
+/// offset: inside the kernel, and on file systems that can, by sharing
+/// blocks instead of copying them. Returns the bytes copied.
+pub fn copy_file_range(from: RawFd, offset: &mut u64, to: RawFd, count: usize) -> io::Result<usize> {
+    let mut off =
+        libc::loff_t::try_from(*offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: `off` is a valid loff_t the kernel reads and advances; the
+        // output offset is null (the file's own).
+        let ret = unsafe { libc::copy_file_range(from, &mut off, to, std::ptr::null_mut(), count, 0) };
+        match cvt_size(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(n) => {
+                *offset = off as u64;
+                return Ok(n);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Is `fd` a regular file?
+pub fn is_regular(fd: RawFd) -> bool {
+    // SAFETY: zeroed stat is a valid output buffer for fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on an integer fd; st is a valid out-pointer.
+    unsafe { libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG }
 }
 
 /// An anonymous in-memory file (close-on-exec). Before Linux 3.17 (or
@@ -374,6 +448,62 @@ pub fn is_fifo(fd: RawFd) -> bool {
 pub fn pipe_is_broken(fd: RawFd) -> bool {
     let mut fds = [pollfd(fd, libc::POLLOUT)];
     matches!(poll(&mut fds, Some(Duration::ZERO)), Ok(1) if fds[0].revents & libc::POLLERR != 0)
+}
+
+/// Runs `handler` for `sig` (SA_RESTART: an interrupted system call of
+/// another part of retry is restarted, not failed with EINTR). The handler
+/// must be async-signal-safe and keep errno ([`SavedErrno`]).
+pub fn catch(sig: libc::c_int, handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
+    // SAFETY: a zeroed sigaction is valid (empty mask, no flags); the
+    // handler is a plain function that lives as long as the program.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = handler as libc::sighandler_t;
+    action.sa_flags = libc::SA_RESTART;
+    // SAFETY: sigaction reads `action`; the old action is not wanted.
+    cvt(unsafe { libc::sigaction(sig, &action, std::ptr::null_mut()) })?;
+    Ok(())
+}
+
+/// errno as it was when created, put back when dropped: a signal handler
+/// that makes a system call must not change the errno of the code it
+/// interrupted.
+pub struct SavedErrno(libc::c_int);
+
+impl SavedErrno {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> SavedErrno {
+        // SAFETY: errno is this thread's; reading it is always allowed.
+        SavedErrno(unsafe { *libc::__errno_location() })
+    }
+}
+
+impl Drop for SavedErrno {
+    fn drop(&mut self) {
+        // SAFETY: writes this thread's errno.
+        unsafe { *libc::__errno_location() = self.0 };
+    }
+}
+
+/// Calls `f` with each `NAME=value` entry of retry's environment, as the
+/// C runtime keeps it: no copy of the whole environment first (std's
+/// `vars_os` makes two strings per variable). retry never changes its own
+/// environment (no `setenv`), so the array is stable while it is read.
+pub fn each_env(mut f: impl FnMut(&CStr)) {
+    unsafe extern "C" {
+        static environ: *const *const libc::c_char;
+    }
+    // SAFETY: `environ` is the C runtime's NULL-terminated array of
+    // NUL-terminated strings (or null); nothing in retry modifies it.
+    unsafe {
+        let mut p = environ;
+        if p.is_null() {
+            return;
+        }
+        while !(*p).is_null() {
+            f(CStr::from_ptr(*p));
+            p = p.add(1);
+        }
+    }
 }
 
 /// Ignores SIGPIPE, as std's runtime does before `main` (retry's binary

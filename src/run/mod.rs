@@ -217,9 +217,15 @@ impl<'a> Run<'a> {
     ) -> Result<Run<'a>, Error> {
         let begin = Instant::now();
         let wall = SystemTime::now();
+        // Streamed stdout (`--stdout live` with a stdout rule) is kept only
+        // for `--until`, which parses all of it; the rules scan it as it
+        // passes (the spill file cost a disk write of every byte).
         let stdout_spool = match cfg.stdout {
-            Stdout::Captured { .. } => Some(Spool::new(Some(crate::tmp::spill_file()?))),
-            Stdout::Live => None,
+            Stdout::Captured { tee: false } => Some(Spool::new(Some(crate::tmp::spill_file()?))),
+            Stdout::Captured { tee: true } if !cfg.until.is_empty() => {
+                Some(Spool::new(Some(crate::tmp::spill_file()?)))
+            }
+            Stdout::Captured { tee: true } | Stdout::Live => None,
         };
         let replay = match (&start.stdin, cfg.stdin_replay) {
             (None, true) => Some(Replay::new(crate::tmp::spill_file()?)),
@@ -262,7 +268,7 @@ impl<'a> Run<'a> {
             stdout_spool,
             replay,
             stdin_file: start.stdin,
-            buf: vec![0u8; crate::exec::BUF],
+            buf: Vec::new(),
             start: begin,
             wall,
             deadline: cfg.max_time.and_then(|m| begin.checked_add(m)),

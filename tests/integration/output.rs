@@ -243,6 +243,162 @@ fn until_match_needs_every_regex_on_some_line() {
 }
 
 #[test]
+fn until_match_finds_a_match_that_crosses_the_1_mib_line_window() {
+    // SPEC: "with no size cap". One line of 1 MiB - 3 bytes, then NEEDLE:
+    // the match straddles the first MiB.
+    let t = T::new();
+    let mut line = vec![b'a'; (1 << 20) - 3];
+    line.extend_from_slice(b"NEEDLE\n");
+    std::fs::write(t.path("l"), &line).unwrap();
+    for rule in ["NEEDLE", "^a+NEEDLE$"] {
+        t.retry()
+            .args(["-n", "0", "--until-match", rule, "cat", "l"])
+            .assert()
+            .success()
+            .stdout(line.clone());
+    }
+    t.retry()
+        .args(["-n", "0", "--until-match", "^NEEDLE"])
+        .args(["cat", "l"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("--until-match '^NEEDLE' matched no line"));
+}
+
+#[test]
+fn stream_rules_see_a_match_at_the_end_of_a_3_mib_line_streamed_live() {
+    // A 3 MiB line of minified JSON-like text whose only "error" is at its
+    // end, with --stdout live: stdout passes byte for byte, the rule sees it.
+    let t = T::new();
+    let mut line = b"{\"items\":[".to_vec();
+    while line.len() < 3 << 20 {
+        line.extend_from_slice(b"{\"id\":1,\"ok\":true},");
+    }
+    line.extend_from_slice(b"{\"status\":\"error\"}]}");
+    std::fs::write(t.path("big.json"), &line).unwrap();
+    t.retry()
+        .args([
+            "-n",
+            "2",
+            "--wait",
+            "1ms",
+            "--stdout",
+            "live",
+            "--stop-on-stdout",
+            r#""status":"error"\}\]\}$"#,
+        ])
+        .args(sh("echo run >> count; cat big.json; exit 3"))
+        .assert()
+        .code(3)
+        .stdout(line.clone())
+        .stderr(predicate::str::contains("matched"));
+    assert_eq!(t.runs("count"), 1, "the stop rule matched the end of the long line");
+}
+
+#[test]
+fn streamed_stdout_with_a_rule_needs_no_spill_file() {
+    // --stdout live with a stdout rule scans the output as it passes: no
+    // copy of it in TMPDIR (only --until, which parses all of it, keeps one).
+    let t = T::new();
+    t.retry()
+        .env("TMPDIR", t.path("missing"))
+        .args(["-n", "1", "--wait", "1ms", "--stdout", "live", "--retry-on-stdout", "^busy$"])
+        .args(sh("echo busy; [ $RETRY_ATTEMPT -ge 2 ]"))
+        .assert()
+        .success()
+        .stdout("busy\nbusy\n");
+    t.retry()
+        .env("TMPDIR", t.path("missing"))
+        .args(["-n", "0", "--stdout", "live", "--until", ".ok"])
+        .args(sh("echo '{\"ok\": true}'"))
+        .assert()
+        .code(125)
+        .stderr(predicate::str::contains("TMPDIR"));
+}
+
+#[test]
+fn a_line_written_in_pieces_is_matched_whole() {
+    // The pieces arrive in separate reads: the rule sees the whole line,
+    // and a rule that would need two lines at once sees nothing.
+    let t = T::new();
+    t.retry()
+        .args(["-n", "0", "--until-match", "^abc def$", "--until-match", "^ghi$"])
+        .args(sh(
+            "printf 'ab'; sleep 0.05; printf 'c de'; sleep 0.05; printf 'f\ngh'; sleep 0.05; printf 'i'",
+        ))
+        .assert()
+        .success()
+        .stdout("abc def\nghi");
+    t.retry()
+        .args(["-n", "0", "--until-match", "def\\sghi"])
+        .args(sh("printf 'abc def'; sleep 0.05; printf '\nghi\n'"))
+        .assert()
+        .code(1);
+}
+
+#[test]
+fn a_big_captured_stdout_comes_out_byte_for_byte_to_a_pipe_and_to_a_file() {
+    // 12 MiB: past the 4 MiB kept in memory, so the rest is spliced into
+    // the spill file and written out by the kernel (sendfile to a pipe,
+    // copy_file_range to a file).
+    let t = T::new();
+    let data: Vec<u8> = (0..12u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(t.path("data"), &data).unwrap();
+    t.retry()
+        .args(["-n", "1", "--wait", "1ms", "--stdout", "final"])
+        .args(sh("cat data; [ $RETRY_ATTEMPT -ge 2 ]"))
+        .assert()
+        .success()
+        .stdout(data.clone());
+    let out = std::fs::File::create(t.path("out")).unwrap();
+    let mut cmd = retry_std();
+    t.env(&mut cmd);
+    let status = cmd
+        .args(["-n", "1", "--wait", "1ms", "--stdout", "final"])
+        .args(sh("cat data; [ $RETRY_ATTEMPT -ge 2 ]"))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(std::fs::read(t.path("out")).unwrap() == data, "the file holds the last attempt's stdout once");
+}
+
+#[test]
+fn without_splice_tee_and_sendfile_output_is_moved_by_read_and_write() {
+    // A seccomp policy that refuses them (no-pidfd --no-splice): captured
+    // and streamed output arrive all the same, byte for byte.
+    without_pidfds(&["--no-splice"], || {
+        let t = T::new();
+        let data: Vec<u8> = (0..6u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+        std::fs::write(t.path("data"), &data).unwrap();
+        t.retry()
+            .args(["-n", "1", "--wait", "1ms", "--stdout", "final"])
+            .args(sh("cat data; [ $RETRY_ATTEMPT -ge 2 ]"))
+            .assert()
+            .success()
+            .stdout(data.clone());
+        let out = std::fs::File::create(t.path("out")).unwrap();
+        let mut cmd = retry_std();
+        t.env(&mut cmd);
+        let status = cmd
+            .args(["-n", "0", "--stdout", "final", "cat", "data"])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(std::fs::read(t.path("out")).unwrap() == data, "written to a file");
+        t.retry()
+            .args(["-n", "0", "--stdout", "live", "--until-match", "^end$"])
+            .args(sh("cat data; echo; echo end"))
+            .assert()
+            .success()
+            .stdout([&data[..], b"\nend\n"].concat());
+    });
+}
+
+#[test]
 fn retry_if_sees_the_context_object() {
     let t = T::new();
     t.retry()
