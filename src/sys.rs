@@ -1,8 +1,9 @@
 //! Thin, policy-free wrappers over the Linux system calls retry needs
-//! beyond std: pipes, `ppoll`, `splice`, `tee`, `sendfile`, `copy_file_range`, `memfd`, process-group
-//! signals, `waitid` on a pidfd or a pid, stop reports, subreaping. Every
-//! `unsafe` block here is a plain FFI call on values this module owns or
-//! borrows; the SAFETY notes say what the kernel reads or writes.
+//! beyond std: pipes, `ppoll`, `splice`, `tee`, `sendfile`,
+//! `copy_file_range`, `memfd`, process-group signals, `waitid` on a pidfd
+//! or a pid, stop reports, subreaping. Every `unsafe` block here is a plain
+//! FFI call on values this module owns or borrows; the SAFETY notes say
+//! what the kernel reads or writes.
 //!
 //! Kernel features and their fallbacks (README "Kernels"): `waitid` takes a
 //! pidfd ([`Wait::Pidfd`], Linux 5.4) or a pid ([`Wait::Pid`], any kernel);
