@@ -342,10 +342,17 @@ fn a_big_captured_stdout_comes_out_byte_for_byte_to_a_pipe_and_to_a_file() {
     // the spill file and written out by the kernel (sendfile to a pipe,
     // copy_file_range to a file).
     let t = T::new();
-    let data: Vec<u8> = (0..12u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    captured_comes_out_to_a_pipe_and_to_a_file(&t, 12 << 20);
+}
+
+/// Writes `len` bytes to `data`, and checks that the second attempt's
+/// `cat data`, captured, reaches a pipe and a file byte for byte, once.
+fn captured_comes_out_to_a_pipe_and_to_a_file(t: &T, len: u32) -> Vec<u8> {
+    let data: Vec<u8> = (0..len).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     std::fs::write(t.path("data"), &data).unwrap();
+    let args = ["-n", "1", "--wait", "1ms", "--stdout", "final"];
     t.retry()
-        .args(["-n", "1", "--wait", "1ms", "--stdout", "final"])
+        .args(args)
         .args(sh("cat data; [ $RETRY_ATTEMPT -ge 2 ]"))
         .assert()
         .success()
@@ -354,7 +361,7 @@ fn a_big_captured_stdout_comes_out_byte_for_byte_to_a_pipe_and_to_a_file() {
     let mut cmd = retry_std();
     t.env(&mut cmd);
     let status = cmd
-        .args(["-n", "1", "--wait", "1ms", "--stdout", "final"])
+        .args(args)
         .args(sh("cat data; [ $RETRY_ATTEMPT -ge 2 ]"))
         .stdin(Stdio::null())
         .stdout(out)
@@ -362,6 +369,7 @@ fn a_big_captured_stdout_comes_out_byte_for_byte_to_a_pipe_and_to_a_file() {
         .unwrap();
     assert!(status.success());
     assert!(std::fs::read(t.path("out")).unwrap() == data, "the file holds the last attempt's stdout once");
+    data
 }
 
 #[test]
@@ -370,25 +378,7 @@ fn without_splice_tee_and_sendfile_output_is_moved_by_read_and_write() {
     // and streamed output arrive all the same, byte for byte.
     without_pidfds(&["--no-splice"], || {
         let t = T::new();
-        let data: Vec<u8> = (0..6u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
-        std::fs::write(t.path("data"), &data).unwrap();
-        t.retry()
-            .args(["-n", "1", "--wait", "1ms", "--stdout", "final"])
-            .args(sh("cat data; [ $RETRY_ATTEMPT -ge 2 ]"))
-            .assert()
-            .success()
-            .stdout(data.clone());
-        let out = std::fs::File::create(t.path("out")).unwrap();
-        let mut cmd = retry_std();
-        t.env(&mut cmd);
-        let status = cmd
-            .args(["-n", "0", "--stdout", "final", "cat", "data"])
-            .stdin(Stdio::null())
-            .stdout(out)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        assert!(std::fs::read(t.path("out")).unwrap() == data, "written to a file");
+        let data = captured_comes_out_to_a_pipe_and_to_a_file(&t, 6 << 20);
         t.retry()
             .args(["-n", "0", "--stdout", "live", "--until-match", "^end$"])
             .args(sh("cat data; echo; echo end"))
