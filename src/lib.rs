@@ -27,12 +27,16 @@
 //! - I/O, thin and policy-free, holding everything kernel-specific:
 //!   `exec` (one process to its end), `child` (clone/exec), `capture`
 //!   (with `lines`: stream rules over many lines at once, and over lines
-//!   of any length), `stdin`, `flush`, `signals`, `sys`, `tmp`, `environ`, `countdown`.
-//!   `unsafe` lives only in `sys`, `child` and `signals`, each block with
-//!   a SAFETY note.
+//!   of any length), `stdin`, `flush`, `signals`, `sys`, `tmp`, `environ`,
+//!   `countdown`, `trusted` (directories reached by descriptor), `outfile`
+//!   (report files written atomically or in place), `running` (the
+//!   attempt a lost lease must end), `hook` (`--on-retry`, `--on-give-up`,
+//!   `--on-dead`). `unsafe` lives only in `sys`, `child` and `main` (argv),
+//!   each block with a SAFETY note.
 //! - `predicate` (jaq behind a small API), `store` (shared state: file,
 //!   Redis), `report` (text, JSON, GitHub, GitLab; each attempt's fold,
-//!   `report::summary`, the GitHub step files, `report::metrics`).
+//!   `report::summary`, the GitHub step files, `report::metrics`); `error`
+//!   is retry's own errors (status 125).
 
 use std::ffi::OsString;
 
