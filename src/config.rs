@@ -396,28 +396,6 @@ fn in_job_dir(path: PathBuf, cwd: &Path) -> PathBuf {
 
 impl Config {
     fn from_cli(cli: Cli) -> Result<Config, Error> {
-        let patterns = |option: &str, sources: Vec<OsString>| -> Result<Vec<Pattern>, Error> {
-            sources
-                .into_iter()
-                .map(|source| {
-                    let source =
-                        utf8(option, source, "a regex; match raw bytes with escapes such as (?-u)\\xFF")?;
-                    match Regex::new(&source) {
-                        Ok(regex) => Ok(Pattern { source, regex }),
-                        Err(e) => Err(Error::usage(option, source, regex_error(&e))),
-                    }
-                })
-                .collect()
-        };
-        let predicates = |option: &str, sources: Vec<OsString>| -> Result<Vec<Predicate>, Error> {
-            sources
-                .into_iter()
-                .map(|source| {
-                    let source = utf8(option, source, "a jq expression")?;
-                    Predicate::compile(&source).map_err(|e| Error::usage(option, &source, e.to_string()))
-                })
-                .collect()
-        };
         let stdout_rules = StreamRules {
             retry: patterns("--retry-on-stdout", cli.retry_on_stdout)?,
             stop: patterns("--stop-on-stdout", cli.stop_on_stdout)?,
@@ -431,19 +409,7 @@ impl Config {
         let until = predicates("--until", cli.until)?;
         let retry_if = predicates("--retry-if", cli.retry_if)?;
         let union = |sets: Vec<CodeSet>| sets.into_iter().reduce(CodeSet::union);
-        let success = union(cli.success_exit);
-        if let Some(set) = success {
-            if let Some(bad) = (124..=127).chain(129..=255).find(|&c| set.contains(c)) {
-                return Err(Error::usage(
-                    "--success-exit",
-                    set.to_text(),
-                    format!(
-                        "status {bad} cannot be a success: 124-127 are timeouts and retry's own failures, \
-                         above 128 deaths by signal"
-                    ),
-                ));
-            }
-        }
+        let success = success_codes(union(cli.success_exit))?;
         let signals =
             |sets: Vec<crate::parse::SignalSet>| sets.into_iter().reduce(crate::parse::SignalSet::union);
         let rules = Rules {
@@ -457,12 +423,7 @@ impl Config {
             retry_if: !retry_if.is_empty(),
         };
         let inspect_stdout = !until.is_empty() || !until_match.is_empty() || !stdout_rules.is_empty();
-        let stdout = match (cli.stdout, inspect_stdout) {
-            (Some(StdoutMode::Final), _) => Stdout::Captured { tee: false },
-            (Some(StdoutMode::Live), true) => Stdout::Captured { tee: true },
-            (Some(StdoutMode::Live), false) | (None, false) => Stdout::Live,
-            (None, true) => Stdout::Captured { tee: false },
-        };
+        let stdout = stdout_of(cli.stdout, inspect_stdout);
         if let Some(path) = &cli.summary {
             summary::check_target(path)?;
         }
@@ -472,34 +433,10 @@ impl Config {
         if cli.command.first().is_some_and(|c| c.is_empty()) {
             return Err(Error::usage("COMMAND", "", "the command name is empty"));
         }
-        let algo = match (cli.algo.unwrap_or(cli::Algo::Exponential), &cli.delays) {
-            (_, Some(_)) => Algo::Delays,
-            (cli::Algo::Exponential, None) => Algo::Exponential,
-            (cli::Algo::Linear, None) => Algo::Linear,
-            (cli::Algo::Fibonacci, None) => Algo::Fibonacci,
-            (cli::Algo::Constant, None) => Algo::Constant,
-            (cli::Algo::Decorrelated, None) => Algo::Decorrelated,
-        };
+        let algo = algo_of(cli.algo, cli.delays.is_some());
         check_rotation(&cli.rotate)?;
         if cli.reset_on_progress {
-            let redis_queue =
-                cli.queue.as_deref().and_then(|q| q.to_str()).is_some_and(|q| q.contains("://"));
-            match (&cli.state_dir, cli.temp_state, redis_queue) {
-                (Some(_), _, _) | (None, true, false) => {}
-                (None, true, true) => {
-                    return Err(Error::Conflict(
-                        "--reset-on-progress with a Redis --queue needs --state-dir DIR: a --temp-state \
-                         dir does not follow a job to the draining machine"
-                            .to_string(),
-                    ));
-                }
-                (None, false, _) => {
-                    return Err(Error::Conflict(
-                        "--reset-on-progress needs a state dir to watch: give --temp-state or --state-dir DIR"
-                            .to_string(),
-                    ));
-                }
-            }
+            check_reset_on_progress(cli.queue.as_deref(), cli.state_dir.is_some(), cli.temp_state)?;
         }
         if let (Some(age), None, None) = (cli.max_age, &cli.queue, &cli.drain) {
             return Err(Error::usage(
@@ -797,6 +734,93 @@ fn check_options(
         return Err(Error::Conflict(format!("'{name}' cannot be used with {mode}: {takes}")));
     }
     Ok(())
+}
+
+/// Compiles the regexes of a stream-rule option (`--retry-on-stdout`, ...).
+fn patterns(option: &str, sources: Vec<OsString>) -> Result<Vec<Pattern>, Error> {
+    sources
+        .into_iter()
+        .map(|source| {
+            let source = utf8(option, source, "a regex; match raw bytes with escapes such as (?-u)\\xFF")?;
+            match Regex::new(&source) {
+                Ok(regex) => Ok(Pattern { source, regex }),
+                Err(e) => Err(Error::usage(option, source, regex_error(&e))),
+            }
+        })
+        .collect()
+}
+
+/// Compiles the jq expressions of `--until` or `--retry-if`.
+fn predicates(option: &str, sources: Vec<OsString>) -> Result<Vec<Predicate>, Error> {
+    sources
+        .into_iter()
+        .map(|source| {
+            let source = utf8(option, source, "a jq expression")?;
+            Predicate::compile(&source).map_err(|e| Error::usage(option, &source, e.to_string()))
+        })
+        .collect()
+}
+
+/// `--success-exit`: no timeout, own failure or death by signal can be one.
+fn success_codes(set: Option<CodeSet>) -> Result<Option<CodeSet>, Error> {
+    if let Some(set) = &set {
+        if let Some(bad) = (124..=127).chain(129..=255).find(|&c| set.contains(c)) {
+            return Err(Error::usage(
+                "--success-exit",
+                set.to_text(),
+                format!(
+                    "status {bad} cannot be a success: 124-127 are timeouts and retry's own failures, \
+                     above 128 deaths by signal"
+                ),
+            ));
+        }
+    }
+    Ok(set)
+}
+
+/// Where stdout goes: a rule or predicate that reads it captures it, and
+/// `--stdout live` then streams it too.
+fn stdout_of(mode: Option<StdoutMode>, inspected: bool) -> Stdout {
+    match (mode, inspected) {
+        (Some(StdoutMode::Final), _) => Stdout::Captured { tee: false },
+        (Some(StdoutMode::Live), true) => Stdout::Captured { tee: true },
+        (Some(StdoutMode::Live), false) | (None, false) => Stdout::Live,
+        (None, true) => Stdout::Captured { tee: false },
+    }
+}
+
+/// The backoff algorithm: `--delays` is one of its own.
+fn algo_of(algo: Option<cli::Algo>, delays: bool) -> Algo {
+    match (algo.unwrap_or(cli::Algo::Exponential), delays) {
+        (_, true) => Algo::Delays,
+        (cli::Algo::Exponential, false) => Algo::Exponential,
+        (cli::Algo::Linear, false) => Algo::Linear,
+        (cli::Algo::Fibonacci, false) => Algo::Fibonacci,
+        (cli::Algo::Constant, false) => Algo::Constant,
+        (cli::Algo::Decorrelated, false) => Algo::Decorrelated,
+    }
+}
+
+/// `--reset-on-progress` watches the state dir, so it needs one that
+/// follows the job wherever it runs.
+fn check_reset_on_progress(
+    queue: Option<&std::path::Path>,
+    state_dir: bool,
+    temp_state: bool,
+) -> Result<(), Error> {
+    let redis_queue = queue.and_then(|q| q.to_str()).is_some_and(|q| q.contains("://"));
+    match (state_dir, temp_state, redis_queue) {
+        (true, _, _) | (false, true, false) => Ok(()),
+        (false, true, true) => Err(Error::Conflict(
+            "--reset-on-progress with a Redis --queue needs --state-dir DIR: a --temp-state \
+             dir does not follow a job to the draining machine"
+                .to_string(),
+        )),
+        (false, false, _) => Err(Error::Conflict(
+            "--reset-on-progress needs a state dir to watch: give --temp-state or --state-dir DIR"
+                .to_string(),
+        )),
+    }
 }
 
 /// `--rotate`: every list as long as the first, no variable twice.

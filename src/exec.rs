@@ -333,6 +333,22 @@ fn open(out: Output<'_>) -> std::io::Result<Opened<'_>> {
     })
 }
 
+/// The child's stdin, retry's end of it if piped, and the feeder that
+/// writes a replayed stdin there.
+type OpenedStdin<'a> = (Stdio, Option<OwnedFd>, Option<Feeder<'a>>);
+
+fn open_stdin(input: Input<'_>) -> std::io::Result<OpenedStdin<'_>> {
+    Ok(match input {
+        Input::Inherit => (Stdio::Inherit, None, None),
+        Input::Fd(fd) => (Stdio::Fd(fd), None, None),
+        Input::Replay(replay) => {
+            let (ours, theirs) = pipe_for(true)?;
+            let feeder = Feeder { fd: Some(ours), replay, pos: 0, pending: Vec::new(), sent: 0 };
+            (Stdio::Fd(child::raw(&theirs)), Some(theirs), Some(feeder))
+        }
+    })
+}
+
 /// Spawns `program` with `env` and runs it to its end.
 pub fn run(
     program: &Program,
@@ -344,19 +360,7 @@ pub fn run(
     buf: &mut Vec<u8>,
 ) -> Result<Finished, SpawnError> {
     let internal = SpawnError::Internal;
-    let mut stdin_child = None;
-    let mut feeder = None;
-    let stdin = match io.stdin {
-        Input::Inherit => Stdio::Inherit,
-        Input::Fd(fd) => Stdio::Fd(fd),
-        Input::Replay(replay) => {
-            let (ours, theirs) = pipe_for(true).map_err(internal)?;
-            let s = Stdio::Fd(child::raw(&theirs));
-            stdin_child = Some(theirs);
-            feeder = Some(Feeder { fd: Some(ours), replay, pos: 0, pending: Vec::new(), sent: 0 });
-            s
-        }
-    };
+    let (stdin, stdin_child, mut feeder) = open_stdin(io.stdin).map_err(internal)?;
     let (stdout, out_child, out_reader) = open(io.stdout).map_err(internal)?;
     let (stderr, err_child, err_reader) = open(io.stderr).map_err(internal)?;
     let started = Instant::now();
@@ -451,19 +455,7 @@ pub fn run(
         }
         if state.exit.is_none() && (ready(pid_slot) || (children && child.pidfd().is_none())) {
             if let Ok(Some(exit)) = child.peek() {
-                if state.timed_out || state.stopped.is_some() {
-                    // A leader retry is ending is gone: end the rest of its
-                    // group now, while the group id is still reserved.
-                    child.kill_group();
-                    state.killed = true;
-                }
-                let exit = child.reap().unwrap_or(exit);
-                if state.killed {
-                    child.settle_group(GRACE);
-                }
-                // Orphans that exited while the leader's exit was pending.
-                child::reap_orphans();
-                state.exit = Some((exit, Instant::now()));
+                state.leader_exited(&mut child, exit);
                 if let Some(f) = feeder.as_mut() {
                     f.fd = None;
                 }
@@ -511,6 +503,24 @@ struct Waiting {
 }
 
 impl Waiting {
+    /// The leader exited (`exit`, not reaped yet): reaps it, and the rest
+    /// of its group when retry was ending it.
+    fn leader_exited(&mut self, child: &mut Child, exit: Exit) {
+        if self.timed_out || self.stopped.is_some() {
+            // A leader retry is ending is gone: end the rest of its group
+            // now, while the group id is still reserved.
+            child.kill_group();
+            self.killed = true;
+        }
+        let exit = child.reap().unwrap_or(exit);
+        if self.killed {
+            child.settle_group(GRACE);
+        }
+        // Orphans that exited while the leader's exit was pending.
+        child::reap_orphans();
+        self.exit = Some((exit, Instant::now()));
+    }
+
     /// Applies the deadline and the SIGKILL escalation.
     fn enforce(&mut self, child: &Child, limits: &Limits, now: Instant) {
         if !self.timed_out && limits.deadline.is_some_and(|d| now >= d) {
