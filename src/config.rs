@@ -356,18 +356,6 @@ pub fn for_job(
     cli.summary = None;
     cli.flaky_exit = None;
     let metrics = cli.metrics.take().map(|m| in_job_dir(m, cwd));
-    cli.quiet = drain.verbosity == Verbosity::Quiet;
-    cli.verbose = match drain.verbosity {
-        Verbosity::Quiet | Verbosity::Normal => 0,
-        Verbosity::Verbose => 1,
-        Verbosity::Debug => 2,
-    };
-    cli.log_format = Some(match drain.format {
-        Format::Text => cli::LogFormat::Text,
-        Format::Json => cli::LogFormat::Json,
-        Format::Github => cli::LogFormat::Github,
-        Format::Gitlab => cli::LogFormat::Gitlab,
-    });
     if drain.stdout.is_some() {
         cli.stdout = drain.stdout;
     }
@@ -385,6 +373,9 @@ pub fn for_job(
     cli.state_dir = cli.state_dir.take().map(|dir| in_job_dir(dir, cwd));
     let mut cfg = Config::from_cli(cli).map_err(|e| e.to_string())?;
     cfg.metrics = metrics;
+    // Messages are the drain's: its verbosity and format, not the job's.
+    cfg.verbosity = drain.verbosity;
+    cfg.format = drain.format;
     Ok(cfg)
 }
 
