@@ -61,10 +61,10 @@ impl Spool {
     /// WouldBlock when it is empty; any other error is the spill file's (a
     /// full disk).
     pub fn splice_from(&mut self, fd: RawFd) -> Option<io::Result<usize>> {
+        // (Without a spill file memory has room for everything.)
         if !self.splice || self.mem_room() > 0 {
             return None;
         }
-        self.spill.as_ref()?;
         if self.relay.is_none() {
             match sys::pipe() {
                 Ok((r, w)) => {
@@ -103,12 +103,7 @@ impl Spool {
                     self.spilled += k as u64;
                 }
                 // Refused: the rest of what the relay holds by read + write.
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINVAL | libc::ENOSYS | libc::EPERM | libc::EOPNOTSUPP)
-                    ) =>
-                {
+                Err(e) if sys::refused(&e) || e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
                     self.splice = false;
                     let mut buf = vec![0u8; left.min(64 << 10)];
                     while left > 0 {
@@ -197,12 +192,10 @@ impl Spool {
         while offset < self.spilled {
             let left = usize::try_from(self.spilled - offset).unwrap_or(usize::MAX).min(1 << 30);
             if copy_range {
-                match sys::copy_file_range(f.as_raw_fd(), &mut offset, fd, left) {
-                    Ok(n) if n > 0 => continue,
-                    // Another file system (EXDEV), an O_APPEND file (EBADF),
-                    // no support: sendfile does the rest.
-                    Ok(_) | Err(_) => copy_range = false,
-                }
+                // Nothing copied: another file system (EXDEV), an O_APPEND
+                // file (EBADF), no support: sendfile does the rest.
+                copy_range =
+                    matches!(sys::copy_file_range(f.as_raw_fd(), &mut offset, fd, left), Ok(n) if n > 0);
                 continue;
             }
             match sys::sendfile(fd, f.as_raw_fd(), &mut offset, left) {
@@ -210,7 +203,7 @@ impl Spool {
                 Ok(_) => {}
                 // sendfile refuses some targets (EINVAL), or is refused
                 // itself (a seccomp policy): copy the rest.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EPERM)) => {
+                Err(e) if sys::refused(&e) => {
                     return self.copy_spill(fd, offset);
                 }
                 Err(e) => return Err(e),

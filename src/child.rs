@@ -165,16 +165,6 @@ static GUARDED: AtomicI32 = AtomicI32::new(0);
 /// waited for). A stray one is harmless: it checks its parent again.
 const GUARD_SIGNAL: c_int = libc::SIGUSR1;
 
-/// The process group of the attempt (or helper) running now, if it leads
-/// one: for code that must act on it from elsewhere (e.g. a Redis lease
-/// that was lost while the attempt runs).
-pub fn running_group() -> Option<libc::pid_t> {
-    match GROUP.load(Ordering::SeqCst) {
-        0 => None,
-        pgid => Some(pgid),
-    }
-}
-
 /// Reaps orphans re-parented to retry that have exited, leaving the
 /// running child (its exit is its [`Child`]'s to collect).
 pub fn reap_orphans() {
@@ -373,7 +363,7 @@ pub fn spawn(req: &Spawn<'_>) -> Result<Child, SpawnError> {
     let mut pid =
         if want_pidfd { clone(flags | libc::CLONE_PIDFD, &mut pidfd) } else { clone(flags, ptr::null_mut()) };
     let mut clone_err = io::Error::last_os_error();
-    if pid == -1 && want_pidfd && sys::pidfds_refused(&clone_err) {
+    if pid == -1 && want_pidfd && sys::refused(&clone_err) {
         // A seccomp policy (or a kernel) that refuses CLONE_PIDFD: the child
         // never ran, so `args` is untouched. The pid path from now on.
         PIDFDS.store(PIDFDS_NO, Ordering::Relaxed);
@@ -415,8 +405,7 @@ pub fn spawn(req: &Spawn<'_>) -> Result<Child, SpawnError> {
         if args.chdir_failed {
             // The command cannot run where it must: like an exec failure.
             let dir = req.cwd.map(|c| c.to_string_lossy().into_owned()).unwrap_or_default();
-            let text = err.to_string();
-            let text = crate::parse::without_os_error(text);
+            let text = crate::parse::os_error(&err);
             return Err(SpawnError::CannotExecute(io::Error::new(
                 err.kind(),
                 format!("cannot change to directory '{dir}': {text}"),
@@ -491,7 +480,7 @@ impl Child {
     fn wait(&mut self, reap: bool, block: bool) -> io::Result<Option<Exit>> {
         if let Some(fd) = &self.pidfd {
             match sys::waitid(Wait::Pidfd(fd.as_fd()), reap, block) {
-                Err(e) if sys::pidfds_refused(&e) => {
+                Err(e) if sys::refused(&e) => {
                     PIDFDS.store(PIDFDS_NO, Ordering::Relaxed);
                     self.pidfd = None;
                 }

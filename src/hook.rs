@@ -57,9 +57,6 @@ pub fn run(
         stdout: Output::Fd(libc::STDERR_FILENO),
         stderr: Output::Inherit,
     };
-    if buf.is_empty() {
-        buf.resize(exec::BUF, 0);
-    }
     let result = exec::run(&program, env, true, io, &limits, signals, buf);
     sys::reap_orphans(&[]);
     match result {

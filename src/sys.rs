@@ -27,6 +27,16 @@ fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret as usize) }
 }
 
+/// Makes the system call `call` until it is not interrupted (EINTR).
+fn no_eintr(mut call: impl FnMut() -> libc::ssize_t) -> io::Result<usize> {
+    loop {
+        match cvt_size(call()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
@@ -125,26 +135,14 @@ pub fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
 
 /// `read(2)`, retrying on EINTR.
 pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: buf is valid for writes of buf.len() bytes.
-        let ret = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        match cvt_size(ret) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
+    // SAFETY: buf is valid for writes of buf.len() bytes.
+    no_eintr(|| unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
 }
 
 /// `write(2)`, retrying on EINTR.
 pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: buf is valid for reads of buf.len() bytes.
-        let ret = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-        match cvt_size(ret) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
+    // SAFETY: buf is valid for reads of buf.len() bytes.
+    no_eintr(|| unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) })
 }
 
 /// Writes all of `buf` to a blocking descriptor.
@@ -161,32 +159,18 @@ pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
 /// `pread(2)`, retrying on EINTR.
 pub fn pread(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let off = libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    loop {
-        // SAFETY: buf is valid for writes of buf.len() bytes.
-        let ret = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), off) };
-        match cvt_size(ret) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
+    // SAFETY: buf is valid for writes of buf.len() bytes.
+    no_eintr(|| unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), off) })
 }
 
 /// Copies `count` bytes of file `from` starting at `offset` to `to` (any
 /// descriptor) inside the kernel; returns the bytes moved.
 pub fn sendfile(to: RawFd, from: RawFd, offset: &mut u64, count: usize) -> io::Result<usize> {
     let mut off = libc::off_t::try_from(*offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    loop {
-        // SAFETY: off is a valid off_t the kernel reads and advances.
-        let ret = unsafe { libc::sendfile(to, from, &mut off, count) };
-        match cvt_size(ret) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Ok(n) => {
-                *offset = off as u64;
-                return Ok(n);
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    // SAFETY: off is a valid off_t the kernel reads and advances.
+    let n = no_eintr(|| unsafe { libc::sendfile(to, from, &mut off, count) })?;
+    *offset = off as u64;
+    Ok(n)
 }
 
 /// `splice(2)` from pipe `from` to `to` (a file, at its offset, or a pipe)
@@ -194,16 +178,10 @@ pub fn sendfile(to: RawFd, from: RawFd, offset: &mut u64, count: usize) -> io::R
 /// `Ok(0)` at EOF (no writer left and nothing buffered); WouldBlock when
 /// the pipe is empty.
 pub fn splice_from_pipe(from: RawFd, to: RawFd, count: usize) -> io::Result<usize> {
-    loop {
-        // SAFETY: integer fds, null offsets (the files' own offsets are used).
-        let ret = unsafe {
-            libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), count, libc::SPLICE_F_NONBLOCK)
-        };
-        match cvt_size(ret) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
+    // SAFETY: integer fds, null offsets (the files' own offsets are used).
+    no_eintr(|| unsafe {
+        libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), count, libc::SPLICE_F_NONBLOCK)
+    })
 }
 
 /// `tee(2)`: copies up to `count` bytes of pipe `from` into pipe `to`
@@ -211,14 +189,8 @@ pub fn splice_from_pipe(from: RawFd, to: RawFd, count: usize) -> io::Result<usiz
 /// is full (a blocking descriptor), never for `from` (WouldBlock when it
 /// is empty); `Ok(0)` at `from`'s EOF. EINVAL when `to` is not a pipe.
 pub fn tee(from: RawFd, to: RawFd, count: usize) -> io::Result<usize> {
-    loop {
-        // SAFETY: integer fds and flags only.
-        let ret = unsafe { libc::tee(from, to, count, 0) };
-        match cvt_size(ret) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
-        }
-    }
+    // SAFETY: integer fds and flags only.
+    no_eintr(|| unsafe { libc::tee(from, to, count, 0) })
 }
 
 /// `copy_file_range(2)` from file `from` at `offset` to `to` at its own
@@ -227,27 +199,25 @@ pub fn tee(from: RawFd, to: RawFd, count: usize) -> io::Result<usize> {
 pub fn copy_file_range(from: RawFd, offset: &mut u64, to: RawFd, count: usize) -> io::Result<usize> {
     let mut off =
         libc::loff_t::try_from(*offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    loop {
-        // SAFETY: `off` is a valid loff_t the kernel reads and advances; the
-        // output offset is null (the file's own).
-        let ret = unsafe { libc::copy_file_range(from, &mut off, to, std::ptr::null_mut(), count, 0) };
-        match cvt_size(ret) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Ok(n) => {
-                *offset = off as u64;
-                return Ok(n);
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    // SAFETY: `off` is a valid loff_t the kernel reads and advances; the
+    // output offset is null (the file's own).
+    let n =
+        no_eintr(|| unsafe { libc::copy_file_range(from, &mut off, to, std::ptr::null_mut(), count, 0) })?;
+    *offset = off as u64;
+    Ok(n)
 }
 
 /// Is `fd` a regular file?
 pub fn is_regular(fd: RawFd) -> bool {
+    has_type(fd, libc::S_IFREG)
+}
+
+/// Is `fd` open on a file of type `ty` (`S_IFREG`, `S_IFIFO`, ...)?
+fn has_type(fd: RawFd, ty: libc::mode_t) -> bool {
     // SAFETY: zeroed stat is a valid output buffer for fstat.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat on an integer fd; st is a valid out-pointer.
-    unsafe { libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG }
+    unsafe { libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == ty }
 }
 
 /// An anonymous in-memory file (close-on-exec). Before Linux 3.17 (or
@@ -258,9 +228,7 @@ pub fn memfd(name: &CStr) -> io::Result<OwnedFd> {
     match cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) }) {
         // SAFETY: the fd was just created and is owned by nobody else.
         Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM | libc::EINVAL)) => {
-            tempfile::tempfile().map(OwnedFd::from)
-        }
+        Err(e) if refused(&e) => tempfile::tempfile().map(OwnedFd::from),
         Err(e) => Err(e),
     }
 }
@@ -300,7 +268,7 @@ pub enum Wait<'a> {
 /// zombie (WNOWAIT), so its pid and process group stay reserved. With
 /// `block == false`, `Ok(None)` means still running. A kernel without
 /// `P_PIDFD` answers [`Wait::Pidfd`] with EINVAL (a seccomp policy may say
-/// EPERM or ENOSYS): see [`pidfds_refused`].
+/// EPERM or ENOSYS): see [`refused`].
 pub fn waitid(child: Wait<'_>, reap: bool, block: bool) -> io::Result<Option<Exit>> {
     let mut flags = libc::WEXITED;
     if !reap {
@@ -338,11 +306,12 @@ pub fn waitid(child: Wait<'_>, reap: bool, block: bool) -> io::Result<Option<Exi
     }
 }
 
-/// Does this error of `clone(CLONE_PIDFD)` or `waitid(P_PIDFD)` mean the
-/// kernel (or a seccomp policy) has no pidfds for us, so the pid path must
-/// be used? EINVAL and ENOSYS from older kernels, EPERM (or ENOSYS) from
-/// seccomp policies.
-pub fn pidfds_refused(e: &io::Error) -> bool {
+/// Does this error mean the kernel (or a seccomp policy) does not offer
+/// the call or the flag, so its fallback must be used? EINVAL and ENOSYS
+/// from older kernels, EPERM (or ENOSYS) from seccomp policies: for
+/// `clone(CLONE_PIDFD)` and `waitid(P_PIDFD)` (the pid path), `memfd_create`,
+/// `splice`, `tee` and `sendfile`.
+pub fn refused(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EPERM))
 }
 
@@ -439,10 +408,7 @@ pub fn ensure_std_fds() {
 
 /// Is `fd` a FIFO (pipe)?
 pub fn is_fifo(fd: RawFd) -> bool {
-    // SAFETY: zeroed stat is a valid output buffer for fstat.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat on an integer fd; st is a valid out-pointer.
-    unsafe { libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFIFO }
+    has_type(fd, libc::S_IFIFO)
 }
 
 /// Is `fd` the write end of a pipe whose readers are all gone?

@@ -329,15 +329,11 @@ impl Dir {
             };
             // A cleaner may take the lock between the create and here (it
             // then removes the name): try another name.
-            if !sys::try_lock(fd.as_fd())? {
+            let file = File::from(fd);
+            if !sys::try_lock(file.as_fd())? || !self.names_file(&name, &file)? {
                 continue;
             }
-            let mine = rustix::fs::fstat(&fd)?;
-            match self.stat(&name)? {
-                Some(now) if same(&now, &mine) => {}
-                Some(_) | None => continue,
-            }
-            return Ok(Temp { dir: self, name: Some(name), file: File::from(fd) });
+            return Ok(Temp { dir: self, name: Some(name), file });
         }
         Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free temp file name"))
     }
@@ -387,8 +383,7 @@ impl Dir {
         }
         // Still the file of that name (a commit renames it away, and its
         // new name is not ours to remove).
-        let (Ok(mine), Ok(Some(now))) = (rustix::fs::fstat(&file), self.stat(name)) else { return };
-        if same(&mine, &now) {
+        if self.names_file(name, &file).unwrap_or(false) {
             let _ = self.unlink(name);
         }
     }
