@@ -208,9 +208,8 @@ pub fn drain(cfg: &DrainConfig) -> u8 {
 /// same [`run::decide::Plan`] a run takes, so a `--seed` gives the same
 /// sleeps in both; with `--rotate` each row shows the attempt's values.
 pub fn dry_run(cfg: &Config) -> u8 {
-    if cfg.jitter_ignored() {
-        Reporter::new(cfg.format, cfg.verbosity)
-            .warning("--jitter has no effect with --algo decorrelated".into());
+    if let Some(warning) = cfg.jitter_warning() {
+        Reporter::new(cfg.format, cfg.verbosity).warning(warning);
     }
     let (backoff_rng, mut splay_rng) = run::rngs(cfg.seed);
     let mut rows: Vec<(u32, Duration)> = Vec::new();

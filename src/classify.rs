@@ -164,13 +164,14 @@ pub fn classify(facts: &Facts, rules: &Rules) -> Verdict {
 }
 
 /// Must `--retry-if` be evaluated to decide? Not for a success, a spawn
-/// failure, a failure a stop rule made permanent, or one another retry rule
-/// already made retryable (ORed rules need only one "yes").
+/// failure or a stop for the terminal (never retried, see [`classify`]), a
+/// failure a stop rule made permanent, or one another retry rule already
+/// made retryable (ORed rules need only one "yes").
 pub fn retry_if_needed(facts: &Facts, rules: &Rules) -> bool {
     let Some(status) = facts.status else {
         return false;
     };
-    if !rules.retry_if || status.is_spawn_failure() {
+    if !rules.retry_if || status.is_spawn_failure() || matches!(status, Status::Stopped(_)) {
         return false;
     }
     let exited_zero = rules.is_success(status);

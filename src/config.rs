@@ -520,9 +520,11 @@ impl Config {
         })
     }
 
-    /// `--jitter` given with `--algo decorrelated`, which ignores it.
-    pub fn jitter_ignored(&self) -> bool {
-        self.backoff.algo == Algo::Decorrelated && self.backoff.jitter > 0.0
+    /// The warning for `--jitter` given with `--algo decorrelated`, which
+    /// ignores it.
+    pub fn jitter_warning(&self) -> Option<String> {
+        (self.backoff.algo == Algo::Decorrelated && self.backoff.jitter > 0.0)
+            .then(|| "--jitter has no effect with --algo decorrelated".to_string())
     }
 
     /// The `key` label of `--metrics`: `--key`, else the command's base

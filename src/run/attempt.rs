@@ -104,14 +104,19 @@ impl Run<'_> {
         Some(crate::parse::hint(&text, std::time::SystemTime::now()).ok_or_else(|| text.into_owned()))
     }
 
+    /// Was the attempt killed because the run reached `--max-time`?
+    pub(super) fn killed_at_deadline(&self, attempt: &Attempt) -> bool {
+        attempt.status == Status::TimedOut && self.deadline.is_some_and(|d| attempt.ended >= d)
+    }
+
     /// What went wrong with an attempt, for its report; empty on success.
     pub(super) fn failure(&self, attempt: &Attempt) -> String {
         match attempt.status {
             status if self.cfg.rules.is_success(status) => attempt.facts.validation.join("; "),
-            Status::TimedOut => match (self.cfg.timeout, self.deadline) {
-                (_, Some(d)) if attempt.ended >= d => "killed at --max-time".to_string(),
-                (Some(t), _) => format!("timed out after {}", crate::parse::human(t)),
-                (None, _) => "timed out".to_string(),
+            _ if self.killed_at_deadline(attempt) => "killed at --max-time".to_string(),
+            Status::TimedOut => match self.cfg.timeout {
+                Some(t) => format!("timed out after {}", crate::parse::human(t)),
+                None => "timed out".to_string(),
             },
             other => other.describe(),
         }
@@ -200,11 +205,10 @@ impl Run<'_> {
 
     fn facts(&self, attempt: &Ran) -> Facts {
         let first = |rules: &[crate::config::Pattern], scanner: &Option<Scanner>, offset: usize| {
-            let matched = scanner.as_ref().map(|s| s.matched()).unwrap_or(&[]);
             rules
                 .iter()
                 .enumerate()
-                .find(|(i, _)| matched.get(offset + i).copied().unwrap_or(false))
+                .find(|(i, _)| matched(scanner, offset + i))
                 .map(|(_, p)| p.source.clone())
         };
         let (out, err) = (&self.cfg.stdout_rules, &self.cfg.stderr_rules);
@@ -224,9 +228,8 @@ impl Run<'_> {
         let cfg = self.cfg;
         let mut why = Vec::new();
         let offset = cfg.stdout_rules.retry.len() + cfg.stdout_rules.stop.len();
-        let matched = self.stdout_scanner.as_ref().map(|s| s.matched().to_vec()).unwrap_or_default();
         for (i, p) in cfg.until_match.iter().enumerate() {
-            if !matched.get(offset + i).copied().unwrap_or(false) {
+            if !matched(&self.stdout_scanner, offset + i) {
                 why.push(format!("--until-match '{}' matched no line", p.source));
             }
         }
@@ -376,4 +379,9 @@ fn interpreter(script: &std::path::Path) -> Option<String> {
     let line = line.split(|b| *b == b'\n').next()?;
     let text = String::from_utf8_lossy(line);
     text.split_whitespace().next().map(str::to_string)
+}
+
+/// Did rule `i` of `scanner` (in the order its rules were given) match a line?
+fn matched(scanner: &Option<Scanner>, i: usize) -> bool {
+    scanner.as_ref().and_then(|s| s.matched().get(i).copied()).unwrap_or(false)
 }

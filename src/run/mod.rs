@@ -307,8 +307,8 @@ impl<'a> Run<'a> {
         // Attempts of this run that count against -n (not those that made
         // progress, with --reset-on-progress).
         let mut counted = 0u32;
-        if cfg.jitter_ignored() {
-            self.report.warning("--jitter has no effect with --algo decorrelated".to_string());
+        if let Some(warning) = cfg.jitter_warning() {
+            self.report.warning(warning);
         }
         if let Some(max) = cfg.splay {
             let splay = splay_delay(max, &mut splay_rng);
@@ -345,13 +345,11 @@ impl<'a> Run<'a> {
                     return Ok(ending);
                 }
             }
-            let watched = self.state_dir.clone().filter(|_| cfg.reset_on_progress);
-            let before = watched.as_deref().map(progress::Snapshot::of);
+            let before =
+                self.state_dir.as_deref().filter(|_| cfg.reset_on_progress).map(progress::Snapshot::of);
             let attempt = self.attempt(n, ending.last.or(self.resume.last))?;
-            let progress = match (watched, before) {
-                (Some(dir), Some(before)) => Some(progress::Snapshot::of(&dir) != before),
-                _ => None,
-            };
+            let progress =
+                before.zip(self.state_dir.as_deref()).map(|(b, dir)| progress::Snapshot::of(dir) != b);
             counted += u32::from(progress != Some(true));
             let hint = match &attempt.hint {
                 Some(Ok(wait)) => Some(*wait),
@@ -386,8 +384,7 @@ impl<'a> Run<'a> {
                 self.next_delay = Some(delay);
                 self.position = plan.position();
             }
-            self.cut_off =
-                attempt.status == Status::TimedOut && self.deadline.is_some_and(|d| attempt.ended >= d);
+            self.cut_off = self.killed_at_deadline(&attempt);
             self.record(n, &attempt, &decision, progress);
             match decision {
                 Decision::Retry { delay, .. } => {
