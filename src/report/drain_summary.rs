@@ -119,10 +119,6 @@ impl DrainRecorder {
             jobs_omitted: self.omitted,
             jobs: &self.jobs,
         };
-        let what = || format!("cannot write --summary '{}'", self.path.display());
-        let mut bytes = serde_json::to_vec_pretty(&doc)
-            .map_err(|e| Error::io(what(), std::io::Error::other(e.to_string())))?;
-        bytes.push(b'\n');
-        crate::outfile::write(&self.path, &bytes, 0o600).map_err(|e| Error::io(what(), e))
+        super::summary::write_json(&self.path, &doc)
     }
 }

@@ -117,18 +117,14 @@ pub fn step_summary(r: &RunEnd<'_>) -> String {
     let e = r.end;
     let took = human(e.elapsed);
     let n = r.attempts;
-    let attempts = if n == 1 { "1 attempt".to_string() } else { format!("{n} attempts") };
+    let attempts = crate::parse::count(u64::from(n), "attempt");
     let mut line = match (r.error, e.outcome) {
         (Some(message), _) => format!("**error**: {}", markdown(message)),
         (None, "success") => {
             let of = super::of(n, r.total);
             let mut s = format!("**success** on attempt {of} in {}", markdown(&took));
             if e.flaky {
-                let failures = if n == 2 {
-                    "1 failed attempt".to_string()
-                } else {
-                    format!("{} failed attempts", n - 1)
-                };
+                let failures = crate::parse::count(u64::from(n - 1), "failed attempt");
                 s.push_str(&format!(": **flaky** ({failures} before it)"));
             }
             s

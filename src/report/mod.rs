@@ -634,7 +634,7 @@ impl Reporter {
         let (text, github) = match outcome.end {
             End::Success if n > 1 => {
                 // A flaky run: a notice on GitHub, an error when --flaky-exit fails the step.
-                let failures = if n == 2 { "1 failure".to_string() } else { format!("{} failures", n - 1) };
+                let failures = crate::parse::count(u64::from(n - 1), "failure");
                 let mut t = format!("attempt {} succeeded after {failures} in {took} (flaky)", of(n, total));
                 let kind = match exit {
                     Some(code) => {

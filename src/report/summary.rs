@@ -288,13 +288,18 @@ impl Recorder {
             attempts_omitted: self.attempts.omitted(),
             attempts: self.attempts.records().collect(),
         };
-        let what = || format!("cannot write --summary '{}'", self.path.display());
-        let mut bytes = serde_json::to_vec_pretty(&doc)
-            .map_err(|e| Error::io(what(), std::io::Error::other(e.to_string())))?;
-        bytes.push(b'\n');
-        // Replaced atomically, or written in place when a FIFO or device.
-        crate::outfile::write(&self.path, &bytes, 0o600).map_err(|e| Error::io(what(), e))
+        write_json(&self.path, &doc)
     }
+}
+
+/// Writes a `--summary` document to `path`: replaced atomically, or
+/// written in place when a FIFO or device.
+pub(super) fn write_json(path: &Path, doc: &impl Serialize) -> Result<(), Error> {
+    let what = || format!("cannot write --summary '{}'", path.display());
+    let mut bytes = serde_json::to_vec_pretty(doc)
+        .map_err(|e| Error::io(what(), std::io::Error::other(e.to_string())))?;
+    bytes.push(b'\n');
+    crate::outfile::write(path, &bytes, 0o600).map_err(|e| Error::io(what(), e))
 }
 
 /// Cuts `s` to at most `limit` bytes at a character boundary, marking the cut.

@@ -211,11 +211,7 @@ impl Addr {
 
 impl std::fmt::Display for Addr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
+        f.write_str(&super::url::node(&self.host, self.port))
     }
 }
 
@@ -687,26 +683,18 @@ impl Conn {
         if st.mode == Mode::Unknown {
             self.discover(st, deadline)?;
         }
-        match &st.mode {
-            Mode::Single(addr) => Ok(addr.clone()),
-            Mode::Cluster => {
-                let slot = slot(route);
-                if let Some(addr) = st.moved.get(&slot) {
-                    return Ok(addr.clone());
-                }
-                match st.slots.iter().find(|(lo, hi, _)| (*lo..=*hi).contains(&slot)) {
-                    Some((_, _, addr)) => Ok(addr.clone()),
-                    None => {
-                        st.stale();
-                        Err(StoreError::unavailable(format!(
-                            "{}: no node of the cluster serves slot {slot}",
-                            self.name
-                        )))
-                    }
-                }
-            }
-            Mode::Unknown => Err(StoreError::unavailable(format!("{}: not connected", self.name))),
+        if let Some(addr) = self.known_route(st, route) {
+            return Ok(addr);
         }
+        if st.mode == Mode::Cluster {
+            st.stale();
+            return Err(StoreError::unavailable(format!(
+                "{}: no node of the cluster serves slot {}",
+                self.name,
+                slot(route)
+            )));
+        }
+        Err(StoreError::unavailable(format!("{}: not connected", self.name)))
     }
 
     /// Runs `op` on the server of `route`. A lost connection, a failover,
@@ -794,9 +782,7 @@ impl Conn {
                     }
                     // A sentinel may name another master by now; another
                     // node of a Cluster may serve the slot.
-                    if self.url.sentinel.is_some() || st.mode == Mode::Cluster {
-                        st.stale();
-                    }
+                    self.stale_if_it_moves(&mut st);
                     why = Some(e);
                     pause(deadline);
                     continue;
@@ -824,16 +810,12 @@ impl Conn {
                 }
                 Fault::Busy => {
                     why = Some(self.failed(doing, &e));
-                    if self.url.sentinel.is_some() || st.mode == Mode::Cluster {
-                        st.stale();
-                    }
+                    self.stale_if_it_moves(&mut st);
                     pause(deadline);
                 }
                 Fault::Lost | Fault::Demoted => {
                     st.links.remove(&addr);
-                    if self.url.sentinel.is_some() || st.mode == Mode::Cluster {
-                        st.stale();
-                    }
+                    self.stale_if_it_moves(&mut st);
                     why = Some(self.failed(doing, &e));
                     pause(deadline);
                 }
@@ -889,6 +871,14 @@ impl Conn {
         }
     }
 
+    /// After a lost connection: a Sentinel's master may have failed over,
+    /// and another node of a Cluster may serve the slot, so find out again.
+    fn stale_if_it_moves(&self, st: &mut State) {
+        if self.url.sentinel.is_some() || st.mode == Mode::Cluster {
+            st.stale();
+        }
+    }
+
     /// Is this a Cluster?
     pub(crate) fn is_cluster(&self) -> bool {
         self.lock().mode == Mode::Cluster
@@ -936,7 +926,7 @@ impl Conn {
                 return Ok(None);
             }
             let ms = RECONNECT.saturating_sub(start.elapsed()).saturating_sub(Duration::from_millis(300));
-            let acked: i64 = redis::cmd("WAIT").arg(1).arg(ms.as_millis().max(1) as u64).query(con)?;
+            let acked: i64 = redis::cmd("WAIT").arg(1).arg(super::redis::millis(ms)).query(con)?;
             Ok(Some(acked >= 1))
         })
         .ok()

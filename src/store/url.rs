@@ -87,11 +87,7 @@ impl RedisUrl {
             (Some(u), _, _) => out.push_str(&format!("{u}:@")),
             (None, _, _) => {}
         }
-        let nodes: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|(h, p)| if h.contains(':') { format!("[{h}]:{p}") } else { format!("{h}:{p}") })
-            .collect();
+        let nodes: Vec<String> = self.nodes.iter().map(|(h, p)| node(h, *p)).collect();
         out.push_str(&nodes.join(","));
         if let Some(master) = &self.sentinel {
             out.push_str(&format!("/{master}"));
@@ -111,11 +107,7 @@ impl RedisUrl {
 
     /// The first node, for messages about "the server".
     pub fn first(&self) -> String {
-        match self.nodes.first() {
-            Some((h, p)) if h.contains(':') => format!("[{h}]:{p}"),
-            Some((h, p)) => format!("{h}:{p}"),
-            None => String::new(),
-        }
+        self.nodes.first().map_or_else(String::new, |(h, p)| node(h, *p))
     }
 }
 
@@ -306,6 +298,11 @@ fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// `host:port`, with an IPv6 address in brackets: `[::1]:6379`.
+pub(crate) fn node(host: &str, port: u16) -> String {
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 }
 
 #[cfg(test)]
