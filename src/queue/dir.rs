@@ -375,7 +375,7 @@ impl DirStore {
     }
 
     /// The jobs of `dir` for `--list`.
-    fn list_in(&self, dir: &Dir, dead: bool, out: &mut Vec<(Listed, Option<String>)>) -> Result<(), Error> {
+    fn list_in(&self, dir: &Dir, dead: bool, out: &mut super::Jobs) -> Result<(), Error> {
         for id in ids_in(dir).map_err(|e| self.io("cannot read the jobs", e))? {
             let parsed = match dir.open_file(&job_name(&id)) {
                 Ok(Entry::Missing) => continue,
@@ -476,7 +476,7 @@ impl Store for DirStore {
     /// Every job once: the queue is read before `dead/`, and a job that is
     /// in both (buried meanwhile, or by a drain that died before removing
     /// it) is shown as dead.
-    fn list(&mut self) -> Result<Vec<(Listed, Option<String>)>, Error> {
+    fn list(&mut self) -> Result<super::Jobs, Error> {
         let mut out = Vec::new();
         self.list_in(&self.root, false, &mut out)?;
         // A drain may have made dead/ since the store was opened.

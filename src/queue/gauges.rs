@@ -4,8 +4,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{Outcome, listed};
+use super::{Jobs, Outcome};
 use crate::config::{Config, DrainConfig, Place};
+use crate::error::Error;
 use crate::report::Reporter;
 use crate::report::metrics::{QueueSample, RunSample};
 use crate::status::{Drained, End};
@@ -19,16 +20,22 @@ pub fn queue_key(place: &Place) -> String {
     }
 }
 
-/// After a drain: the queue as `--list` sees it now (jobs queued and dead,
-/// the oldest queued job's age) and this drain's counts, into the drain's
-/// `--metrics` FILE. A queue that cannot be listed is reported and its
-/// gauges left as they were; the counters still move.
-pub fn drain_metrics(cfg: &DrainConfig, drained: &Drained, report: &Reporter) {
-    let Some(path) = &cfg.metrics else { return };
+/// After a drain: the queue as `--list` sees it now (`jobs`, listed by
+/// the drain's store when it ended: queued and dead, the oldest queued
+/// job's age) and this drain's counts, into the drain's `--metrics` FILE.
+/// A queue that cannot be listed is reported and its gauges left as they
+/// were; the counters still move.
+pub fn drain_metrics(
+    cfg: &DrainConfig,
+    drained: &Drained,
+    jobs: Option<Result<Jobs, Error>>,
+    report: &Reporter,
+) {
+    let (Some(path), Some(jobs)) = (&cfg.metrics, jobs) else { return };
     let now = SystemTime::now();
     let counts = [drained.succeeded, drained.rescheduled, drained.died, drained.skipped];
     let key = queue_key(&cfg.place);
-    let jobs = match listed(&cfg.place) {
+    let jobs = match jobs {
         Ok(jobs) => Some(jobs),
         Err(e) => {
             report.warning(format!("--metrics: cannot list the queue for its gauges: {e}"));

@@ -68,7 +68,7 @@ pub trait Store {
 
     /// Every job, queued and dead, sorted by id; with what made a file
     /// unreadable, if something did.
-    fn list(&mut self) -> Result<Vec<(Listed, Option<String>)>, Error>;
+    fn list(&mut self) -> Result<Jobs, Error>;
 
     /// What went wrong meanwhile without stopping the drain (a lease that
     /// could not be renewed), to be said as warnings.
@@ -312,7 +312,7 @@ pub fn list(cfg: &ListConfig, report: &Reporter) -> u8 {
 
 /// Every job of the queue at `place`, queued and dead, sorted by id; with
 /// what made a file unreadable, if something did.
-pub fn listed(place: &Place) -> Result<Vec<(Listed, Option<String>)>, Error> {
+pub fn listed(place: &Place) -> Result<Jobs, Error> {
     match place {
         Place::Dir(dir) => match DirStore::open(dir, false) {
             // A queue nothing was ever queued to is empty.
@@ -342,28 +342,30 @@ pub fn drain_main(cfg: &DrainConfig, signals: &mut Signals, report: &Reporter) -
     let start = Instant::now();
     let result = match &cfg.place {
         Place::Dir(dir) => match DirStore::open(dir, true) {
-            Ok(Some(store)) => drain(store, cfg, signals, report),
+            Ok(Some(mut store)) => {
+                drain(&mut store, cfg, signals, report).map(|d| (d, gauge_jobs(&mut store, cfg)))
+            }
             Ok(None) => return status::USAGE,
             Err(e) => Err(e),
         },
         Place::Redis(url) => {
             let lease = cfg.lease.unwrap_or(redis::DEFAULT_LEASE);
             match redis::RedisQueue::open(url, Some(lease)) {
-                Ok(store) => {
+                Ok(mut store) => {
                     let report = report.clone().with_dead_letters("the dead letters");
                     if let Some(warning) = store.memory_only() {
                         report.store_warning(warning);
                     }
-                    drain(store, cfg, signals, &report)
+                    drain(&mut store, cfg, signals, &report).map(|d| (d, gauge_jobs(&mut store, cfg)))
                 }
                 Err(e) => Err(e),
             }
         }
     };
     match result {
-        Ok(drained) => {
+        Ok((drained, jobs)) => {
             report.drained(&cfg.place.display(), &drained, start.elapsed());
-            gauges::drain_metrics(cfg, &drained, report);
+            gauges::drain_metrics(cfg, &drained, jobs, report);
             report.finish_drain(drained.exit_code(), Some(&drained), None);
             if let Some(sig) = drained.interrupted {
                 sys::die_by_signal(sig);
@@ -378,9 +380,19 @@ pub fn drain_main(cfg: &DrainConfig, signals: &mut Signals, report: &Reporter) -
     }
 }
 
+/// Every job of a queue as `--list` shows it, with what made its file
+/// unreadable, if something did.
+pub type Jobs = Vec<(Listed, Option<String>)>;
+
+/// The jobs of a drained queue, listed by the drain's own store for
+/// `--metrics`' gauges (none without `--metrics`).
+fn gauge_jobs<S: Store>(store: &mut S, cfg: &DrainConfig) -> Option<Result<Jobs, Error>> {
+    cfg.metrics.as_ref().map(|_| store.list())
+}
+
 /// One pass over the queue: every due job gets one attempt.
 pub fn drain<S: Store>(
-    mut store: S,
+    store: &mut S,
     cfg: &DrainConfig,
     signals: &mut Signals,
     report: &Reporter,
@@ -419,7 +431,7 @@ pub fn drain<S: Store>(
         if remaining.is_some_and(|r| r.is_zero()) {
             break;
         }
-        let mut drain = Drain { store: &mut store, cfg, signals, drained: &mut drained };
+        let mut drain = Drain { store, cfg, signals, drained: &mut drained };
         if drain.one_job(claim, cutoff, remaining, report)? {
             break;
         }

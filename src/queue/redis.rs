@@ -853,7 +853,7 @@ impl Store for RedisQueue {
         self.finish(&mut claim.hold, "dead", Some(job), None)
     }
 
-    fn list(&mut self) -> Result<Vec<(Listed, Option<String>)>, Error> {
+    fn list(&mut self) -> Result<super::Jobs, Error> {
         let (due, leased, dead) = (self.key("due"), self.key("leased"), self.key("dead"));
         // One transaction: a job moving between `due` and `leased` is seen once.
         let (mut queued, leased_ids, dead_ids): (Vec<String>, Vec<String>, Vec<String>) = self
