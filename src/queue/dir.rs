@@ -386,18 +386,7 @@ impl DirStore {
                 Err(e) if exhausted(&e) => return Err(self.io(&format!("cannot read job {id}"), e)),
                 Err(e) => Parsed::Corrupt(format!("cannot read it: {e}")),
             };
-            let (line, problem) = match parsed {
-                Parsed::Job(job) => (Listed::of(&job, dead), None),
-                Parsed::Newer(v) => {
-                    let why = job::newer(v);
-                    (Listed::unreadable(&id, dead, why.clone()), Some(why))
-                }
-                Parsed::Corrupt(why) => {
-                    let why = format!("corrupt job file: {why}");
-                    (Listed::unreadable(&id, dead, why.clone()), Some(why))
-                }
-            };
-            out.push((line, problem));
+            out.push(Listed::parsed(parsed, &id, dead, "file"));
         }
         Ok(())
     }

@@ -346,6 +346,18 @@ impl Listed {
             first_start: None,
         }
     }
+
+    /// The `--list` line of a stored job as parsed, and what made it
+    /// unreadable, if something did; `what` names the store's unit
+    /// (`file`, `record`) in the reason.
+    pub fn parsed(parsed: Parsed, id: &str, dead: bool, what: &str) -> (Listed, Option<String>) {
+        let why = match parsed {
+            Parsed::Job(job) => return (Listed::of(&job, dead), None),
+            Parsed::Newer(v) => newer(v),
+            Parsed::Corrupt(why) => format!("corrupt job {what}: {why}"),
+        };
+        (Listed::unreadable(id, dead, why.clone()), Some(why))
+    }
 }
 
 #[cfg(test)]

@@ -882,27 +882,13 @@ impl Store for RedisQueue {
         let mut out = Vec::new();
         for (ids, kind, is_dead) in [(&queued, "job", false), (&dead_ids, "dead", true)] {
             for (id, doc) in ids.iter().zip(self.docs(kind, ids)?) {
-                let doc = match doc {
+                let parsed = match doc {
                     // Gone meanwhile (finished, or expired).
                     None => continue,
-                    Some(Ok(doc)) => doc,
-                    Some(Err(why)) => {
-                        let why = format!("corrupt job record: {why}");
-                        out.push((Listed::unreadable(id, is_dead, why.clone()), Some(why)));
-                        continue;
-                    }
+                    Some(Ok(doc)) => job::parse(&doc, id),
+                    Some(Err(why)) => Parsed::Corrupt(why),
                 };
-                out.push(match job::parse(&doc, id) {
-                    Parsed::Job(job) => (Listed::of(&job, is_dead), None),
-                    Parsed::Newer(v) => {
-                        let why = job::newer(v);
-                        (Listed::unreadable(id, is_dead, why.clone()), Some(why))
-                    }
-                    Parsed::Corrupt(why) => {
-                        let why = format!("corrupt job record: {why}");
-                        (Listed::unreadable(id, is_dead, why.clone()), Some(why))
-                    }
-                });
+                out.push(Listed::parsed(parsed, id, is_dead, "record"));
             }
         }
         out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
