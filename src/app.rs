@@ -166,22 +166,14 @@ fn on_give_up(
         End::Exhausted | End::Stopped | End::Deadline => {}
         End::Success | End::Interrupted { .. } | End::ClosedStdout | End::Queued | End::Refused => return,
     }
-    use std::os::unix::ffi::OsStrExt as _;
-    let mut env = environ::base();
-    let number = if ending.attempts > 0 { ending.attempts.to_string() } else { String::new() };
-    let total = cfg.attempts.map(|t| t.to_string()).unwrap_or_default();
-    let last = ending.last.map(|s| s.code().to_string()).unwrap_or_default();
-    for (name, value) in [
-        ("RETRY_ATTEMPT", number.as_bytes()),
-        ("RETRY_MAX_ATTEMPTS", total.as_bytes()),
-        ("RETRY_LAST_STATUS", last.as_bytes()),
-        ("RETRY_OUTCOME", ending.end.word().as_bytes()),
-    ] {
-        env.extend(environ::entry(name.as_bytes(), value));
-    }
-    if let Some(dir) = state_dir {
-        env.extend(environ::entry(b"RETRY_STATE_DIR", dir.as_os_str().as_bytes()));
-    }
+    let env = environ::with_retry_vars(
+        &environ::base(),
+        (ending.attempts > 0).then_some(ending.attempts),
+        cfg.attempts,
+        ending.last.map(|s| s.code()),
+        [("RETRY_OUTCOME", ending.end.word())],
+        state_dir,
+    );
     let limit = Some(cfg.timeout.unwrap_or(crate::hook::DEFAULT_LIMIT));
     let ran = crate::hook::run(cmd, &env, limit, (cfg.kill_signal, cfg.kill_after), signals, &mut Vec::new());
     if let Some((status, why)) = ran.failed {

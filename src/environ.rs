@@ -26,6 +26,37 @@ pub fn base() -> Vec<CString> {
     out
 }
 
+/// `base` plus the `RETRY_*` variables: `RETRY_ATTEMPT` (empty when no
+/// attempt ran), `RETRY_MAX_ATTEMPTS` (empty without a limit),
+/// `RETRY_LAST_STATUS` (the previous attempt's status; empty before the
+/// first), then `extra` (after retry's own variables, so they win over one
+/// of the same name), then `RETRY_STATE_DIR` when there is a state dir.
+/// Entries with a NUL byte are left out.
+pub fn with_retry_vars<'a>(
+    base: &[CString],
+    attempt: Option<u32>,
+    total: Option<u32>,
+    last: Option<u8>,
+    extra: impl IntoIterator<Item = (&'a str, &'a str)>,
+    state_dir: Option<&std::path::Path>,
+) -> Vec<CString> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let text = |n: Option<String>| n.unwrap_or_default();
+    let own = [
+        ("RETRY_ATTEMPT", text(attempt.map(|n| n.to_string()))),
+        ("RETRY_MAX_ATTEMPTS", text(total.map(|n| n.to_string()))),
+        ("RETRY_LAST_STATUS", text(last.map(|c| c.to_string()))),
+    ];
+    let mut env = Vec::with_capacity(base.len() + 4);
+    env.extend_from_slice(base);
+    env.extend(own.iter().filter_map(|(name, value)| entry(name.as_bytes(), value.as_bytes())));
+    env.extend(extra.into_iter().filter_map(|(name, value)| entry(name.as_bytes(), value.as_bytes())));
+    if let Some(dir) = state_dir {
+        env.extend(entry(b"RETRY_STATE_DIR", dir.as_os_str().as_bytes()));
+    }
+    env
+}
+
 /// `NAME=value` as a C string; `None` when either holds a NUL byte.
 pub fn entry(name: &[u8], value: &[u8]) -> Option<CString> {
     // Sized once: no reallocation for `=` and CString's NUL.

@@ -497,29 +497,15 @@ impl<'a> Run<'a> {
 
     /// The environment of attempt `n`: the base one plus `RETRY_*`.
     fn env(&self, n: u32, last: Option<Status>) -> Vec<CString> {
-        let mut env = Vec::with_capacity(self.env.len() + 4);
-        env.extend_from_slice(&self.env);
-        let total = self.cfg.attempts.map(|t| t.to_string()).unwrap_or_default();
-        let last = last.map(|s| s.code().to_string()).unwrap_or_default();
-        let vars = [
-            ("RETRY_ATTEMPT", n.to_string().into_bytes()),
-            ("RETRY_MAX_ATTEMPTS", total.into_bytes()),
-            ("RETRY_LAST_STATUS", last.into_bytes()),
-        ];
-        // Values come from numbers and a path without NUL bytes.
-        env.extend(vars.iter().filter_map(|(name, value)| environ::entry(name.as_bytes(), value)));
-        // --rotate: this attempt's values (after retry's own environment,
-        // so they win over a variable of the same name).
-        env.extend(
-            self.cfg
-                .rotation_of(n)
-                .filter_map(|(name, value)| environ::entry(name.as_bytes(), value.as_bytes())),
-        );
-        if let Some(dir) = &self.state_dir {
-            use std::os::unix::ffi::OsStrExt as _;
-            env.extend(environ::entry(b"RETRY_STATE_DIR", dir.as_os_str().as_bytes()));
-        }
-        env
+        // --rotate: this attempt's values.
+        environ::with_retry_vars(
+            &self.env,
+            Some(n),
+            self.cfg.attempts,
+            last.map(Status::code),
+            self.cfg.rotation_of(n),
+            self.state_dir.as_deref(),
+        )
     }
 
     /// Sleeps until `wake` (`None`: forever) before attempt `next`; returns a
