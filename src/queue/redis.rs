@@ -498,10 +498,11 @@ impl RedisQueue {
     /// `TMPDIR/retry-*/ID`, made: a drained job's `RETRY_STATE_DIR` (a job
     /// may run on any machine, so it gets a fresh one each time).
     fn state_path(&mut self, id: &str) -> Result<PathBuf, Error> {
-        if self.scratch.is_none() {
-            self.scratch = Some(crate::tmp::state_dir("cannot create the jobs' state directory")?);
-        }
-        let path = self.scratch.as_ref().map_or_else(std::env::temp_dir, |d| d.path().to_path_buf()).join(id);
+        let scratch = match self.scratch.take() {
+            Some(scratch) => scratch,
+            None => crate::tmp::state_dir("cannot create the jobs' state directory")?,
+        };
+        let path = self.scratch.insert(scratch).path().join(id);
         let made =
             std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700).create(&path);
         match made {
